@@ -1,0 +1,1 @@
+"""Built-in sync connectors, each registered under the `cellcommons.connectors` entry-point group."""

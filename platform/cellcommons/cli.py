@@ -1,0 +1,63 @@
+"""The `cellcommons` command. Thin: parse, call a service, render."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cellcommons.errors import CellCommonsError
+from cellcommons.settings import SettingsError, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Cell Commons data-sharing platform.")
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)
+
+
+def _reported(command):
+    """One clear line per problem and a non-zero exit instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SettingsError as exc:
+            for problem in exc.problems:
+                errors.print(f"error: {problem}", highlight=False)
+            raise typer.Exit(2) from None
+        except CellCommonsError as exc:
+            errors.print(f"error: {exc.message}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.command("migrate")
+@_reported
+def migrate_command(
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+) -> None:
+    """Bring the database schema up to date (idempotent; runs as the owner role)."""
+    from cellcommons.migrations import describe, migrate
+
+    settings = load_settings()
+    migrate(settings, revision)
+    console.print(f"database {describe(settings.owner_url)} is at revision {revision}", highlight=False)
+
+
+@app.command("demo")
+@_reported
+def demo_command(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="folder for the demo's data (default: CELLCOMMONS_DATA_DIR/demo)")
+    ] = None,
+    reset: Annotated[bool, typer.Option(help="delete the demo's data and start over")] = False,
+) -> None:
+    """Run the platform on the embedded default stack until Ctrl-C."""
+    from cellcommons.demo.launcher import run_demo
+
+    settings = load_settings()
+    run_demo(settings, (data_dir or settings.data_dir / "demo").resolve(), reset, console)

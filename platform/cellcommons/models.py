@@ -1,0 +1,1 @@
+"""Imports every domain's ORM models so that Base.metadata is complete (migrations, tests)."""

@@ -1,0 +1,125 @@
+"""The one configuration object. Built once at the edge (CLI, app factory, test fixture) and passed in."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+
+DEV_S3_ACCESS_KEY = "cellcommons-dev"
+DEV_S3_SECRET_KEY = "cellcommons-dev-secret-not-for-production"
+
+
+class Environment(StrEnum):
+    production = "production"
+    demo = "demo"
+    test = "test"
+
+
+class SettingsError(ValueError):
+    """Configuration that must not be used; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"- {p}" for p in problems))
+
+
+def _async_driver(url: str) -> URL:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"must be a postgresql:// URL, got {parsed.drivername!r}")
+    return parsed.set(drivername="postgresql+psycopg")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CELLCOMMONS_", extra="ignore")
+
+    environment: Environment = Environment.demo
+
+    # Owner role: runs migrations, owns the tables.
+    database_url: str | None = None
+    # Application role: what the API, workers and scheduler use. Derived from the owner URL in demo/test.
+    app_database_url: str | None = None
+    app_role: str = "cellcommons_app"
+
+    # Where the demo keeps its embedded PostgreSQL and S3 data between runs.
+    data_dir: Path = Path("~/.cellcommons").expanduser()
+
+    s3_endpoint: str | None = None  # host:port
+    s3_access_key: str = DEV_S3_ACCESS_KEY
+    s3_secret_key: SecretStr = SecretStr(DEV_S3_SECRET_KEY)
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+    bucket_prefix: str = "cellcommons"
+
+    @field_validator("database_url", "app_database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _async_driver(value)
+        return value
+
+    @field_validator("app_role", "bucket_prefix")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not value.replace("_", "").replace("-", "").isalnum() or not value[0].isalpha():
+            raise ValueError("must start with a letter and hold only letters, digits, '-' or '_'")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults_in_production(self) -> Settings:
+        if self.environment is not Environment.production:
+            return self
+        problems = []
+        if not self.database_url:
+            problems.append("CELLCOMMONS_DATABASE_URL is required in production (the owner role's URL)")
+        if not self.app_database_url:
+            problems.append("CELLCOMMONS_APP_DATABASE_URL is required in production (the application role's URL)")
+        if not self.s3_endpoint:
+            problems.append("CELLCOMMONS_S3_ENDPOINT is required in production")
+        if self.s3_access_key == DEV_S3_ACCESS_KEY:
+            problems.append("CELLCOMMONS_S3_ACCESS_KEY is the development key")
+        if self.s3_secret_key.get_secret_value() == DEV_S3_SECRET_KEY:
+            problems.append("CELLCOMMONS_S3_SECRET_KEY is the development secret")
+        if not self.s3_secure:
+            problems.append("CELLCOMMONS_S3_SECURE must be true in production (object storage over TLS)")
+        if problems:
+            raise SettingsError(problems)
+        return self
+
+    @property
+    def owner_url(self) -> URL:
+        if not self.database_url:
+            raise SettingsError(["CELLCOMMONS_DATABASE_URL is not set"])
+        return _async_driver(self.database_url)
+
+    @property
+    def app_url(self) -> URL:
+        if self.app_database_url:
+            return _async_driver(self.app_database_url)
+        # demo/test: same server and database, the application role (trust or peer auth there)
+        return self.owner_url._replace(username=self.app_role, password=None)
+
+    def bucket(self, name: str) -> str:
+        return f"{self.bucket_prefix}-{name}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides; raises SettingsError with every problem."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems: list[str] = []
+        for error in exc.errors():
+            cause = error.get("ctx", {}).get("error")
+            if isinstance(cause, SettingsError):
+                problems.extend(cause.problems)
+            else:
+                field = "_".join(map(str, error["loc"])).upper()
+                problems.append(f"CELLCOMMONS_{field}: {error['msg']}")
+        raise SettingsError(problems) from None

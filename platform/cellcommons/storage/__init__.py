@@ -1,0 +1,3 @@
+from cellcommons.storage.object_store import ObjectInfo, ObjectStore
+
+__all__ = ["ObjectInfo", "ObjectStore"]

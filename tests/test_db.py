@@ -1,0 +1,55 @@
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
+
+from cellcommons.db import Database, make_engine
+
+
+async def _owner_creates_table(settings, name):
+    owner = make_engine(settings.owner_url)
+    async with owner.begin() as conn:
+        await conn.execute(text(f"CREATE TABLE {name} (id int PRIMARY KEY, label text NOT NULL)"))
+    await owner.dispose()
+
+
+async def test_a_unit_of_work_commits_when_the_block_succeeds_and_rolls_back_when_it_raises(fresh_settings):
+    await _owner_creates_table(fresh_settings, "thing")
+    database = Database(fresh_settings)
+    try:
+        async with database.unit_of_work() as session:
+            await session.execute(text("INSERT INTO thing VALUES (1, 'kept')"))
+        with pytest.raises(RuntimeError):
+            async with database.unit_of_work() as session:
+                await session.execute(text("INSERT INTO thing VALUES (2, 'half-written')"))
+                await session.flush()
+                raise RuntimeError("the request failed after writing")
+        async with database.unit_of_work() as session:
+            labels = (await session.execute(text("SELECT label FROM thing ORDER BY id"))).scalars().all()
+        assert labels == ["kept"]
+    finally:
+        await database.dispose()
+
+
+async def test_the_application_role_gets_rows_of_new_tables_but_cannot_change_the_schema(fresh_settings):
+    await _owner_creates_table(fresh_settings, "granted")
+    database = Database(fresh_settings)
+    try:
+        async with database.unit_of_work() as session:
+            assert (await session.execute(text("SELECT current_user"))).scalar() == "cellcommons_app"
+            await session.execute(text("INSERT INTO granted VALUES (1, 'x')"))
+            await session.execute(text("UPDATE granted SET label = 'y'"))
+        for ddl in [
+            "CREATE TABLE intruder (id int)",
+            "ALTER TABLE granted ADD COLUMN extra text",
+            "DROP TABLE granted",
+        ]:
+            with pytest.raises(ProgrammingError, match=r"permission denied|must be owner"):
+                async with database.unit_of_work() as session:
+                    await session.execute(text(ddl))
+    finally:
+        await database.dispose()
+
+
+async def test_service_sessions_are_rolled_back_after_each_test(session):
+    # The shared session database has no tables of its own yet; the application role still connects to it.
+    assert (await session.execute(text("SELECT current_user"))).scalar() == "cellcommons_app"
