@@ -1,0 +1,1 @@
+"""Catalogue tables (to be written)."""
