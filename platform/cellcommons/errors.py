@@ -49,3 +49,19 @@ class Unavailable(CellCommonsError):
 
     code = "unavailable"
     status = 503
+
+
+class ValidationFailed(CellCommonsError):
+    """Input that breaks the domain rules; `findings` lists every problem (not only the first)."""
+
+    code = "validation_failed"
+    status = 422
+
+    def __init__(self, findings: list):
+        self.findings = findings
+        first = findings[0]
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        super().__init__(f"{first.field}: {first.message}{more}", field=first.field)
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "findings": [f.model_dump(mode="json") for f in self.findings]}

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     app_database_url: str | None = None
     app_role: str = "cellcommons_app"
 
+    # This node's name: every record created here names it as its origin (federation tells copies apart).
+    node_id: str = "local"
+
     # Where the demo keeps its embedded PostgreSQL and S3 data between runs.
     data_dir: Path = Path("~/.cellcommons").expanduser()
 
@@ -62,7 +65,7 @@ class Settings(BaseSettings):
             _async_driver(value)
         return value
 
-    @field_validator("app_role", "bucket_prefix")
+    @field_validator("app_role", "bucket_prefix", "node_id")
     @classmethod
     def _plain_name(cls, value: str) -> str:
         if not value.replace("_", "").replace("-", "").isalnum() or not value[0].isalpha():

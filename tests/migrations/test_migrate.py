@@ -37,3 +37,18 @@ def test_migrate_without_a_database_url_names_the_setting(tmp_path):
     result = subprocess.run(["cellcommons", "migrate"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: CELLCOMMONS_DATABASE_URL is not set"
+
+
+def test_the_migrations_match_the_models(settings):
+    """Autogenerate finds nothing to do: the ORM models and the migrated schema agree."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    import cellcommons.models  # noqa: F401
+    from cellcommons.db import Base
+
+    engine = create_engine(settings.owner_url)
+    with engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert differences == []
