@@ -61,3 +61,31 @@ def demo_command(
 
     settings = load_settings()
     run_demo(settings, (data_dir or settings.data_dir / "demo").resolve(), reset, console)
+
+
+audit_app = typer.Typer(no_args_is_help=True, help="The append-only, hash-chained audit log.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+@_reported
+def audit_verify_command(
+    checkpoint: Annotated[
+        bool, typer.Option(help="when intact, store {count, head hash, time} in the object store's audit bucket")
+    ] = False,
+) -> None:
+    """Recompute the whole hash chain; exit 1 naming the first broken event."""
+    import asyncio
+
+    from cellcommons.audit.verify import verify_database, write_checkpoint
+    from cellcommons.storage import ObjectStore
+
+    settings = load_settings()
+    verified = asyncio.run(verify_database(settings))
+    line = verified.summary()
+    if verified.intact and checkpoint:
+        bucket = settings.bucket("audit")
+        line += f"; checkpoint {bucket}/{write_checkpoint(ObjectStore.from_settings(settings), bucket, verified)}"
+    console.print(line, highlight=False, soft_wrap=True)
+    if not verified.intact:
+        raise typer.Exit(1)
