@@ -89,3 +89,20 @@ def audit_verify_command(
     console.print(line, highlight=False, soft_wrap=True)
     if not verified.intact:
         raise typer.Exit(1)
+
+
+@app.command("seed")
+@_reported
+def seed_command(
+    scale: Annotated[
+        str, typer.Option(help="tiny (tests), demo (tens of datasets) or bench (100 000 batches)")
+    ] = "demo",
+    seed: Annotated[int, typer.Option(help="random seed; the same seed gives the same consortium")] = 2026,
+) -> None:
+    """Load the synthetic consortium into the catalogue, with a progress bar."""
+    import asyncio
+
+    from cellcommons.demo.seed import run_seed
+
+    counts = asyncio.run(run_seed(load_settings(), scale, seed, console))
+    console.print(", ".join(f"{n:,} {table}" for table, n in counts.items()), highlight=False)

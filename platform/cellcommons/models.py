@@ -1,4 +1,4 @@
 """Imports every domain's ORM models so that Base.metadata is complete (migrations, tests)."""
 
-import cellcommons.audit.models  # noqa: F401
+import cellcommons.audit.models
 import cellcommons.catalogue.models  # noqa: F401

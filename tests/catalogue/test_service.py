@@ -126,12 +126,11 @@ async def test_the_database_enforces_keys_and_ranges(session, institution, recor
                 {"i": institution.id, "lot": "NEW-LOT"},
             )
     shipped = values.replace("quarantine", "shipped")
+    shipped = values.replace("quarantine", "shipped")
     with pytest.raises(DBAPIError, match="invalid input value for enum release_status"):
         async with session.begin_nested():
             await session.execute(
-                text(
-                    f"INSERT INTO batch (id, {columns}) VALUES (gen_random_uuid(), {values.replace('quarantine', 'shipped')})"
-                ),
+                text(f"INSERT INTO batch (id, {columns}) VALUES (gen_random_uuid(), {shipped})"),
                 {"i": institution.id, "lot": "NEW-LOT-2"},
             )
 
