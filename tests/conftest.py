@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from cellcommons.auth.dev_idp import DevIdentityProvider
 from cellcommons.db import make_engine
 from cellcommons.demo.scratch import ScratchStack
 from cellcommons.demo.stack import S3Credentials, unique_name
-from cellcommons.settings import Settings
+from cellcommons.settings import Environment, Settings
 from cellcommons.storage import ObjectStore
 
 
@@ -91,3 +92,18 @@ def bucket(object_store: ObjectStore) -> Iterator[str]:
     for item in client.list_objects(name, recursive=True):
         client.remove_object(name, item.object_name)
     client.remove_bucket(name)
+
+
+@pytest.fixture(scope="session")
+def dev_idp() -> Iterator[DevIdentityProvider]:
+    """One loopback server, issuers at `dev_idp.issuer(slug)` for every slug of demo.consortium.INSTITUTIONS."""
+    with DevIdentityProvider(None, Settings(_env_file=None, environment=Environment.test)) as idp:
+        yield idp
+
+
+@pytest.fixture
+def clean_dev_idp(dev_idp: DevIdentityProvider) -> Iterator[DevIdentityProvider]:
+    """The session's provider, reset before and after: for tests that rotate keys, take JWKS down or count."""
+    dev_idp.reset()
+    yield dev_idp
+    dev_idp.reset()

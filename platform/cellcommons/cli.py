@@ -106,3 +106,103 @@ def seed_command(
 
     counts = asyncio.run(run_seed(load_settings(), scale, seed, console))
     console.print(", ".join(f"{n:,} {table}" for table, n in counts.items()), highlight=False)
+
+
+institutions_app = typer.Typer(no_args_is_help=True, help="Partner institutions, their issuers and machine clients.")
+app.add_typer(institutions_app, name="institutions")
+
+
+def _in_unit_of_work(work):
+    """Run `work(session, http)` in one transaction with an HTTP client; commit when it returns."""
+    import asyncio
+
+    import httpx
+
+    from cellcommons.db import Database
+
+    async def run():
+        database = Database(load_settings())
+        try:
+            async with httpx.AsyncClient(timeout=10) as http, database.unit_of_work() as session:
+                return await work(session, http)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(run())
+
+
+def _pair(text: str, option: str) -> tuple[str, str]:
+    value, sep, role = text.partition("=")
+    if not sep or not value or not role:
+        raise typer.BadParameter(f"expected VALUE=ROLE, got {text!r}", param_hint=option)
+    return value, role
+
+
+@institutions_app.command("add-issuer")
+@_reported
+def add_issuer_command(
+    institution: Annotated[str, typer.Argument(help="the institution's slug")],
+    issuer_url: Annotated[str, typer.Argument(help="exactly the `iss` its tokens carry")],
+    audience: Annotated[str, typer.Option(help="the `aud` its access tokens must carry")] = "cellcommons",
+    alg: Annotated[list[str] | None, typer.Option(help="allowed signing algorithm (repeat)")] = None,
+    role_claim: Annotated[str | None, typer.Option(help="claim path holding roles, e.g. realm_access.roles")] = None,
+    role: Annotated[list[str] | None, typer.Option(help="CLAIM_VALUE=ROLE (repeat)")] = None,
+    access_token_claim: Annotated[
+        str | None, typer.Option(help="CLAIM=VALUE that marks access tokens, for issuers without typ at+jwt")
+    ] = None,
+) -> None:
+    """Trust an identity provider for one institution (reads its discovery document, pins its JWKS URI)."""
+    from cellcommons.institutions.service import register_issuer
+
+    mapping = dict(_pair(r, "--role") for r in role or [])
+    claim, value = _pair(access_token_claim, "--access-token-claim") if access_token_claim else (None, None)
+
+    async def work(session, http):
+        return await register_issuer(
+            session, http, institution_slug=institution, issuer_url=issuer_url, audience=audience,
+            algorithms=alg or ["RS256"], role_claim=role_claim, role_mapping=mapping,
+            access_token_claim=claim, access_token_value=value,
+        )  # fmt: skip
+
+    issuer = _in_unit_of_work(work)
+    console.print(f"trusting {issuer.issuer_url} for {institution}; keys from {issuer.jwks_uri}", highlight=False)
+
+
+@institutions_app.command("remove-issuer")
+@_reported
+def remove_issuer_command(issuer_url: Annotated[str, typer.Argument()]) -> None:
+    """Stop trusting an identity provider."""
+    from cellcommons.institutions.service import remove_issuer
+
+    _in_unit_of_work(lambda session, http: remove_issuer(session, issuer_url))
+    console.print(f"no longer trusting {issuer_url}", highlight=False)
+
+
+@institutions_app.command("issuers")
+@_reported
+def list_issuers_command() -> None:
+    """The trusted identity providers, per institution."""
+    from rich.table import Table
+
+    from cellcommons.institutions.service import list_issuers
+
+    table = Table("institution", "issuer", "audience", "algorithms", "roles from")
+    for slug, issuer in _in_unit_of_work(lambda session, http: list_issuers(session)):
+        mapping = ", ".join(f"{k}→{v}" for k, v in issuer.role_mapping.items())
+        table.add_row(slug, issuer.issuer_url, issuer.audience, " ".join(issuer.algorithms),
+                      f"{issuer.role_claim or '—'}: {mapping}")  # fmt: skip
+    console.print(table)
+
+
+@app.command("serve")
+@_reported
+def serve_command(
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+) -> None:
+    """Serve the API (uvicorn)."""
+    import uvicorn
+
+    from cellcommons.api.app import create_app
+
+    uvicorn.run(create_app(load_settings()), host=host, port=port, log_level="info")

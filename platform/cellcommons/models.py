@@ -1,4 +1,5 @@
 """Imports every domain's ORM models so that Base.metadata is complete (migrations, tests)."""
 
 import cellcommons.audit.models
-import cellcommons.catalogue.models  # noqa: F401
+import cellcommons.catalogue.models
+import cellcommons.institutions.models  # noqa: F401

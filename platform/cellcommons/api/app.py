@@ -1,0 +1,88 @@
+"""The FastAPI application factory: one app per process, built from Settings, holding its resources."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from cellcommons.auth.authenticate import Authenticator
+from cellcommons.auth.issuers import IssuerRegistry
+from cellcommons.auth.principal import Principal
+from cellcommons.auth.validator import TokenValidator
+from cellcommons.db import Database
+from cellcommons.errors import CellCommonsError
+from cellcommons.settings import Settings
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    database: Database
+    http: httpx.AsyncClient
+    authenticator: Authenticator
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        database = Database(settings)
+        async with httpx.AsyncClient(timeout=5) as http:
+            registry = IssuerRegistry(database)
+            app.state.resources = Resources(
+                settings=settings,
+                database=database,
+                http=http,
+                authenticator=Authenticator(database, TokenValidator(registry.lookup, http)),
+            )
+            yield
+        await database.dispose()
+
+    app = FastAPI(title="Cell Commons", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_exception_handler(CellCommonsError, _render_error)
+    app.add_exception_handler(RequestValidationError, _render_request_validation)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/whoami")
+    async def whoami(request: Request) -> dict:
+        principal = await current_principal(request)
+        if principal is None:
+            return {"signed_in": False}
+        return {
+            "signed_in": True,
+            "institution": principal.institution_slug,
+            "subject": principal.subject,
+            "roles": sorted(principal.roles),
+            "client_id": principal.client_id,
+        }
+
+    return app
+
+
+async def current_principal(request: Request) -> Principal | None:
+    resources: Resources = request.app.state.resources
+    return await resources.authenticator.principal(request.headers.get("authorization"))
+
+
+async def _render_error(request: Request, exc: CellCommonsError) -> JSONResponse:
+    headers = (
+        {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.message}"'}
+        if exc.status == 401
+        else None
+    )
+    return JSONResponse({"error": exc.as_dict()}, status_code=exc.status, headers=headers)
+
+
+async def _render_request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [
+        {"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]), "message": e["msg"]} for e in exc.errors()
+    ]
+    body = {"code": "invalid_input", "message": "the request is invalid", "problems": problems}
+    return JSONResponse({"error": body}, status_code=422)
