@@ -3,13 +3,13 @@
 import httpx
 import pytest
 from sqlalchemy import select
+from tests.auth.conftest import register_demo_issuers
 
 from cellcommons.audit.models import AuditEvent
 from cellcommons.auth.authenticate import Authenticator
 from cellcommons.auth.issuers import IssuerRegistry
 from cellcommons.auth.validator import TokenRejected, TokenValidator
 from cellcommons.db import Database
-from tests.auth.conftest import register_demo_issuers
 
 LEIDEN = "leiden-scgt"
 
