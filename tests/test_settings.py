@@ -10,6 +10,7 @@ PRODUCTION_READY = dict(
     s3_access_key="prod-access",
     s3_secret_key="prod-secret-0123456789",
     s3_secure=True,
+    secret_key="a-production-secret-key-of-enough-length-0123456789",
 )
 
 
@@ -17,7 +18,8 @@ def test_production_refuses_development_defaults_with_one_message_per_problem():
     with pytest.raises(SettingsError) as caught:
         load_settings(_env_file=None, environment="production")
     problems = caught.value.problems
-    assert len(problems) == 6
+    assert len(problems) == 7
+    assert any("CELLCOMMONS_SECRET_KEY is the development key" in p for p in problems)
     assert any("CELLCOMMONS_DATABASE_URL" in p for p in problems)
     assert any("CELLCOMMONS_APP_DATABASE_URL" in p for p in problems)
     assert any("CELLCOMMONS_S3_SECRET_KEY is the development secret" in p for p in problems)

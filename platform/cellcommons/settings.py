@@ -11,6 +11,7 @@ from sqlalchemy.engine import URL, make_url
 
 DEV_S3_ACCESS_KEY = "cellcommons-dev"
 DEV_S3_SECRET_KEY = "cellcommons-dev-secret-not-for-production"
+DEV_SECRET_KEY = "cellcommons-development-secret-key-not-for-production"
 
 
 class Environment(StrEnum):
@@ -51,6 +52,9 @@ class Settings(BaseSettings):
     # Where the demo keeps its embedded PostgreSQL and S3 data between runs.
     data_dir: Path = Path("~/.cellcommons").expanduser()
 
+    # Keys the platform's opaque identifiers (GraphQL ids, cursors); at least 32 characters.
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+
     s3_endpoint: str | None = None  # host:port
     s3_access_key: str = DEV_S3_ACCESS_KEY
     s3_secret_key: SecretStr = SecretStr(DEV_S3_SECRET_KEY)
@@ -63,6 +67,13 @@ class Settings(BaseSettings):
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None:
             _async_driver(value)
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
         return value
 
     @field_validator("app_role", "bucket_prefix", "node_id")
@@ -83,6 +94,8 @@ class Settings(BaseSettings):
             problems.append("CELLCOMMONS_APP_DATABASE_URL is required in production (the application role's URL)")
         if not self.s3_endpoint:
             problems.append("CELLCOMMONS_S3_ENDPOINT is required in production")
+        if self.secret_key.get_secret_value() == DEV_SECRET_KEY:
+            problems.append("CELLCOMMONS_SECRET_KEY is the development key")
         if self.s3_access_key == DEV_S3_ACCESS_KEY:
             problems.append("CELLCOMMONS_S3_ACCESS_KEY is the development key")
         if self.s3_secret_key.get_secret_value() == DEV_S3_SECRET_KEY:
