@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from strawberry.fastapi import GraphQLRouter
 
 from cellcommons.auth.authenticate import Authenticator
 from cellcommons.auth.issuers import IssuerRegistry
@@ -16,7 +18,10 @@ from cellcommons.auth.principal import Principal
 from cellcommons.auth.validator import TokenValidator
 from cellcommons.db import Database
 from cellcommons.errors import CellCommonsError
-from cellcommons.settings import Settings
+from cellcommons.graphql.context import Context
+from cellcommons.graphql.ids import Identifiers
+from cellcommons.graphql.schema import build_schema
+from cellcommons.settings import Environment, Settings
 
 
 @dataclass
@@ -44,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Cell Commons", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_exception_handler(CellCommonsError, _render_error)
+    app.include_router(graphql_router(settings), prefix="/graphql")
     app.add_exception_handler(RequestValidationError, _render_request_validation)
 
     @app.get("/healthz")
@@ -64,6 +70,25 @@ def create_app(settings: Settings) -> FastAPI:
         }
 
     return app
+
+
+def graphql_router(settings: Settings) -> GraphQLRouter:
+    ids = Identifiers(settings.secret_key.get_secret_value())
+    production = settings.environment is Environment.production
+
+    async def context(request: Request) -> AsyncIterator[Context]:
+        resources: Resources = request.app.state.resources
+        principal = await current_principal(request)
+        async with resources.database.sessions() as session:
+            yield Context(
+                principal=principal,
+                session=session,
+                settings=settings,
+                ids=ids,
+                client_host=request.client.host if request.client else None,
+            )
+
+    return GraphQLRouter(build_schema(), context_getter=context, graphql_ide=None if production else "graphiql")
 
 
 async def current_principal(request: Request) -> Principal | None:

@@ -1,0 +1,1 @@
+"""The GraphQL API (Strawberry): types, queries, dataloaders, limits."""

@@ -1,0 +1,106 @@
+"""Relay connections with keyset cursors (Strawberry's ListConnection pages by offset, which shifts under inserts).
+
+Top-level connections page in SQL (`reading.keyset_page`); nested ones (a dataset version's batches) page over
+the rows their DataLoader fetched for the whole level, with the same cursors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import strawberry
+from sqlalchemy import Select
+
+from cellcommons.catalogue import reading
+from cellcommons.errors import InvalidInput
+
+Node = TypeVar("Node")
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[Node]):
+    cursor: str
+    node: Node
+
+
+@strawberry.type
+class Connection(Generic[Node]):
+    edges: list[Edge[Node]]
+    page_info: PageInfo
+    _total: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description="How many nodes the whole connection has, for this caller.")
+    async def total_count(self) -> int:
+        return await self._total()
+
+    @strawberry.field(description="The nodes of this page, without cursors.")
+    def nodes(self) -> list[Node]:
+        return [edge.node for edge in self.edges]
+
+
+def page_request(
+    ids, first: int | None, after: str | None, last: int | None, before: str | None
+) -> reading.PageRequest:
+    if (first is None) == (last is None):
+        raise InvalidInput("give exactly one of first or last", field="first")
+    size, name = (first, "first") if first is not None else (last, "last")
+    if not 0 <= size <= reading.MAX_PAGE:
+        raise InvalidInput(f"must be between 0 and {reading.MAX_PAGE}", field=name)
+    return reading.PageRequest(
+        first=first,
+        last=last,
+        after=ids.parse_cursor(after, "after") if after else None,
+        before=ids.parse_cursor(before, "before") if before else None,
+    )
+
+
+def _connection(ids, rows: Sequence[Any], to_node, has_next: bool, has_previous: bool, total) -> Connection:
+    edges = [Edge(cursor=ids.cursor(row.created_at, row.id), node=to_node(row)) for row in rows]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=has_next,
+            has_previous_page=has_previous,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        _total=total,
+    )
+
+
+async def sql_connection(context, query: Select, model: Any, request: reading.PageRequest, to_node) -> Connection:
+    page = await context.read(reading.keyset_page, query, model, request)
+
+    async def total() -> int:
+        return await context.read(reading.count, query)
+
+    return _connection(context.ids, page.rows, to_node, page.has_next, page.has_previous, total)
+
+
+def list_connection(context, rows: Sequence[Any], request: reading.PageRequest, to_node) -> Connection:
+    """Page already-loaded rows (ordered by created_at, id) exactly as SQL would."""
+    key = lambda row: (row.created_at, row.id)  # noqa: E731
+    window = [
+        r
+        for r in rows
+        if (request.after is None or key(r) > request.after) and (request.before is None or key(r) < request.before)
+    ]
+    if request.first is not None:
+        page, has_next, has_previous = window[: request.first], len(window) > request.first, request.after is not None
+    else:
+        start = max(len(window) - (request.last or 0), 0)
+        page, has_next, has_previous = window[start:], request.before is not None, start > 0
+
+    async def total() -> int:
+        return len(rows)
+
+    return _connection(context.ids, page, to_node, has_next, has_previous, total)

@@ -1,0 +1,122 @@
+"""The GraphQL schema: queries over the catalogue, every one through the policy."""
+
+from __future__ import annotations
+
+import strawberry
+
+from cellcommons.catalogue import models, reading
+from cellcommons.errors import InvalidInput
+from cellcommons.graphql.connection import Connection, page_request, sql_connection
+from cellcommons.graphql.types import (
+    TYPES,
+    Batch,
+    Dataset,
+    DatasetVersion,
+    Distribution,
+    Donor,
+    Institution,
+    Node,
+    QcResult,
+    Specification,
+)
+
+MAX_NODES = 100
+
+
+def _wrap(info: strawberry.Info, type_name: str, row) -> Node:
+    node_type = TYPES[type_name]
+    if node_type in (Batch, Dataset):
+        return node_type.of(row, info.context.settings.node_id)
+    return node_type.of(row)
+
+
+async def _node(info: strawberry.Info, global_id: str, field: str) -> Node | None:
+    type_name, key = info.context.ids.parse_global_id(global_id, field)
+    model = reading.NODE_MODELS.get(type_name)
+    if model is None:
+        return None  # same answer as a row that is hidden or gone
+    row = await info.context.row(model, key)
+    return _wrap(info, type_name, row) if row else None
+
+
+@strawberry.type(description="Who is asking, as the platform sees them.")
+class Viewer:
+    signed_in: bool
+    institution: str | None
+    subject: str | None
+    roles: list[str]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Any object by its global id; null when it does not exist or is hidden.")
+    async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
+        return await _node(info, id, "id")
+
+    @strawberry.field(description="Objects by global id, in the order asked; null for missing or hidden ones.")
+    async def nodes(self, info: strawberry.Info, ids: list[strawberry.ID]) -> list[Node | None]:
+        if len(ids) > MAX_NODES:
+            raise InvalidInput(f"at most {MAX_NODES} ids per request", field="ids")
+        return [await _node(info, value, f"ids[{i}]") for i, value in enumerate(ids)]
+
+    @strawberry.field
+    def viewer(self, info: strawberry.Info) -> Viewer:
+        principal = info.context.principal
+        if principal is None:
+            return Viewer(signed_in=False, institution=None, subject=None, roles=[])
+        return Viewer(
+            signed_in=True,
+            institution=principal.institution_slug,
+            subject=principal.subject,
+            roles=sorted(principal.roles),
+        )
+
+    @strawberry.field(description="Partner institutions.")
+    async def institutions(
+        self,
+        info: strawberry.Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Institution]:
+        request = page_request(info.context.ids, first, after, last, before)
+        query = reading.institutions_query(info.context.principal)
+        return await sql_connection(info.context, query, models.Institution, request, Institution.of)
+
+    @strawberry.field(description="MSC datasets the caller may see.")
+    async def datasets(
+        self,
+        info: strawberry.Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Dataset]:
+        request = page_request(info.context.ids, first, after, last, before)
+        query = reading.datasets_query(info.context.principal)
+        node_id = info.context.settings.node_id
+        return await sql_connection(info.context, query, models.Dataset, request, lambda r: Dataset.of(r, node_id))
+
+    @strawberry.field(description="Batches (lots) the caller may see, optionally of one tissue source (UBERON CURIE).")
+    async def batches(
+        self,
+        info: strawberry.Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+        tissue: str | None = None,
+    ) -> Connection[Batch]:
+        request = page_request(info.context.ids, first, after, last, before)
+        query = reading.batches_query(info.context.principal, tissue)
+        node_id = info.context.settings.node_id
+        return await sql_connection(info.context, query, models.Batch, request, lambda r: Batch.of(r, node_id))
+
+
+def build_schema(extensions: list | None = None) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        types=[Institution, Dataset, DatasetVersion, Batch, Specification, QcResult, Distribution, Donor],
+        extensions=extensions or [],
+    )
