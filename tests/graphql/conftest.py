@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from sqlalchemy import event
+from tests.auth.conftest import register_demo_issuers
 
 from cellcommons.api.app import create_app
 from cellcommons.db import Database
 from cellcommons.demo.consortium import SCALES, Consortium
 from cellcommons.demo.seed import seed_through_service
-from tests.auth.conftest import register_demo_issuers
 
 
 @dataclass
