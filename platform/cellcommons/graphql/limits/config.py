@@ -1,0 +1,28 @@
+"""The numbers that bound one GraphQL request and one principal's hourly spend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from graphql import GraphQLError, Node
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_depth: int = 10  # fields on the longest path from the root: `{ a { b } }` is 2
+    max_aliases: int = 30  # counted once per place a fragment is spread
+    max_tokens: int = 5_000  # lexical tokens of the query text, comments excluded
+    # Fields once every fragment spread is expanded: keeps a small query with reused fragments from
+    # expanding into millions of fields (which the cost walk and execution would both visit).
+    max_fields: int = 2_000
+    max_page_size: int = 100  # `first` / `last` of one connection
+    max_query_cost: int = 50_000  # nodes one query may ask for
+    budget_points: int = 500_000  # cost points per principal per rolling window
+    budget_window: timedelta = timedelta(hours=1)
+    max_body_bytes: int = 1_048_576  # for BodySizeLimit in front of /graphql
+
+
+def limit_error(code: str, message: str, nodes: Node | list[Node] | None = None, **details: object) -> GraphQLError:
+    """A refusal clients can branch on: a stable `extensions.code` and the numbers behind it."""
+    return GraphQLError(message, nodes, extensions={"code": code, **details})

@@ -1,0 +1,75 @@
+"""How errors leave the GraphQL endpoint: domain errors keep their message and code everywhere; anything
+unexpected says only "internal error" in production (the original is still logged by Strawberry's
+`process_errors`, which runs before this); field suggestions ("Did you mean …") are off in production,
+since they let a caller map a schema whose introspection is disabled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
+
+from cellcommons.errors import CellCommonsError
+from graphql import GraphQLError, validate
+
+INTERNAL_MESSAGE = "internal error"
+
+# The rules Strawberry appends to every validation (strawberry.schema.schema.validate_document).
+_STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)
+
+
+def format_error(error: GraphQLError, *, production: bool) -> GraphQLError:
+    """The error as a client may see it: a stable `extensions.code`, and nothing internal in production."""
+    original = error.original_error
+    # No original: GraphQL's own syntax/validation errors and these limits' refusals, already fit to show.
+    # A GraphQLError raised on purpose (e.g. Strawberry's permission classes) is fit as well.
+    if original is None or isinstance(original, GraphQLError):
+        return error
+    if isinstance(original, CellCommonsError):
+        details = {k: v for k, v in original.as_dict().items() if k != "message"}
+        return _replace(error, original.message, details)
+    if production:
+        return _replace(error, INTERNAL_MESSAGE, {"code": "internal"})
+    return _replace(error, error.message, {**(error.extensions or {}), "code": "internal"})
+
+
+def _replace(error: GraphQLError, message: str, extensions: dict) -> GraphQLError:
+    return GraphQLError(
+        message,
+        error.nodes,
+        error.source,
+        error.positions,
+        error.path,
+        original_error=None,  # nothing below the response may leak through formatters or tracing
+        extensions=extensions,
+    )
+
+
+class ErrorPolicy(SchemaExtension):
+    """Applies `format_error` to every error of the result."""
+
+    def __init__(self, *, production: bool):
+        self.production = production
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            result.errors = [format_error(e, production=self.production) for e in result.errors]
+
+
+class ValidateWithoutSuggestions(SchemaExtension):
+    """Runs validation itself with graphql-core's `hide_suggestions`; Strawberry then skips its own run."""
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        context.pre_execution_errors = validate(
+            context.schema._schema,  # the graphql-core schema; Strawberry's own ValidationCache reads it the same way
+            context.graphql_document,
+            (*context.validation_rules, *_STRAWBERRY_RULES),
+            hide_suggestions=True,
+        )
+        yield
