@@ -11,6 +11,8 @@ PRODUCTION_READY = dict(
     s3_secret_key="prod-secret-0123456789",
     s3_secure=True,
     secret_key="a-production-secret-key-of-enough-length-0123456789",
+    public_url="https://cellcommons.example.org",
+    signing_key_secret="a-production-signing-key-secret-of-enough-length",
 )
 
 
@@ -18,12 +20,14 @@ def test_production_refuses_development_defaults_with_one_message_per_problem():
     with pytest.raises(SettingsError) as caught:
         load_settings(_env_file=None, environment="production")
     problems = caught.value.problems
-    assert len(problems) == 7
+    assert len(problems) == 9
     assert any("CELLCOMMONS_SECRET_KEY is the development key" in p for p in problems)
     assert any("CELLCOMMONS_DATABASE_URL" in p for p in problems)
     assert any("CELLCOMMONS_APP_DATABASE_URL" in p for p in problems)
     assert any("CELLCOMMONS_S3_SECRET_KEY is the development secret" in p for p in problems)
     assert any("CELLCOMMONS_S3_SECURE" in p for p in problems)
+    assert any("CELLCOMMONS_PUBLIC_URL" in p for p in problems)
+    assert any("CELLCOMMONS_SIGNING_KEY_SECRET is the development secret" in p for p in problems)
 
 
 def test_production_names_only_what_is_wrong():

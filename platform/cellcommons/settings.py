@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
 DEV_S3_ACCESS_KEY = "cellcommons-dev"
 DEV_S3_SECRET_KEY = "cellcommons-dev-secret-not-for-production"
+DEV_SIGNING_KEY_SECRET = "cellcommons-dev-signing-key-secret-not-for-production"
+DEV_PUBLIC_URL = "http://127.0.0.1:8000"
 DEV_SECRET_KEY = "cellcommons-development-secret-key-not-for-production"
 
 
@@ -62,6 +65,15 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     bucket_prefix: str = "cellcommons"
 
+    # The platform's own OAuth authorization server (machine clients, client-credentials grant).
+    # Its public base URL is its issuer identifier (`iss` of its tokens) and the base of /oauth/token.
+    public_url: str | None = None
+    token_audience: str = "cellcommons"  # `aud` of the platform's access tokens
+    access_token_lifetime: int = Field(default=300, ge=30, le=3600)  # seconds
+    client_assertion_max_lifetime: int = Field(default=300, ge=30, le=3600)  # private_key_jwt `exp` horizon
+    # The private signing keys are stored encrypted in the database with a key derived from this secret.
+    signing_key_secret: SecretStr = SecretStr(DEV_SIGNING_KEY_SECRET)
+
     @field_validator("database_url", "app_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
@@ -72,6 +84,25 @@ class Settings(BaseSettings):
     @field_validator("secret_key")
     @classmethod
     def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname or parts.path not in {"", "/"}:
+            raise ValueError("must be an http(s) origin such as https://cellcommons.example.org (no path)")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("must be an http(s) origin without query, fragment or credentials")
+        return value.rstrip("/")
+
+    @field_validator("signing_key_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr) -> SecretStr:
         if len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
         return value
@@ -102,6 +133,10 @@ class Settings(BaseSettings):
             problems.append("CELLCOMMONS_S3_SECRET_KEY is the development secret")
         if not self.s3_secure:
             problems.append("CELLCOMMONS_S3_SECURE must be true in production (object storage over TLS)")
+        if not self.public_url or not self.public_url.startswith("https://"):
+            problems.append("CELLCOMMONS_PUBLIC_URL must be the platform's https:// origin in production")
+        if self.signing_key_secret.get_secret_value() == DEV_SIGNING_KEY_SECRET:
+            problems.append("CELLCOMMONS_SIGNING_KEY_SECRET is the development secret")
         if problems:
             raise SettingsError(problems)
         return self
@@ -118,6 +153,15 @@ class Settings(BaseSettings):
             return _async_driver(self.app_database_url)
         # demo/test: same server and database, the application role (trust or peer auth there)
         return self.owner_url._replace(username=self.app_role, password=None)
+
+    @property
+    def issuer_url(self) -> str:
+        """The platform's OAuth issuer identifier (demo/test default: the `serve` command's address)."""
+        return self.public_url or DEV_PUBLIC_URL
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.issuer_url}/oauth/token"
 
     def bucket(self, name: str) -> str:
         return f"{self.bucket_prefix}-{name}"

@@ -334,6 +334,9 @@ def _production_settings() -> Settings:
         s3_access_key="prod-key",
         s3_secret_key="prod-secret",
         s3_secure=True,
+        secret_key="a-production-secret-key-of-enough-length-0123456789",
+        public_url="https://cellcommons.example.org",
+        signing_key_secret="a-production-signing-key-secret-of-enough-length",
     )
 
 

@@ -86,6 +86,8 @@ class TokenValidator:
         self._check_times(claims)
         _check_audience(claims, issuer.audience)
         _check_access_token(header, claims, issuer)
+        if issuer.clients is not None:
+            return await _client_principal(claims, issuer)
         return _principal(claims, issuer)
 
     async def _trusted_issuer(self, claims: dict) -> TrustedIssuer:
@@ -110,6 +112,11 @@ class TokenValidator:
             raise TokenRejected("token issued in the future")
 
     async def _key(self, issuer: TrustedIssuer, kid: str | None):
+        if issuer.clients is not None:  # the platform's own keys, read from its database
+            key = await issuer.clients.signing_key(kid)
+            if key is None:
+                raise TokenRejected("unknown signing key")
+            return key
         cache = self._keys.setdefault(issuer.issuer_url, _CachedKeys())
         key = _find(cache.keys, kid)
         if key is not None:
@@ -218,6 +225,29 @@ def _principal(claims: dict, issuer: TrustedIssuer) -> Principal:
         subject=subject,
         roles=_roles(claims, issuer),
         client_id=client_id if isinstance(client_id, str) else None,
+        token_id=token_id if isinstance(token_id, str) else None,
+        issuer=issuer.issuer_url,
+    )
+
+
+async def _client_principal(claims: dict, issuer: TrustedIssuer) -> Principal:
+    """A platform token: the institution and roles come from the machine client's registration (roles narrowed
+    to the token's scope), never from a claim; a revoked client's tokens stop working at once."""
+    client_id = claims.get("client_id")
+    if not isinstance(client_id, str) or not client_id or claims.get("sub") != client_id:
+        raise TokenRejected("client_id missing")
+    registration = await issuer.clients.registration(client_id)
+    if registration is None:
+        raise TokenRejected("unknown or revoked client")
+    scope = claims.get("scope")
+    granted = set(scope.split(" ")) if isinstance(scope, str) else set()
+    token_id = claims.get("jti")
+    return Principal(
+        institution_id=registration.institution_id,
+        institution_slug=registration.institution_slug,
+        subject=client_id,
+        roles=frozenset({Role.reader} | {role for role in registration.roles if role.value in granted}),
+        client_id=client_id,
         token_id=token_id if isinstance(token_id, str) else None,
         issuer=issuer.issuer_url,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from sqlalchemy import delete, select
@@ -12,9 +13,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cellcommons.auth.principal import Role
 from cellcommons.catalogue.models import Institution
 from cellcommons.errors import Conflict, InvalidInput, NotFound, Unavailable
-from cellcommons.institutions.models import Issuer
+from cellcommons.institutions.models import Issuer, PlatformIssuer
+
+if TYPE_CHECKING:
+    from cellcommons.institutions.clients import ClientRegistration
 
 ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+
+class ClientDirectory(Protocol):
+    """The platform's own issuer: its public keys and its machine-client registry."""
+
+    async def signing_key(self, kid: str | None) -> Any | None: ...
+
+    async def registration(self, client_id: str) -> ClientRegistration | None: ...
 
 
 @dataclass(frozen=True)
@@ -25,12 +37,15 @@ class TrustedIssuer:
     jwks_uri: str
     audience: str
     algorithms: tuple[str, ...]
-    institution_id: uuid.UUID
-    institution_slug: str
+    institution_id: uuid.UUID | None  # None only on the platform's own entry (see `clients`)
+    institution_slug: str | None
     access_token_claim: str | None
     access_token_value: str | None
     role_claim: str | None
     role_mapping: dict[str, str]
+    # Set on the platform's own entry only: keys come from its database, and a token's institution and roles
+    # from the registration of the machine client named by its client_id (revoked: refused), never from a claim.
+    clients: ClientDirectory | None = None
 
 
 async def discover(http: httpx.AsyncClient, issuer_url: str) -> dict:
@@ -112,13 +127,14 @@ async def list_issuers(session: AsyncSession) -> list[tuple[str, Issuer]]:
     return [(slug, issuer) for slug, issuer in rows]
 
 
-async def trusted_issuers(session: AsyncSession) -> dict[str, TrustedIssuer]:
+async def trusted_issuers(session: AsyncSession, platform: ClientDirectory | None = None) -> dict[str, TrustedIssuer]:
+    """The enabled partner issuers and, given its directory, the platform's own issuer."""
     rows = await session.execute(
         select(Institution.slug, Issuer)
         .join(Institution, Institution.id == Issuer.institution_id)
         .where(Issuer.enabled)
     )
-    return {
+    trusted = {
         issuer.issuer_url: TrustedIssuer(
             issuer_url=issuer.issuer_url,
             jwks_uri=issuer.jwks_uri,
@@ -133,3 +149,19 @@ async def trusted_issuers(session: AsyncSession) -> dict[str, TrustedIssuer]:
         )
         for slug, issuer in rows
     }
+    if platform is not None:
+        for own in await session.scalars(select(PlatformIssuer)):
+            trusted[own.issuer_url] = TrustedIssuer(
+                issuer_url=own.issuer_url,
+                jwks_uri=f"{own.issuer_url}/.well-known/jwks.json",
+                audience=own.audience,
+                algorithms=("ES256",),
+                institution_id=None,
+                institution_slug=None,
+                access_token_claim=None,
+                access_token_value=None,
+                role_claim=None,
+                role_mapping={},
+                clients=platform,
+            )
+    return trusted
