@@ -55,12 +55,44 @@ def demo_command(
         Path | None, typer.Option(help="folder for the demo's data (default: CELLCOMMONS_DATA_DIR/demo)")
     ] = None,
     reset: Annotated[bool, typer.Option(help="delete the demo's data and start over")] = False,
+    port: Annotated[int, typer.Option(help="the API's port on 127.0.0.1 (0: any free port)")] = 8000,
 ) -> None:
     """Run the platform on the embedded default stack until Ctrl-C."""
     from cellcommons.demo.launcher import run_demo
 
     settings = load_settings()
-    run_demo(settings, (data_dir or settings.data_dir / "demo").resolve(), reset, console)
+    run_demo(settings, _demo_dir(settings, data_dir), reset, port, console)
+
+
+def _demo_dir(settings, data_dir: Path | None) -> Path:
+    return (data_dir or settings.data_dir / "demo").resolve()
+
+
+@app.command("demo-token")
+@_reported
+def demo_token_command(
+    institution: Annotated[str, typer.Argument(help="a demo institution's slug, e.g. leiden-scgt")],
+    user: Annotated[str, typer.Argument(help="a demo user: alice, sam, stella, ian or gus")] = "alice",
+    data_dir: Annotated[Path | None, typer.Option(help="the running demo's data folder")] = None,
+) -> None:
+    """Sign a demo user in at a running demo's identity provider (authorization code + PKCE); print the token."""
+    import asyncio
+
+    import httpx
+
+    from cellcommons.demo.identity import fetch_demo_token
+    from cellcommons.demo.launcher import read_state
+    from cellcommons.errors import NotFound
+
+    state = read_state(_demo_dir(load_settings(), data_dir))
+    if institution not in state.issuers:
+        raise NotFound(f"no demo institution {institution!r}; known: {', '.join(state.issuers)}", field="institution")
+
+    async def fetch() -> str:
+        async with httpx.AsyncClient(timeout=10) as http:
+            return await fetch_demo_token(http, state.issuers[institution], user)
+
+    typer.echo(asyncio.run(fetch()))
 
 
 audit_app = typer.Typer(no_args_is_help=True, help="The append-only, hash-chained audit log.")
@@ -194,6 +226,90 @@ def list_issuers_command() -> None:
     console.print(table)
 
 
+@institutions_app.command("add-client")
+@_reported
+def add_client_command(
+    institution: Annotated[str, typer.Argument(help="the institution's slug")],
+    role: Annotated[
+        list[str] | None, typer.Option(help="platform role (repeat): reader, submitter, steward, institution_admin")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="what the client is, for people reading the list")] = None,
+    client_id: Annotated[str | None, typer.Option(help="the client_id (default: generated)")] = None,
+    public_key: Annotated[
+        Path | None, typer.Option(help="its public key (JWK or PEM file): private_key_jwt instead of a secret")
+    ] = None,
+) -> None:
+    """Register a machine client (client-credentials grant); a secret is printed once and never stored."""
+    from cellcommons.institutions.clients import add_client, read_public_key
+
+    jwk = read_public_key(public_key.read_text()) if public_key is not None else None
+
+    async def work(session, http):
+        return await add_client(
+            session, institution_slug=institution, roles=role, name=name, client_id=client_id, public_jwk=jwk
+        )
+
+    added = _in_unit_of_work(work)
+    client = added.client
+    console.print(f"client_id: {client.client_id}", highlight=False)
+    console.print(f"institution: {added.institution_slug}; roles: {' '.join(client.roles)}", highlight=False)
+    console.print(f"token_endpoint_auth_method: {client.auth_method}", highlight=False)
+    if added.secret is not None:
+        console.print(f"client_secret: {added.secret}", highlight=False, soft_wrap=True)
+        console.print("(shown once: only its hash is stored)", highlight=False)
+
+
+@institutions_app.command("rotate-secret")
+@_reported
+def rotate_secret_command(client_id: Annotated[str, typer.Argument()]) -> None:
+    """Replace a client's secret (the old one stops working now); the new one is printed once."""
+    from cellcommons.institutions.clients import rotate_secret
+
+    secret = _in_unit_of_work(lambda session, http: rotate_secret(session, client_id))
+    console.print(f"client_secret: {secret}", highlight=False, soft_wrap=True)
+    console.print("(shown once: only its hash is stored)", highlight=False)
+
+
+@institutions_app.command("revoke-client")
+@_reported
+def revoke_client_command(client_id: Annotated[str, typer.Argument()]) -> None:
+    """Revoke a machine client: no more tokens, and the tokens it holds stop working."""
+    from cellcommons.institutions.clients import revoke_client
+
+    _in_unit_of_work(lambda session, http: revoke_client(session, client_id))
+    console.print(f"revoked {client_id}", highlight=False)
+
+
+@institutions_app.command("clients")
+@_reported
+def list_clients_command(
+    institution: Annotated[str | None, typer.Option(help="only this institution's clients")] = None,
+) -> None:
+    """The machine clients, per institution (never their secrets)."""
+    from rich.table import Table
+
+    from cellcommons.institutions.clients import list_clients
+
+    table = Table("institution", "client_id", "name", "authentication", "roles", "status")
+    for slug, client in _in_unit_of_work(lambda session, http: list_clients(session, institution)):
+        status = f"revoked {client.revoked_at:%Y-%m-%d %H:%M}" if client.revoked_at else "active"
+        table.add_row(slug, client.client_id, client.name, client.auth_method, " ".join(client.roles), status)
+    console.print(table)
+
+
+@institutions_app.command("rotate-signing-key")
+@_reported
+def rotate_signing_key_command() -> None:
+    """A new key signs the platform's access tokens; old keys stay in the JWKS until their tokens expire."""
+    from cellcommons.auth.platform_keys import rotate_signing_key
+
+    settings = load_settings()
+    kid, retired = _in_unit_of_work(lambda session, http: rotate_signing_key(session, settings))
+    console.print(f"signing with {kid}", highlight=False)
+    for old, until in retired:
+        console.print(f"still published: {old} until {until:%Y-%m-%d %H:%M:%S %Z}", highlight=False)
+
+
 @app.command("serve")
 @_reported
 def serve_command(
@@ -206,3 +322,22 @@ def serve_command(
     from cellcommons.api.app import create_app
 
     uvicorn.run(create_app(load_settings()), host=host, port=port, log_level="info")
+
+
+schema_app = typer.Typer(no_args_is_help=True, help="The GraphQL contract partners code against.")
+app.add_typer(schema_app, name="schema")
+
+
+@schema_app.command("export")
+@_reported
+def schema_export_command(
+    output: Annotated[Path | None, typer.Option(help="file to write (default: standard output)")] = None,
+) -> None:
+    """Print (or write) the GraphQL schema in SDL, as committed in graphql_schema/schema.graphql."""
+    from cellcommons.graphql.schema import schema_sdl
+
+    sdl = schema_sdl()
+    if output is None:
+        typer.echo(sdl, nl=False)
+    else:
+        output.write_text(sdl)

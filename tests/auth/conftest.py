@@ -9,25 +9,13 @@ from cellcommons.auth.validator import TokenValidator
 from cellcommons.catalogue import service as catalogue
 from cellcommons.catalogue.schemas import InstitutionIn
 from cellcommons.demo.consortium import INSTITUTIONS
-from cellcommons.institutions.service import register_issuer, trusted_issuers
+from cellcommons.demo.identity import register_dev_issuers
 
 
 async def register_demo_issuers(session, http, idp) -> dict:
     for institution in INSTITUTIONS:
         await catalogue.save_institution(session, InstitutionIn(**institution), origin="test")
-        slug = institution["slug"]
-        mapping = idp.role_mapping(slug)
-        await register_issuer(
-            session,
-            http,
-            institution_slug=slug,
-            issuer_url=idp.issuer(slug),
-            audience="cellcommons",
-            algorithms=[idp.algorithm(slug)],
-            role_claim=mapping.claim_path,
-            role_mapping={value: role.value for value, role in mapping.values.items()},
-        )
-    return await trusted_issuers(session)
+    return await register_dev_issuers(session, http, idp)
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """`cellcommons demo` on the embedded default stack, run as a newcomer would run it."""
 
+import json
 import os
 import signal
 import subprocess
 import time
 
+import httpx
 import psutil
 import pytest
 
@@ -24,14 +26,14 @@ def test_demo_starts_the_embedded_stack_and_stops_cleanly_on_ctrl_c(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CELLCOMMONS_")}
     data_dir = tmp_path / "demo"
     demo = subprocess.Popen(
-        ["cellcommons", "demo", "--data-dir", str(data_dir)],
+        ["cellcommons", "demo", "--data-dir", str(data_dir), "--port", "0"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     output = []
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     try:
         for line in demo.stdout:
             output.append(line)
@@ -39,8 +41,9 @@ def test_demo_starts_the_embedded_stack_and_stops_cleanly_on_ctrl_c(tmp_path):
                 break
         assert any(READY_LINE in line for line in output), "".join(output)
         text = "".join(output)
-        assert "PostgreSQL (application)" in text and "object storage (S3)" in text
+        assert "GraphQL API" in text and "object storage (S3)" in text and "demo-token" in text
         assert _processes_using(data_dir), "the demo should be running PostgreSQL and S3 under its folder"
+        _use_the_running_demo(data_dir, env)
     finally:
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)
@@ -50,3 +53,24 @@ def test_demo_starts_the_embedded_stack_and_stops_cleanly_on_ctrl_c(tmp_path):
     assert _processes_using(data_dir) == []
     # Its data is kept for the next run.
     assert (data_dir / "postgres" / "PG_VERSION").exists()
+    assert not (data_dir / "demo.json").exists()
+
+
+def _use_the_running_demo(data_dir, env):
+    """What a newcomer does next: get a demo token, ask the GraphQL API for datasets."""
+    api_url = json.loads((data_dir / "demo.json").read_text())["api_url"]
+    assert httpx.get(f"{api_url}/healthz").json() == {"status": "ok"}
+    token = subprocess.run(
+        ["cellcommons", "demo-token", "leiden-scgt", "stella", "--data-dir", str(data_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    query = "{ viewer { institution roles } datasets(first: 5) { totalCount } }"
+    answer = httpx.post(f"{api_url}/graphql", json={"query": query}, headers={"Authorization": f"Bearer {token}"})
+    data = answer.json()["data"]
+    assert data["viewer"] == {"institution": "leiden-scgt", "roles": ["reader", "steward"]}
+    assert data["datasets"]["totalCount"] > 10
+    assert "GraphiQL" in httpx.get(f"{api_url}/graphql", headers={"Accept": "text/html"}).text

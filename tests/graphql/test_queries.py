@@ -79,7 +79,8 @@ async def test_a_hidden_node_answers_exactly_like_a_missing_one(api):
     as_other = await api.query(query, {"id": hidden}, api.token(MAPLE))
     forged = hidden[:-4] + ("AAAA" if not hidden.endswith("AAAA") else "BBBB")
     as_missing = await api.query(query, {"id": forged}, api.token(MAPLE))
-    assert as_other == as_missing == {"data": {"node": None}}
+    assert as_other["data"] == as_missing["data"] == {"node": None}
+    assert "errors" not in as_other and "errors" not in as_missing
 
 
 async def test_global_ids_are_opaque_and_stable(api, seeded_settings):
@@ -143,16 +144,19 @@ async def test_pages_are_stable_under_inserts(api, seeded_settings):
 
 
 @pytest.mark.parametrize(
-    ("arguments", "message"),
+    ("arguments", "code", "message"),
     [
-        ("first: 101", "between 0 and 100"),
-        ("first: 2, last: 2", "exactly one of first or last"),
-        ('first: 2, after: "bm90LWEtY3Vyc29y"', "not a cursor this API issued"),
+        ("first: 101", "page_size_too_large", "a page holds at most 100"),
+        ("", "connection_size_required", "first"),
+        ("first: 2, last: 2", "invalid_input", "exactly one of first or last"),
+        ('first: 2, after: "bm90LWEtY3Vyc29y"', "invalid_input", "not a cursor this API issued"),
     ],
 )
-async def test_bad_paging_arguments_are_named_errors(api, arguments, message):
-    result = await api.query(f"{{ batches({arguments}) {{ totalCount }} }}", headers=api.token(LEIDEN))
-    assert result["data"] is None
+async def test_bad_paging_arguments_are_errors_with_a_stable_code(api, arguments, code, message):
+    query = f"{{ batches{f'({arguments})' if arguments else ''} {{ totalCount }} }}"
+    result = await api.query(query, headers=api.token(LEIDEN))
+    assert result.get("data") is None
+    assert result["errors"][0]["extensions"]["code"] == code
     assert message in result["errors"][0]["message"]
 
 

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from strawberry.fastapi import GraphQLRouter
 
+from cellcommons.api import oauth
 from cellcommons.auth.authenticate import Authenticator
 from cellcommons.auth.issuers import IssuerRegistry
 from cellcommons.auth.principal import Principal
@@ -20,6 +21,7 @@ from cellcommons.db import Database
 from cellcommons.errors import CellCommonsError
 from cellcommons.graphql.context import Context
 from cellcommons.graphql.ids import Identifiers
+from cellcommons.graphql.limits import BodySizeLimit, Limits, protection
 from cellcommons.graphql.schema import build_schema
 from cellcommons.settings import Environment, Settings
 
@@ -50,6 +52,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Cell Commons", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_exception_handler(CellCommonsError, _render_error)
     app.include_router(graphql_router(settings), prefix="/graphql")
+    app.add_middleware(BodySizeLimit, max_bytes=Limits().max_body_bytes, paths=("/graphql",))
+    app.include_router(oauth.router)  # /oauth/token, /.well-known/jwks.json, authorization-server metadata
     app.add_exception_handler(RequestValidationError, _render_request_validation)
 
     @app.get("/healthz")
@@ -88,7 +92,8 @@ def graphql_router(settings: Settings) -> GraphQLRouter:
                 client_host=request.client.host if request.client else None,
             )
 
-    return GraphQLRouter(build_schema(), context_getter=context, graphql_ide=None if production else "graphiql")
+    schema = build_schema(protection(settings))  # one per process: the per-principal budget lives in it
+    return GraphQLRouter(schema, context_getter=context, graphql_ide=None if production else "graphiql")
 
 
 async def current_principal(request: Request) -> Principal | None:

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 import signal
 import threading
+import time
 from contextlib import ExitStack
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import httpx
+import uvicorn
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import func, select
 
-from cellcommons.demo.stack import EmbeddedPostgres, EmbeddedS3, S3Credentials
+from cellcommons.api.app import create_app
+from cellcommons.auth.dev_idp import DevIdentityProvider
+from cellcommons.auth.dev_idp.users import DEMO_USERS
+from cellcommons.catalogue.models import Dataset, Institution
+from cellcommons.db import Database
+from cellcommons.demo.consortium import SCALES, Consortium
+from cellcommons.demo.identity import register_dev_issuers
+from cellcommons.demo.seed import seed_through_service
+from cellcommons.demo.stack import EmbeddedPostgres, EmbeddedS3, S3Credentials, free_port
+from cellcommons.errors import InvalidInput, Unavailable
 from cellcommons.migrations import migrate
 from cellcommons.settings import Environment, Settings, SettingsError
 from cellcommons.storage import ObjectStore
@@ -34,7 +50,7 @@ def start_stack(settings: Settings, data_dir: Path, stack: ExitStack) -> Setting
     return settings.model_copy(update=updates)
 
 
-def run_demo(settings: Settings, data_dir: Path, reset: bool, console: Console) -> None:
+def run_demo(settings: Settings, data_dir: Path, reset: bool, port: int, console: Console) -> None:
     if settings.environment is Environment.production:
         raise SettingsError(["cellcommons demo refuses production settings (CELLCOMMONS_ENVIRONMENT=production)"])
     if reset and data_dir.exists():
@@ -49,19 +65,77 @@ def run_demo(settings: Settings, data_dir: Path, reset: bool, console: Console) 
         with console.status("migrating…"):
             migrate(settings)
         ObjectStore.from_settings(settings).client.list_buckets()
-        console.print(_summary(settings, data_dir))
+        idp = stack.enter_context(DevIdentityProvider(None, settings))
+        with console.status("registering the demo issuers and seeding the demo consortium…"):
+            seeded = asyncio.run(_prepare(settings, idp))
+        api_url = _serve_api(settings, port or free_port(), stack)
+        state = DemoState(api_url=api_url, issuers={slug: idp.issuer(slug) for slug in idp.slugs})
+        (data_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+        stack.callback((data_dir / STATE_FILE).unlink, missing_ok=True)
+        console.print(_summary(settings, data_dir, state, seeded))
         console.print(READY_LINE + " Press Ctrl-C to stop.", highlight=False)
         stop.wait()
         console.print("stopping…")
     console.print("stopped.")
 
 
-def _summary(settings: Settings, data_dir: Path) -> Table:
+STATE_FILE = "demo.json"
+
+
+@dataclass(frozen=True)
+class DemoState:
+    """What a running demo tells other commands (`cellcommons demo-token`) about itself."""
+
+    api_url: str
+    issuers: dict[str, str]
+
+
+def read_state(data_dir: Path) -> DemoState:
+    try:
+        return DemoState(**json.loads((data_dir / STATE_FILE).read_text()))
+    except FileNotFoundError:
+        raise InvalidInput(f"no demo is running with data folder {data_dir}", field="data_dir") from None
+
+
+async def _prepare(settings: Settings, idp: DevIdentityProvider) -> int:
+    """Seed the demo scale on first run; (re)register the dev issuers, whose ports change every run."""
+    database = Database(settings)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http, database.unit_of_work() as session:
+            empty = not await session.scalar(select(func.count()).select_from(Institution))
+            if empty:
+                await seed_through_service(session, Consortium(SCALES["demo"]), origin=settings.node_id)
+            await register_dev_issuers(session, http, idp)
+            return await session.scalar(select(func.count()).select_from(Dataset))
+    finally:
+        await database.dispose()
+
+
+def _serve_api(settings: Settings, port: int, stack: ExitStack) -> str:
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    stack.callback(thread.join, 15)
+    stack.callback(setattr, server, "should_exit", True)
+    while not server.started:
+        if not thread.is_alive():
+            raise Unavailable(f"the API could not start on 127.0.0.1:{port} (is the port in use?)")
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}"
+
+
+def _summary(settings: Settings, data_dir: Path, state: DemoState, datasets: int) -> Table:
     table = Table(title="Cell Commons demo", show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
+    table.add_row("GraphQL API (GraphiQL)", f"{state.api_url}/graphql")
+    table.add_row("catalogue", f"{datasets} datasets of the synthetic consortium")
+    for slug, issuer in state.issuers.items():
+        table.add_row(f"sign-in: {slug}", issuer)
+    users = ", ".join(f"{u.username} ({'/'.join(r.value for r in u.roles) or 'no role'})" for u in DEMO_USERS)
+    table.add_row("demo users (every issuer)", users)
+    table.add_row("a demo token", f"cellcommons demo-token leiden-scgt stella --data-dir {data_dir}")
     table.add_row("data folder", str(data_dir))
     table.add_row("PostgreSQL (owner)", settings.owner_url.render_as_string(hide_password=True))
-    table.add_row("PostgreSQL (application)", settings.app_url.render_as_string(hide_password=True))
     table.add_row("object storage (S3)", f"http://{settings.s3_endpoint}  access key {settings.s3_access_key}")
     return table

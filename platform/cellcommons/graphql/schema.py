@@ -120,3 +120,7 @@ def build_schema(extensions: list | None = None) -> strawberry.Schema:
         types=[Institution, Dataset, DatasetVersion, Batch, Specification, QcResult, Distribution, Donor],
         extensions=extensions or [],
     )
+
+
+def schema_sdl() -> str:
+    return build_schema().as_str() + "\n"

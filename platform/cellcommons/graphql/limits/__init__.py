@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from graphql import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import AddValidationRules
 
 from cellcommons.graphql.limits.body import BodySizeLimit
@@ -29,7 +30,6 @@ from cellcommons.graphql.limits.errors import ErrorPolicy, ValidateWithoutSugges
 from cellcommons.graphql.limits.guard import CostGuard
 from cellcommons.graphql.limits.shape import TokenLimit, shape_rule
 from cellcommons.settings import Environment, Settings
-from graphql import NoSchemaIntrospectionCustomRule
 
 __all__ = ["Balance", "BodySizeLimit", "Budget", "Limits", "format_error", "principal_key", "protection"]
 

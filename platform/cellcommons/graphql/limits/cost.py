@@ -12,16 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphql.execution import VariableValues, get_argument_values, get_variable_values
-from graphql.execution.collect_fields import (
-    FieldDetails,
-    FragmentDetails,
-    GroupedFieldSet,
-    collect_fields,
-    collect_subfields,
-)
-
-from cellcommons.graphql.limits.config import Limits, limit_error
 from graphql import (
     DocumentNode,
     FieldNode,
@@ -37,6 +27,16 @@ from graphql import (
     is_abstract_type,
     is_object_type,
 )
+from graphql.execution import VariableValues, get_argument_values, get_variable_values
+from graphql.execution.collect_fields import (
+    FieldDetails,
+    FragmentDetails,
+    GroupedFieldSet,
+    collect_fields,
+    collect_subfields,
+)
+
+from cellcommons.graphql.limits.config import Limits, limit_error
 
 PAGE_ARGUMENTS = ("first", "last")
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from graphql import GraphQLError, validate
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from cellcommons.errors import CellCommonsError
-from graphql import GraphQLError, validate
 
 INTERNAL_MESSAGE = "internal error"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from graphql import ExecutionResult, GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from cellcommons.graphql.limits.budget import Budget, principal_key
 from cellcommons.graphql.limits.config import Limits, limit_error
 from cellcommons.graphql.limits.cost import measure
-from graphql import ExecutionResult, GraphQLError
 
 
 class CostGuard(SchemaExtension):

@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from strawberry.extensions import SchemaExtension
-
-from cellcommons.graphql.limits.config import Limits, limit_error
 from graphql import (
     DocumentNode,
     FieldNode,
@@ -29,6 +26,9 @@ from graphql import (
     TokenKind,
     ValidationRule,
 )
+from strawberry.extensions import SchemaExtension
+
+from cellcommons.graphql.limits.config import Limits, limit_error
 
 
 @dataclass(frozen=True)
