@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import strawberry
+from strawberry.tools import merge_types
 
 from cellcommons.catalogue import models, reading
 from cellcommons.errors import InvalidInput
@@ -48,7 +49,7 @@ class Viewer:
 
 
 @strawberry.type
-class Query:
+class CatalogueQuery:
     @strawberry.field(description="Any object by its global id; null when it does not exist or is hidden.")
     async def node(self, info: strawberry.Info, id: strawberry.ID) -> Node | None:
         return await _node(info, id, "id")
@@ -114,9 +115,15 @@ class Query:
         return await sql_connection(info.context, query, models.Batch, request, lambda r: Batch.of(r, node_id))
 
 
+# Each domain contributes its root fields in a module of its own; they are merged into Query and Mutation.
+QUERIES: list[type] = [CatalogueQuery]
+MUTATIONS: list[type] = []
+
+
 def build_schema(extensions: list | None = None) -> strawberry.Schema:
     return strawberry.Schema(
-        query=Query,
+        query=merge_types("Query", tuple(QUERIES)),
+        mutation=merge_types("Mutation", tuple(MUTATIONS)) if MUTATIONS else None,
         types=[Institution, Dataset, DatasetVersion, Batch, Specification, QcResult, Distribution, Donor],
         extensions=extensions or [],
     )
