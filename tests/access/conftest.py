@@ -41,7 +41,7 @@ class Consortium:
 
 
 async def publish_dataset(session, institution: Institution, node_id: str, **overrides) -> DatasetVersion:
-    content = valid_dataset(batches=[], conditions=[HMB], **overrides)
+    content = valid_dataset(**{"batches": [], "conditions": [HMB], **overrides})
     version = await service.save_dataset(session, institution, content, origin=node_id)
     dataset = await session.get_one(Dataset, version.dataset_id)
     return await service.publish(session, institution, dataset.accession)

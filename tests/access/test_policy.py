@@ -11,7 +11,9 @@ import pytest
 
 from cellcommons.access.policy import (
     RULES,
+    AccessRequestRecord,
     Action,
+    AgreementRecord,
     AuditEntry,
     BatchRecord,
     CollectionRecord,
@@ -71,6 +73,12 @@ def audit(actor: str, institution: uuid.UUID) -> AuditEntry:
 
 public, restricted, non_public = AccessRights.public, AccessRights.restricted, AccessRights.non_public
 institution = InstitutionFacts(institution_id=OWN, key=OWN)
+# Requested by OTHER's reader from OWN (the custodian); an agreement from OWN (provider) to OTHER (recipient).
+request = AccessRequestRecord(institution_id=OWN, key=KEY, requester_institution_id=OTHER,
+                              requester_actor="user:other-reader", submitted=True)  # fmt: skip
+draft_request = AccessRequestRecord(institution_id=OWN, key=KEY, requester_institution_id=OTHER,
+                                    requester_actor="user:other-reader", submitted=False)  # fmt: skip
+agreement = AgreementRecord(institution_id=OWN, key=KEY, recipient_institution_id=OTHER)
 harvested_institution = InstitutionFacts(institution_id=OWN, harvested=True, key=OWN)
 
 #                                                                   anon  other  own   platform admin
@@ -106,6 +114,15 @@ CASES: list[tuple[str, object, list[Action], str]] = [
     ("non_public version", version(non_public, published=False), [Action.decide_access_request], "H HHHH FFAF H"),
     ("harvested version", version(restricted, harvested=True), [Action.decide_access_request, Action.set_dua_terms],
      "H FFFF FFFF F"),
+    # access requests: the requester sees and edits; the custodian's stewards see submitted ones and decide
+    ("access request", request, [Action.view], "H AHHH HHAH H"),
+    ("access request", request, [Action.update], "H AHHH HHFH H"),
+    ("access request", request, [Action.decide_access_request], "H FHHH HHAH H"),
+    ("draft access request", draft_request, [Action.view], "H AHHH HHHH H"),
+    ("draft access request", draft_request, [Action.decide_access_request], "H FHHH HHHH H"),
+    # agreements: both parties see; the provider's stewards set terms (revoke)
+    ("agreement", agreement, [Action.view], "H AAAA AAAA A"),
+    ("agreement", agreement, [Action.set_dua_terms], "H FFFF FFAF F"),
     # batches, specifications, QC results: seen by all, except batches linked only to non_public datasets
     ("specification", SpecificationRecord(institution_id=OWN, key=KEY), [Action.view], "H AAAA AAAA A"),
     ("specification", SpecificationRecord(institution_id=OWN, key=KEY), [Action.create, Action.update],

@@ -162,7 +162,7 @@ class RequestEvent(Base):
     id: Mapped[uuid.UUID] = _id()
     request_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("access_request.id", ondelete="CASCADE"), index=True)
     actor: Mapped[str] = mapped_column(String(255))
-    actor_institution_id: Mapped[uuid.UUID] = _institution()
+    actor_institution_id: Mapped[uuid.UUID | None] = _institution()  # None: the system (expiry)
     action: Mapped[str] = mapped_column(String(40))
     from_status: Mapped[RequestStatus | None] = mapped_column(pg_enum(RequestStatus, "access_request_status"))
     to_status: Mapped[RequestStatus] = mapped_column(pg_enum(RequestStatus, "access_request_status"))

@@ -128,6 +128,30 @@ class CollectionRecord(Owned):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AccessRequestRecord(Owned):
+    """One custodian's share of an access request: `institution_id` is the custodian that decides it. The
+    requester sees and edits the request; the custodian's stewards see it once it is submitted."""
+
+    label = "access request"
+
+    requester_institution_id: uuid.UUID
+    requester_actor: str
+    submitted: bool
+
+    def requested_by(self, principal: Principal) -> bool:
+        return principal.institution_id == self.requester_institution_id and principal.actor == self.requester_actor
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgreementRecord(Owned):
+    """A data-use agreement: `institution_id` is the provider; both parties' members see it."""
+
+    label = "data-use agreement"
+
+    recipient_institution_id: uuid.UUID
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuditEntry:
     """An audit event: `actor` as `Principal.actor` names it, `institution` the slug it was recorded under."""
 
@@ -158,6 +182,11 @@ def visible(principal: Principal | None, resource: Resource) -> bool:
         # Everyone sees their own actions; stewards (their institution's DAC) see all of their institution's.
         own_institution = principal.has(Role.steward) and resource.institution == principal.institution_slug
         return resource.actor == principal.actor or own_institution
+    if isinstance(resource, AccessRequestRecord):
+        deciding = _member(principal, resource) and principal.has(Role.steward) and resource.submitted
+        return resource.requested_by(principal) or deciding
+    if isinstance(resource, AgreementRecord):
+        return _member(principal, resource) or principal.institution_id == resource.recipient_institution_id
     return _member(principal, resource) or resource.shared()
 
 
@@ -189,6 +218,10 @@ def _identity_admin(principal: Principal, resource: Owned) -> bool:
     return _platform_admin(principal, resource) or _owner_with(Role.institution_admin)(principal, resource)
 
 
+def _requester(principal: Principal, resource: AccessRequestRecord) -> bool:
+    return resource.requested_by(principal)
+
+
 def _may_download(principal: Principal, resource: DatasetVersionRecord) -> bool:
     return _owner_with(Role.steward, Role.submitter)(principal, resource) or resource.covered_by_active_dua
 
@@ -201,6 +234,8 @@ _RESOURCES: tuple[type, ...] = (
     QcResultRecord,
     DonorRecord,
     CollectionRecord,
+    AccessRequestRecord,
+    AgreementRecord,
     AuditEntry,
 )
 _RECORDS = (SpecificationRecord, DatasetVersionRecord, BatchRecord, QcResultRecord, DonorRecord, CollectionRecord)
@@ -215,6 +250,9 @@ RULES: dict[tuple[Action, type], Rule] = {
     (Action.download, DatasetVersionRecord): _may_download,
     (Action.decide_access_request, DatasetVersionRecord): _steward,
     (Action.set_dua_terms, DatasetVersionRecord): _steward,
+    (Action.update, AccessRequestRecord): _requester,  # edit, submit, withdraw
+    (Action.decide_access_request, AccessRequestRecord): _steward,  # approve, reject, ask for clarification
+    (Action.set_dua_terms, AgreementRecord): _steward,  # revoke
     (Action.create, InstitutionFacts): _local(_platform_admin),
     (Action.update, InstitutionFacts): _local(_identity_admin),
     (Action.manage_issuers, InstitutionFacts): _identity_admin,

@@ -16,7 +16,10 @@ from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from cellcommons.access.models import AccessRequest, Agreement, RequestedDataset, RequestStatus
 from cellcommons.access.policy import (
+    AccessRequestRecord,
+    AgreementRecord,
     AuditEntry,
     BatchRecord,
     CollectionRecord,
@@ -122,6 +125,36 @@ def visible_audit_events(principal: Principal | None, event: Any = AuditEvent) -
     return own_actions
 
 
+def visible_access_requests(principal: Principal | None, request: Any = AccessRequest) -> ColumnElement[bool]:
+    """`AccessRequestRecord`: the requester's own; submitted ones naming a dataset of a steward's institution."""
+    if principal is None:
+        return false()
+    own = and_(request.requester_institution_id == principal.institution_id, request.requester_actor == principal.actor)
+    if not principal.has(Role.steward):
+        return own
+    part = aliased(RequestedDataset)
+    custodian = exists().where(part.request_id == request.id, part.provider_institution_id == principal.institution_id)
+    return or_(own, and_(request.status != RequestStatus.draft, custodian))
+
+
+def visible_agreements(principal: Principal | None, agreement: Any = Agreement) -> ColumnElement[bool]:
+    """`AgreementRecord`: members of either party."""
+    if principal is None:
+        return false()
+    return or_(
+        agreement.provider_institution_id == principal.institution_id,
+        agreement.recipient_institution_id == principal.institution_id,
+    )
+
+
+def visible_sync_sources(principal: Principal | None, source: Any) -> ColumnElement[bool]:
+    """A sync source (configuration, runs, quarantine): its institution's stewards and institution admins only;
+    to everyone else it does not exist."""
+    if principal is None or not (principal.has(Role.steward) or principal.has(Role.institution_admin)):
+        return false()
+    return source.institution_id == principal.institution_id
+
+
 def _via(principal: Principal | None, parent_model: type, parent_id: Any, rule: Visibility) -> ColumnElement[bool]:
     """A part is seen with the record it belongs to."""
     if principal is None:
@@ -186,6 +219,8 @@ VISIBLE: dict[type, Visibility] = {
     DonorTest: visible_donor_tests,
     Collection: visible_collections,
     AuditEvent: visible_audit_events,
+    AccessRequest: visible_access_requests,
+    Agreement: visible_agreements,
 }
 LABELS: dict[type, str] = {
     Institution: InstitutionFacts.label,
@@ -201,6 +236,8 @@ LABELS: dict[type, str] = {
     DonorTest: "donor test",
     Collection: CollectionRecord.label,
     AuditEvent: AuditEntry.label,
+    AccessRequest: AccessRequestRecord.label,
+    Agreement: AgreementRecord.label,
 }
 
 

@@ -163,7 +163,7 @@ def upgrade() -> None:
         sa.Column("id", sa.UUID(), nullable=False),
         sa.Column("request_id", sa.UUID(), nullable=False),
         sa.Column("actor", sa.String(length=255), nullable=False),
-        sa.Column("actor_institution_id", sa.UUID(), nullable=False),
+        sa.Column("actor_institution_id", sa.UUID(), nullable=True),
         sa.Column("action", sa.String(length=40), nullable=False),
         sa.Column("from_status", REQUEST_STATUS_AGAIN, nullable=True),
         sa.Column("to_status", REQUEST_STATUS_AGAIN, nullable=False),
