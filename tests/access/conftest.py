@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 from tests.catalogue.factories import valid_dataset
+from tests.graphql.conftest import api, seeded_settings  # noqa: F401  (the in-process API, for test_graphql)
 
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.catalogue import service
