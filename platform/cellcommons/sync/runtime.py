@@ -1,0 +1,309 @@
+"""Running a source: lock it, read each stream from its bookmark, land page by page, record the run.
+
+Each page commits with its bookmark (and the run's counts) in one transaction; a crash between pages resumes
+from the last committed page. Transient errors restart the stream from that bookmark after a backoff; a run
+that fails counts towards the source's circuit breaker. Full-snapshot streams delete what a completed pass
+did not see, and only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+
+from cellcommons.audit import service as audit
+from cellcommons.catalogue.models import Institution
+from cellcommons.db import Database
+from cellcommons.errors import CellCommonsError, Conflict
+from cellcommons.settings import Settings
+from cellcommons.sync import repository
+from cellcommons.sync.models import RunStatus, RunTrigger, SyncRun, SyncSource
+from cellcommons.sync.pages import PageOutcome, PageWork, Rejected, land_page
+from cellcommons.sync.resilience import BreakerPolicy, RetryPolicy
+from cellcommons.sync.schedule import next_fire
+from cellcommons.sync.sdk import Connector, ConnectorContext, Page, Record, Stream, TransientError, connector_class
+from cellcommons.sync.secrets import unseal
+from cellcommons.sync.targets import TARGETS
+
+ACTOR = "system:sync"
+MAX_ERROR = 2000
+REPLAY_CHUNK = 500
+Progress = Callable[[str, int], None]
+DEFAULT_RETRY, DEFAULT_BREAKER = RetryPolicy(), BreakerPolicy()
+
+
+class AlreadyRunning(Conflict):
+    code = "sync_running"
+
+
+class BreakerOpen(Conflict):
+    code = "breaker_open"
+
+
+@dataclass(frozen=True)
+class SourceView:
+    """The source's facts for one run, read once (the ORM row does not travel between transactions)."""
+
+    id: uuid.UUID
+    name: str
+    institution_id: uuid.UUID
+    institution_slug: str
+    connector: str
+    config: dict[str, Any]
+    secrets: dict[str, str]
+
+
+class SyncRuntime:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        breaker: BreakerPolicy = DEFAULT_BREAKER,
+        connectors: Mapping[str, type[Connector]] | None = None,  # instead of the entry points (tests)
+        progress: Progress | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ):
+        self.database, self.settings = database, settings
+        self.retry, self.breaker = retry, breaker
+        self.connectors = connectors or {}
+        self.progress = progress or (lambda stream, n: None)
+        self.sleep = sleep
+
+    # ---- a run -------------------------------------------------------------------------------------------
+
+    async def run(
+        self, name: str, *, trigger: RunTrigger = RunTrigger.manual, from_bookmarks: dict | None = None
+    ) -> SyncRun | None:
+        """Run the source now; None when a scheduled run finds another scheduler got there first."""
+        async with self.database.unit_of_work() as session:
+            source_id = (await repository.source_by_name(session, name)).id
+        async with self.database.engine.connect() as connection:
+            lock = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            if not await repository.try_lock(lock, source_id):
+                raise AlreadyRunning(f"source {name!r} is being synced by another process", field="source")
+            try:
+                return await self._locked_run(name, trigger, from_bookmarks)
+            finally:
+                await repository.unlock(lock, source_id)
+
+    async def _locked_run(self, name: str, trigger: RunTrigger, from_bookmarks: dict | None) -> SyncRun | None:
+        now = datetime.now(UTC)
+        async with self.database.unit_of_work() as session:
+            row = await repository.source_by_name(session, name)
+            if trigger is RunTrigger.schedule and not _due(row, now):
+                return None  # another scheduler ran it while we waited for the lock
+            if row.breaker_open_until and row.breaker_open_until > now:
+                raise BreakerOpen(
+                    f"source {name!r} failed {row.consecutive_failures} times in a row; "
+                    f"its circuit breaker stays open until {row.breaker_open_until:%Y-%m-%d %H:%M:%S %Z}",
+                    field="source",
+                )
+            source = await self._view(session, row)
+            marks = await repository.bookmarks(session, row.id)
+            start = from_bookmarks if from_bookmarks is not None else {s: b.value for s, b in marks.items()}
+            run = SyncRun(source_id=row.id, trigger=trigger, status=RunStatus.running, start_bookmarks=start)
+            session.add(run)
+            await session.flush()
+            passes = {s: b.snapshot_pass for s, b in marks.items()}
+        status, error = await self._read_streams(run.id, source, start, passes)
+        return await self._finish(run.id, source, status, error)
+
+    async def _view(self, session, row: SyncSource) -> SourceView:
+        slug = (await session.get(Institution, row.institution_id)).slug
+        secrets = unseal(self.settings, row.name, row.sealed_secrets)
+        return SourceView(row.id, row.name, row.institution_id, slug, row.connector, dict(row.config), secrets)
+
+    def connector(self, source: SourceView) -> Connector:
+        cls = self.connectors.get(source.connector) or connector_class(source.connector)
+        return cls(ConnectorContext(source.name, source.config, source.secrets, self.settings))
+
+    async def _read_streams(
+        self, run_id: uuid.UUID, source: SourceView, start: dict, passes: dict
+    ) -> tuple[RunStatus, str | None]:
+        connector = None
+        try:
+            connector = self.connector(source)
+            for stream in connector.streams():
+                await self._stream(run_id, source, stream, start.get(stream.name), passes.get(stream.name))
+        except Exception as exc:  # any failure ends the run as failed; committed pages stay, with their bookmark
+            message = exc.message if isinstance(exc, CellCommonsError) else f"{type(exc).__name__}: {exc}"
+            return RunStatus.failed, _redacted(message, source)
+        finally:
+            if connector is not None:
+                await connector.close()
+        return RunStatus.ok, None
+
+    async def _stream(
+        self, run_id: uuid.UUID, source: SourceView, stream: Stream, bookmark: Any, snapshot_pass: uuid.UUID | None
+    ) -> None:
+        target = _target(stream)
+        async with self.database.unit_of_work() as session:
+            scope = await target.scope(session, source.institution_id, self.settings.node_id)
+        if stream.full_snapshot and snapshot_pass is None:
+            snapshot_pass = uuid.uuid4()
+        work = PageWork(target, scope, source.id, stream.name, snapshot_pass)
+        failures = 0
+        while True:
+            try:
+                async for page in stream.read_pages(bookmark):
+                    await self._land(run_id, work, page)
+                    bookmark, failures = page.bookmark, 0
+                    self.progress(stream.name, len(page.records))
+                break
+            except TransientError as exc:
+                failures += 1
+                if failures >= self.retry.attempts:
+                    raise
+                await self.sleep(self.retry.delay(failures - 1, exc.retry_after))
+        if stream.full_snapshot:
+            await self._complete_snapshot(run_id, work)
+
+    async def _land(self, run_id: uuid.UUID, work: PageWork, page: Page) -> None:
+        async with self.database.unit_of_work() as session:
+            outcome = await land_page(session, work, page.records)
+            await self._keep_rejected(session, run_id, work, outcome.rejected)
+            await repository.save_bookmark(session, work.source_id, work.stream, page.bookmark, work.snapshot_pass)
+            await _count(session, run_id, outcome)
+
+    async def _keep_rejected(self, session, run_id: uuid.UUID, work: PageWork, rejected: list[Rejected]) -> None:
+        await repository.quarantine(session, [_quarantined(run_id, work, r) for r in rejected])
+        if work.snapshot_pass is not None:
+            # A record present at the source but rejected is not absent: its stored version must survive.
+            keys = [r.key for r in rejected if r.key is not None]
+            await repository.mark_seen(session, work.source_id, work.stream, keys, work.snapshot_pass)
+
+    async def _complete_snapshot(self, run_id: uuid.UUID, work: PageWork) -> None:
+        """The pass read everything: delete what it did not see, in one transaction, then start afresh."""
+        async with self.database.unit_of_work() as session:
+            outcome = PageOutcome()
+            while keys := await repository.absent_keys(session, work.source_id, work.stream, work.snapshot_pass):
+                deleted, refused = await work.target.delete(session, work.scope, keys)
+                await repository.forget(session, work.source_id, work.stream, [k for k in keys if k not in refused])
+                refusals = [_refused_absence(work, key) for key in sorted(refused)]
+                await self._keep_rejected(session, run_id, work, refusals)  # marks them seen: the loop ends
+                outcome.deleted += len(deleted)
+                outcome.rejected += refusals
+            await repository.save_bookmark(session, work.source_id, work.stream, None, None)
+            await _count(session, run_id, outcome)
+
+    async def _finish(self, run_id: uuid.UUID, source: SourceView, status: RunStatus, error: str | None) -> SyncRun:
+        now = datetime.now(UTC)
+        async with self.database.unit_of_work() as session:
+            run = await session.get(SyncRun, run_id, populate_existing=True)
+            row = await session.get(SyncSource, source.id)
+            if status is RunStatus.ok and run.quarantined_count:
+                status = RunStatus.partial
+            run.status, run.error, run.finished_at = status, error, now
+            row.consecutive_failures = row.consecutive_failures + 1 if status is RunStatus.failed else 0
+            row.breaker_open_until = self.breaker.open_until(row.consecutive_failures, now)
+            row.next_run_at = next_fire(row.schedule, now)
+            await session.flush()
+            await audit.append(
+                session,
+                actor=ACTOR,
+                action="sync.run",
+                outcome="failure" if status is RunStatus.failed else "success",
+                institution=source.institution_slug,
+                target=f"sync_source:{source.name}",
+                details={"run": str(run.id), "status": status.value, "trigger": run.trigger.value, **_counts(run)},
+            )
+        return run
+
+    # ---- quarantine replay ---------------------------------------------------------------------------------
+
+    async def replay_quarantine(self, name: str) -> tuple[int, int]:
+        """Put every open quarantined record of the source through validation again (after a fix at the
+        source's specification or the mapping); those that pass land. Returns (landed, still quarantined)."""
+        async with self.database.unit_of_work() as session:
+            source = await self._view(session, await repository.source_by_name(session, name))
+        streams = {stream.name: stream for stream in self.connector(source).streams()}
+        landed = kept = 0
+        after = None
+        while True:
+            async with self.database.unit_of_work() as session:
+                chunk = await repository.open_quarantine(session, source.id, after, REPLAY_CHUNK)
+                if not chunk:
+                    return landed, kept
+                resolved = await self._replay_chunk(session, source, streams, chunk)
+                await repository.resolve(session, resolved)
+                landed, kept, after = landed + len(resolved), kept + len(chunk) - len(resolved), chunk[-1].id
+
+    async def _replay_chunk(self, session, source: SourceView, streams: dict, chunk: list) -> list[uuid.UUID]:
+        resolved = []
+        for stream_name in {q.stream for q in chunk}:
+            entries = [q for q in chunk if q.stream == stream_name and stream_name in streams]
+            if not entries:
+                continue
+            target = _target(streams[stream_name])
+            work = PageWork(target, await target.scope(session, source.institution_id, self.settings.node_id),
+                            source.id, stream_name)  # fmt: skip
+            records = [Record(q.payload, q.source_updated_at, q.deleted) for q in entries]
+            outcome = await land_page(session, work, records)
+            resolved += [q.id for q in entries if q.record_key is not None and q.record_key in outcome.landed]
+        return resolved
+
+
+def _due(source: SyncSource, now: datetime) -> bool:
+    return source.enabled and source.next_run_at is not None and source.next_run_at <= now
+
+
+def _target(stream: Stream):
+    target = TARGETS.get(stream.target)
+    if target is None:
+        raise CellCommonsError(f"stream {stream.name!r} targets unknown entity {stream.target!r}", field="target")
+    if tuple(stream.natural_key) != target.natural_key:
+        message = f"stream {stream.name!r}: {target.name} records are keyed by {', '.join(target.natural_key)}"
+        raise CellCommonsError(message, field="natural_key")
+    return target
+
+
+def _quarantined(run_id: uuid.UUID, work: PageWork, rejected: Rejected) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "source_id": work.source_id,
+        "run_id": run_id,
+        "stream": work.stream,
+        "record_key": rejected.key[:200] if rejected.key else None,
+        "payload": to_jsonable_python(rejected.record.data, fallback=str),
+        "source_updated_at": rejected.record.updated_at,
+        "deleted": rejected.record.deleted,
+        "errors": rejected.errors,
+    }
+
+
+def _refused_absence(work: PageWork, key: str) -> Rejected:
+    message = f"{work.target.name} {key!r} is gone from the source but cannot be deleted (a dataset links it)"
+    error = {"code": "delete_refused", "severity": "error", "field": work.target.natural_key[0], "message": message}
+    return Rejected(Record({work.target.natural_key[0]: key}, deleted=True), key, [error])
+
+
+async def _count(session, run_id: uuid.UUID, outcome: PageOutcome) -> None:
+    await repository.add_counts(
+        session, run_id, read=outcome.read, upserted=outcome.upserted, deleted=outcome.deleted,
+        quarantined=len(outcome.rejected),
+    )  # fmt: skip
+
+
+def _counts(run: SyncRun) -> dict[str, int]:
+    return {
+        "read": run.read_count,
+        "upserted": run.upserted_count,
+        "quarantined": run.quarantined_count,
+        "deleted": run.deleted_count,
+    }
+
+
+def _redacted(message: str, source: SourceView) -> str:
+    """An error may quote a URL or a request; never let a secret of the source through."""
+    for secret in source.secrets.values():
+        if secret:
+            message = message.replace(secret, "***")
+    return message[:MAX_ERROR]

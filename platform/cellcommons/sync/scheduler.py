@@ -1,0 +1,44 @@
+"""The scheduler: runs due sources, again and again.
+
+Several schedulers may run at once: each due source is run under its advisory lock, and a scheduler that
+gets the lock after another has finished the run sees the source is no longer due and leaves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from cellcommons.sync import repository
+from cellcommons.sync.models import RunTrigger, SyncRun
+from cellcommons.sync.runtime import AlreadyRunning, BreakerOpen, SyncRuntime
+
+
+async def tick(runtime: SyncRuntime) -> list[SyncRun]:
+    """Run every due source once, one after another; returns the runs this scheduler made."""
+    async with runtime.database.unit_of_work() as session:
+        names = await repository.due_sources(session, datetime.now(UTC))
+    runs = []
+    for name in names:
+        try:
+            run = await runtime.run(name, trigger=RunTrigger.schedule)
+        except (AlreadyRunning, BreakerOpen):
+            continue  # another scheduler has it, or it failed since we looked
+        if run is not None:
+            runs.append(run)
+    return runs
+
+
+async def serve(
+    runtime: SyncRuntime, interval: float, stop: asyncio.Event, on_runs: Callable[[list[SyncRun]], None]
+) -> None:
+    """Tick every `interval` seconds until `stop` is set."""
+    while not stop.is_set():
+        runs = await tick(runtime)
+        if runs:
+            on_runs(runs)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            pass

@@ -1,0 +1,147 @@
+"""The connector SDK: what a connector declares and what it hands the runtime.
+
+A connector declares streams. Each stream names its target entity (the catalogue table its records land in),
+its natural key (which must be the target's key: upserts are `INSERT … ON CONFLICT` on it), its replication
+key (the raw field holding the source's last-modified time), the pydantic schema its records must satisfy,
+and whether it is a full snapshot (absence means deletion). It reads pages from a bookmark: `read_pages`
+yields pages, each carrying the bookmark that resumes right after it. A page is the unit of commit: its
+records and its bookmark land in one transaction, so a crash loses nothing and repeats nothing.
+
+`read_pages` is an iterator rather than a single `read_page(bookmark)` call so a source can keep a file or a
+cursor open between pages (re-opening a 200 000-row file per page would make reading quadratic); the runtime
+only ever restarts it from the last committed bookmark (after a transient error, or in the next run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import BaseModel
+
+from cellcommons.errors import InvalidInput, NotFound
+from cellcommons.settings import Settings
+
+ENTRY_POINT_GROUP = "cellcommons.connectors"
+Bookmark = dict[str, Any] | None
+
+
+class TransientError(Exception):
+    """A failure worth retrying (HTTP 429 and 5xx, timeouts, a dropped connection)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SourceError(Exception):
+    """A failure retrying will not fix (bad credentials, a missing endpoint, an unreadable file)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One raw record as the source gave it; `deleted` makes it a tombstone (only its key fields matter)."""
+
+    data: dict[str, Any]
+    updated_at: datetime | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[Record]
+    bookmark: Bookmark  # resumes right after this page
+
+
+class Stream:
+    """Subclass and set the class attributes; implement `read_pages`."""
+
+    name: ClassVar[str]
+    target: ClassVar[str]  # an entity of sync.targets.TARGETS, e.g. "batch"
+    natural_key: ClassVar[tuple[str, ...]]
+    schema: ClassVar[type[BaseModel]]
+    replication_key: ClassVar[str | None] = None
+    full_snapshot: ClassVar[bool] = False
+
+    def read_pages(self, bookmark: Bookmark) -> AsyncIterator[Page]:
+        raise NotImplementedError
+
+    def record(self, raw: dict[str, Any], *, deleted: bool = False) -> Record:
+        """A Record from a raw row, its replication key lifted out as the source timestamp."""
+        data = dict(raw)
+        stamp = data.pop(self.replication_key, None) if self.replication_key else None
+        return Record(data=data, updated_at=parse_timestamp(stamp, self.replication_key), deleted=deleted)
+
+
+def parse_timestamp(value: object, field_name: str | None) -> datetime | None:
+    if value is None or value == "" or isinstance(value, datetime):
+        return value or None
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput(f"{value!r} is not an ISO 8601 timestamp", field=field_name) from None
+
+
+@dataclass
+class ConnectorContext:
+    """What the platform gives a connector: its source's configuration, its unsealed secrets, the settings."""
+
+    source: str
+    config: dict[str, Any]
+    secrets: dict[str, str] = field(repr=False)
+    settings: Settings = field(repr=False)
+
+
+class Connector:
+    """A connector class is built once per run from its source's configuration."""
+
+    # Configuration keys the source must set, checked when the source is added.
+    required_config: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, context: ConnectorContext):
+        self.context = context
+
+    def streams(self) -> list[Stream]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+def connector_class(name: str) -> type[Connector]:
+    """The connector registered under `name` in the `cellcommons.connectors` entry-point group."""
+    found = entry_points(group=ENTRY_POINT_GROUP, name=name)
+    if not found:
+        known = ", ".join(sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))) or "none"
+        raise NotFound(f"no connector {name!r} (installed: {known})", field="connector")
+    return next(iter(found)).load()
+
+
+async def pages_in_thread(pages: Iterator[Page]) -> AsyncIterator[Page]:
+    """Drive a blocking page generator (file parsing, a synchronous SDK) without blocking the event loop."""
+    done = object()
+    while (page := await asyncio.to_thread(next, pages, done)) is not done:
+        yield page
+
+
+async def get_json(http: httpx.AsyncClient, url: str, **kwargs: Any) -> Any:
+    """GET and decode JSON, sorting failures into transient (retry) and permanent (stop) ones."""
+    try:
+        response = await http.get(url, **kwargs)
+    except (httpx.TimeoutException, httpx.NetworkError) as exc:
+        raise TransientError(f"{url}: {type(exc).__name__}") from None
+    if response.status_code == 429 or response.status_code >= 500:
+        raise TransientError(f"{url}: HTTP {response.status_code}", retry_after=_retry_after(response))
+    if response.status_code >= 400:
+        raise SourceError(f"{url}: HTTP {response.status_code}")
+    return response.json()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else None
