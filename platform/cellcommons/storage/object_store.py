@@ -5,16 +5,20 @@ The SDK is synchronous; async callers run these methods with `asyncio.to_thread`
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
+from urllib.parse import quote
 
 from minio import Minio
+from minio.commonconfig import REPLACE, CopySource
 from minio.error import S3Error
 from urllib3.exceptions import HTTPError
 
-from cellcommons.errors import InvalidInput, NotFound, Unavailable
+from cellcommons.errors import Conflict, InvalidInput, NotFound, Unavailable
 from cellcommons.settings import Settings
 
 # S3 signature V4 allows at most seven days; the platform's own limits (≤ 15 min downloads) sit below.
@@ -22,6 +26,15 @@ MAX_PRESIGN_EXPIRY = timedelta(days=7)
 PART_SIZE = 16 * 1024 * 1024
 CHUNK_SIZE = 1024 * 1024
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject"}
+
+
+@dataclass(frozen=True)
+class Digest:
+    """What streaming an object once found: its SHA-256, size and the ETag of the version that was read."""
+
+    sha256: str
+    size: int
+    etag: str
 
 
 @dataclass(frozen=True)
@@ -40,17 +53,12 @@ class ObjectStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ObjectStore:
-        if not settings.s3_endpoint:
-            raise InvalidInput("object storage endpoint is not configured", field="CELLCOMMONS_S3_ENDPOINT")
-        return cls(
-            Minio(
-                settings.s3_endpoint,
-                access_key=settings.s3_access_key,
-                secret_key=settings.s3_secret_key.get_secret_value(),
-                secure=settings.s3_secure,
-                region=settings.s3_region,
-            )
-        )
+        return cls(_client(*_connection(settings)))
+
+    @staticmethod
+    def shared(settings: Settings) -> ObjectStore:
+        """One store (and connection pool) per configured server in this process, for request handlers."""
+        return _shared(*_connection(settings))
 
     def ensure_bucket(self, bucket: str) -> None:
         with _translated(bucket):
@@ -104,6 +112,32 @@ class ObjectStore:
             last_modified=found.last_modified,
         )
 
+    def sha256(self, bucket: str, key: str, chunk_size: int = CHUNK_SIZE) -> Digest:
+        """Stream the object once and hash it; memory stays at one chunk. The GET is pinned to the version
+        `stat` saw (If-Match), so the digest belongs to that ETag even if the key is overwritten meanwhile."""
+        etag = self.stat(bucket, key).etag
+        digest, size = hashlib.sha256(), 0
+        with _translated(bucket, key):
+            response = self.client.get_object(bucket, key, request_headers={"If-Match": etag})
+            try:
+                for chunk in response.stream(chunk_size):
+                    digest.update(chunk)
+                    size += len(chunk)
+            finally:
+                response.close()
+                response.release_conn()
+        return Digest(sha256=digest.hexdigest(), size=size, etag=etag)
+
+    def copy(self, source: tuple[str, str], target: tuple[str, str], *, etag: str, content_type: str) -> None:
+        """Server-side copy of exactly the version with `etag` (Conflict if the source changed since)."""
+        with _translated(*source):
+            self.client.copy_object(
+                *target,
+                CopySource(*source, match_etag=etag),
+                metadata={"Content-Type": content_type},
+                metadata_directive=REPLACE,
+            )
+
     def exists(self, bucket: str, key: str) -> bool:
         try:
             self.stat(bucket, key)
@@ -115,13 +149,38 @@ class ObjectStore:
         with _translated(bucket, key):
             self.client.remove_object(bucket, key)
 
-    def presign_get(self, bucket: str, key: str, expires: timedelta) -> str:
+    def presign_get(self, bucket: str, key: str, expires: timedelta, *, file_name: str | None = None) -> str:
+        """A signed GET for exactly this object; with `file_name`, the response names the download."""
+        headers = {"response-content-disposition": _attachment(file_name)} if file_name else None
         with _translated(bucket, key):
-            return self.client.presigned_get_object(bucket, key, expires=_checked(expires))
+            return self.client.presigned_get_object(bucket, key, expires=_checked(expires), response_headers=headers)
 
     def presign_put(self, bucket: str, key: str, expires: timedelta) -> str:
         with _translated(bucket, key):
             return self.client.presigned_put_object(bucket, key, expires=_checked(expires))
+
+
+def _connection(settings: Settings) -> tuple[str, str, str, bool, str]:
+    if not settings.s3_endpoint:
+        raise InvalidInput("object storage endpoint is not configured", field="CELLCOMMONS_S3_ENDPOINT")
+    secret = settings.s3_secret_key.get_secret_value()
+    return settings.s3_endpoint, settings.s3_access_key, secret, settings.s3_secure, settings.s3_region
+
+
+def _client(endpoint: str, access_key: str, secret_key: str, secure: bool, region: str) -> Minio:
+    # A known region makes presigning a local computation (no bucket-location request).
+    return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+
+
+@functools.cache
+def _shared(*connection: object) -> ObjectStore:
+    return ObjectStore(_client(*connection))
+
+
+def _attachment(file_name: str) -> str:
+    """RFC 6266 Content-Disposition: an ASCII fallback and the exact name in RFC 5987 form."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in file_name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
 
 
 def _checked(expires: timedelta) -> timedelta:
@@ -145,6 +204,8 @@ class _translated:
         if isinstance(exc, S3Error):
             if exc.code in _MISSING:
                 raise NotFound(f"no object {self.where}") from None
+            if exc.code == "PreconditionFailed":
+                raise Conflict(f"object {self.where} changed while it was being read") from None
             raise Unavailable(f"object storage refused {self.where}: {exc.code}") from None
         if isinstance(exc, HTTPError | OSError):
             raise Unavailable(f"object storage unreachable for {self.where}: {exc}") from None

@@ -1,0 +1,129 @@
+"""GraphQL mutations for dataset files: uploads (request, complete), download URLs and manifests.
+
+All four are mutations, although two only read files: each writes the audit log, and mutations can be neither
+sent as GET nor batched into a query's parallel fields. Each commits its own work before answering, so a URL
+never leaves unless its audit event is committed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cellcommons.errors import NotFound
+from cellcommons.graphql.types import Distribution
+from cellcommons.storage import downloads, uploads
+from cellcommons.storage.object_store import ObjectStore
+
+UPLOAD = "FileUpload"
+
+
+@strawberry.type(description="Where to send a file's bytes: a presigned request to object storage.")
+class UploadTicket:
+    upload_id: strawberry.ID = strawberry.field(description="Pass to completeUpload once the bytes are sent.")
+    url: str
+    method: str = strawberry.field(description="PUT, with the file as the body and its Content-Length")
+    expires_at: datetime
+
+
+@strawberry.type(description="A presigned GET for one file; HTTP Range requests work on it.")
+class DownloadUrl:
+    distribution: Distribution
+    url: str
+    expires_at: datetime
+
+
+@strawberry.type(description="Every uploaded file of a dataset version with a URL, size and SHA-256.")
+class DownloadManifest:
+    dataset_version_id: strawberry.ID
+    expires_at: datetime
+    files: list[DownloadUrl]
+
+
+async def _committed(info: strawberry.Info, work: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    """Run a service call in the request's session and commit it; roll back on failure, except that a
+    rejected upload is committed first (the rejection is recorded) and then reported."""
+
+    async def unit(session: AsyncSession) -> Any:
+        try:
+            settings = info.context.settings
+            result = await work(session, ObjectStore.shared(settings), settings, *args, **kwargs)
+        except uploads.UploadRejected:
+            await session.commit()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+        return result
+
+    return await info.context.read(unit)
+
+
+def _key(info: strawberry.Info, global_id: str, type_name: str, field: str, label: str) -> uuid.UUID:
+    parsed_type, key = info.context.ids.parse_global_id(global_id, field)
+    if parsed_type != type_name:
+        raise NotFound(f"no {label} with this id", field=field)
+    return key
+
+
+def _download_url(link: downloads.DownloadLink) -> DownloadUrl:
+    return DownloadUrl(distribution=Distribution.of(link.distribution), url=link.url, expires_at=link.expires_at)
+
+
+@strawberry.type
+class FilesMutation:
+    @strawberry.mutation(
+        description="Start uploading a file of a draft dataset version: declare its SHA-256 and size, then PUT "
+        "the bytes to the returned URL (valid 15 minutes, at most 5 GiB) and call completeUpload. Submitters only."
+    )
+    async def request_upload(
+        self, info: strawberry.Info, distribution_id: strawberry.ID, sha256: str, size_bytes: float
+    ) -> UploadTicket:
+        key = _key(info, distribution_id, "Distribution", "distributionId", "distribution")
+        size = int(size_bytes) if float(size_bytes).is_integer() else -1
+        ticket = await _committed(
+            info, uploads.request_upload, info.context.principal, key, sha256=sha256, size_bytes=size
+        )
+        upload_id = info.context.ids.global_id(UPLOAD, ticket.upload_id)
+        return UploadTicket(upload_id=upload_id, url=ticket.url, method=ticket.method, expires_at=ticket.expires_at)
+
+    @strawberry.mutation(
+        description="Verify an uploaded file (SHA-256 and size, streamed once) and record it on its "
+        "distribution. A mismatch deletes the bytes and fails with code checksum_mismatch."
+    )
+    async def complete_upload(self, info: strawberry.Info, upload_id: strawberry.ID) -> Distribution:
+        key = _key(info, upload_id, UPLOAD, "uploadId", "upload")
+        row = await _committed(info, uploads.complete_upload, info.context.principal, key)
+        return Distribution.of(row)
+
+    @strawberry.mutation(
+        description="A presigned GET for one file, valid expiresIn seconds (1-900, default 300). Audited. "
+        "Revoked access stops new URLs; one already issued works until it expires."
+    )
+    async def download_url(
+        self, info: strawberry.Info, distribution_id: strawberry.ID, expires_in: int = downloads.DEFAULT_EXPIRY
+    ) -> DownloadUrl:
+        key = _key(info, distribution_id, "Distribution", "distributionId", "distribution")
+        link = await _committed(info, downloads.issue_download_url, info.context.principal, key, expires_in)
+        return _download_url(link)
+
+    @strawberry.mutation(
+        description="URLs, sizes and SHA-256 checksums of every uploaded file of a dataset version, for "
+        "scripted and resumable downloads. Audited like downloadUrl."
+    )
+    async def download_manifest(
+        self, info: strawberry.Info, dataset_version_id: strawberry.ID, expires_in: int = downloads.DEFAULT_EXPIRY
+    ) -> DownloadManifest:
+        key = _key(info, dataset_version_id, "DatasetVersion", "datasetVersionId", "dataset version")
+        manifest = await _committed(info, downloads.download_manifest, info.context.principal, key, expires_in)
+        return DownloadManifest(
+            dataset_version_id=dataset_version_id,
+            expires_at=manifest.expires_at,
+            files=[_download_url(link) for link in manifest.files],
+        )

@@ -1,0 +1,38 @@
+"""Where files live: one bucket per institution, one for exports; object keys are internal and never shown.
+
+Buckets are named by the institution's id (immutable, always a valid bucket name) rather than its slug.
+Inside an institution's bucket, `staging/` holds uploads that are not verified yet and `files/` the verified
+files of dataset versions, one key per accepted upload (a replaced file never overwrites a key in use).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from cellcommons.errors import InvalidInput
+from cellcommons.settings import Settings
+
+MAX_BUCKET_NAME = 63  # S3
+
+
+def _named(settings: Settings, name: str) -> str:
+    bucket = settings.bucket(name)
+    if len(bucket) > MAX_BUCKET_NAME:
+        raise InvalidInput(f"bucket names would exceed {MAX_BUCKET_NAME} characters", field="CELLCOMMONS_BUCKET_PREFIX")
+    return bucket
+
+
+def institution_bucket(settings: Settings, institution_id: uuid.UUID) -> str:
+    return _named(settings, f"inst-{institution_id.hex}")
+
+
+def exports_bucket(settings: Settings) -> str:
+    return _named(settings, "exports")
+
+
+def staging_key(upload_id: uuid.UUID) -> str:
+    return f"staging/{upload_id}"
+
+
+def file_key(dataset_version_id: uuid.UUID, distribution_id: uuid.UUID, upload_id: uuid.UUID) -> str:
+    return f"files/{dataset_version_id}/{distribution_id}/{upload_id}"
