@@ -10,10 +10,9 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons.access import visibility
@@ -32,17 +31,54 @@ from cellcommons.catalogue.models import (
     batch_donor,
     dataset_version_batch,
 )
+from cellcommons.errors import InvalidInput
 
 MAX_PAGE = 100
 Ids = Sequence[uuid.UUID]
 
 
 @dataclass(frozen=True)
+class Cursor:
+    """Where a page ends: the ordering it belongs to, the row's sort-key values and its id (the tie-breaker)."""
+
+    ordering: str
+    values: tuple
+    id: uuid.UUID
+
+    @property
+    def key(self) -> tuple:
+        return (*self.values, self.id)
+
+
+@dataclass(frozen=True)
+class SortKey:
+    column: ColumnElement
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """A total order for keyset paging: the sort keys, then the row id; NULLs sort last in either direction."""
+
+    name: str  # sealed into cursors, so a cursor of one ordering is refused by another
+    keys: tuple[SortKey, ...]
+    id: ColumnElement
+    descending: bool = False
+
+    def columns(self) -> list[ColumnElement]:
+        return [key.column for key in self.keys] + [self.id]
+
+
+def creation_order(model: Any) -> Ordering:
+    return Ordering("created_at", (SortKey(model.created_at),), model.id)
+
+
+@dataclass(frozen=True)
 class PageRequest:
     first: int | None = None
-    after: tuple[datetime, uuid.UUID] | None = None
+    after: Cursor | None = None
     last: int | None = None
-    before: tuple[datetime, uuid.UUID] | None = None
+    before: Cursor | None = None
 
     @property
     def size(self) -> int:
@@ -52,32 +88,77 @@ class PageRequest:
 @dataclass(frozen=True)
 class Page:
     rows: list[Any]
+    cursors: list[Cursor]
     has_next: bool
     has_previous: bool
 
 
-def _key(model: Any) -> ColumnElement:
-    return tuple_(model.created_at, model.id)
+def _beyond(ordering: Ordering, cursor: Cursor, *, after: bool) -> ColumnElement[bool]:
+    """Rows strictly after (or before) `cursor` in `ordering`, NULLs last: a row comparison when no key can be
+    NULL (index-friendly), else the expanded lexicographic form."""
+    columns, values = ordering.columns(), cursor.key
+    upward = after != ordering.descending
+    if not any(key.nullable for key in ordering.keys):
+        return tuple_(*columns) > tuple_(*values) if upward else tuple_(*columns) < tuple_(*values)
+    nullable = [key.nullable for key in ordering.keys] + [False]
+    alternatives, equal_so_far = [], []
+    for column, value, may_be_null in zip(columns, values, nullable, strict=True):
+        if value is None:
+            step = false() if after else column.is_not(None)
+            same = column.is_(None)
+        else:
+            step = column > value if upward else column < value
+            if after and may_be_null:
+                step = or_(step, column.is_(None))
+            same = column == value
+        alternatives.append(and_(*equal_so_far, step))
+        equal_so_far.append(same)
+    return or_(*alternatives)
 
 
-async def keyset_page(session: AsyncSession, query: Select, model: Any, request: PageRequest) -> Page:
-    """A page of `query` ordered by (created_at, id): stable under inserts, no OFFSET."""
-    key = _key(model)
-    if request.after is not None:
-        query = query.where(key > tuple_(*request.after))
-    if request.before is not None:
-        query = query.where(key < tuple_(*request.before))
+def _order_by(ordering: Ordering, forward: bool) -> list:
+    """The ordering itself when paging forward; its exact reverse (NULLs first) when paging back from `last`."""
+    ascending = forward != ordering.descending
+    order = []
+    for key in ordering.keys:
+        column = key.column.asc() if ascending else key.column.desc()
+        order.append(column.nulls_last() if forward else column.nulls_first())
+    return [*order, ordering.id.asc() if ascending else ordering.id.desc()]
+
+
+def checked_cursor(cursor: Cursor | None, ordering: str, field: str) -> Cursor | None:
+    """A cursor of another ordering would compare values of different columns: refuse it."""
+    if cursor is not None and cursor.ordering != ordering:
+        raise InvalidInput(f"this cursor belongs to another ordering than {ordering}", field=field)
+    return cursor
+
+
+async def keyset_page(session: AsyncSession, query: Select, order: Any, request: PageRequest) -> Page:
+    """A page of `query` in `order` (an Ordering, or a model for creation order): stable under inserts, no OFFSET.
+
+    The sort keys are selected with each row, so cursors carry exactly the values the database compared."""
+    ordering = order if isinstance(order, Ordering) else creation_order(order)
+    after = checked_cursor(request.after, ordering.name, "after")
+    before = checked_cursor(request.before, ordering.name, "before")
+    if after is not None:
+        query = query.where(_beyond(ordering, after, after=True))
+    if before is not None:
+        query = query.where(_beyond(ordering, before, after=False))
     forward = request.last is None
-    order = (model.created_at, model.id) if forward else (model.created_at.desc(), model.id.desc())
-    rows = list((await session.scalars(query.order_by(*order).limit(request.size + 1))).all())
+    query = query.add_columns(*ordering.columns()).order_by(*_order_by(ordering, forward))
+    rows = list((await session.execute(query.limit(request.size + 1))).all())
     more = len(rows) > request.size
     rows = rows[: request.size]
     if not forward:
         rows.reverse()
+    width = len(ordering.columns())
+    cursors = [Cursor(ordering.name, tuple(row[-width:-1]), row[-1]) for row in rows]
+    # What the query itself selects: the entity, or a tuple when it adds columns (a search's snippet, rank).
+    page_rows = [row[0] if len(row) == width + 1 else tuple(row[:-width]) for row in rows]
     # The far side of a cursor: only known to exist when the client came from there.
     if forward:
-        return Page(rows, has_next=more, has_previous=request.after is not None)
-    return Page(rows, has_next=request.before is not None, has_previous=more)
+        return Page(page_rows, cursors, has_next=more, has_previous=request.after is not None)
+    return Page(page_rows, cursors, has_next=request.before is not None, has_previous=more)
 
 
 async def count(session: AsyncSession, query: Select) -> int:

@@ -63,17 +63,17 @@ def page_request(
     )
 
 
-def _connection(ids, rows: Sequence[Any], to_node, has_next: bool, has_previous: bool, total) -> Connection:
-    edges = [Edge(cursor=ids.cursor(row.created_at, row.id), node=to_node(row)) for row in rows]
-    return Connection(
-        edges=edges,
-        page_info=PageInfo(
-            has_next_page=has_next,
-            has_previous_page=has_previous,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
-        ),
-        _total=total,
+def _connection(ids, rows: Sequence[Any], cursors: Sequence[reading.Cursor], to_node, has_next, has_previous, total):
+    edges = [Edge(cursor=ids.cursor(c), node=to_node(row)) for row, c in zip(rows, cursors, strict=True)]
+    return Connection(edges=edges, page_info=page_info(edges, has_next, has_previous), _total=total)
+
+
+def page_info(edges: Sequence[Any], has_next: bool, has_previous: bool) -> PageInfo:
+    return PageInfo(
+        has_next_page=has_next,
+        has_previous_page=has_previous,
+        start_cursor=edges[0].cursor if edges else None,
+        end_cursor=edges[-1].cursor if edges else None,
     )
 
 
@@ -83,17 +83,15 @@ async def sql_connection(context, query: Select, model: Any, request: reading.Pa
     async def total() -> int:
         return await context.read(reading.count, query)
 
-    return _connection(context.ids, page.rows, to_node, page.has_next, page.has_previous, total)
+    return _connection(context.ids, page.rows, page.cursors, to_node, page.has_next, page.has_previous, total)
 
 
 def list_connection(context, rows: Sequence[Any], request: reading.PageRequest, to_node) -> Connection:
     """Page already-loaded rows (ordered by created_at, id) exactly as SQL would."""
+    after = reading.checked_cursor(request.after, "created_at", "after")
+    before = reading.checked_cursor(request.before, "created_at", "before")
     key = lambda row: (row.created_at, row.id)  # noqa: E731
-    window = [
-        r
-        for r in rows
-        if (request.after is None or key(r) > request.after) and (request.before is None or key(r) < request.before)
-    ]
+    window = [r for r in rows if (after is None or key(r) > after.key) and (before is None or key(r) < before.key)]
     if request.first is not None:
         page, has_next, has_previous = window[: request.first], len(window) > request.first, request.after is not None
     else:
@@ -103,4 +101,5 @@ def list_connection(context, rows: Sequence[Any], request: reading.PageRequest, 
     async def total() -> int:
         return len(rows)
 
-    return _connection(context.ids, page, to_node, has_next, has_previous, total)
+    cursors = [reading.Cursor("created_at", (row.created_at,), row.id) for row in page]
+    return _connection(context.ids, page, cursors, to_node, has_next, has_previous, total)

@@ -1,8 +1,8 @@
 """Opaque identifiers: global ids and cursors that do not reveal database keys.
 
 A global id is the type name plus the row's UUID encrypted with AES (one block, a keyed permutation, so the
-same row always has the same id and nothing about the key leaks); a cursor is AES-GCM sealed, so a client can
-neither read nor forge one. Both are keyed by the settings' secret key.
+same row always has the same id and nothing about the key leaks); a cursor (the ordering, the row's sort-key values and
+its id) is AES-GCM sealed, so a client can neither read nor forge one. Both are keyed by the settings' secret key.
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ import hashlib
 import json
 import os
 import uuid
-from datetime import datetime
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from cellcommons.catalogue.reading import Cursor
 from cellcommons.errors import InvalidInput
 
 
@@ -51,15 +55,45 @@ class Identifiers:
         decryptor = self._block.decryptor()
         return type_name, uuid.UUID(bytes=decryptor.update(block) + decryptor.finalize())
 
-    def cursor(self, created_at: datetime, key: uuid.UUID) -> str:
+    def cursor(self, cursor: Cursor) -> str:
         nonce = os.urandom(12)
-        payload = json.dumps([created_at.isoformat(), str(key)]).encode()
+        payload = json.dumps([cursor.ordering, [_dump(v) for v in cursor.values], str(cursor.id)]).encode()
         return _b64(nonce + self._sealer.encrypt(nonce, payload, b"cursor"))
 
-    def parse_cursor(self, value: str, field: str) -> tuple[datetime, uuid.UUID]:
+    def parse_cursor(self, value: str, field: str) -> Cursor:
         try:
             raw = _unb64(value)
-            created_at, key = json.loads(self._sealer.decrypt(raw[:12], raw[12:], b"cursor"))
-            return datetime.fromisoformat(created_at), uuid.UUID(key)
-        except (ValueError, InvalidTag, binascii.Error, TypeError):
+            ordering, values, key = json.loads(self._sealer.decrypt(raw[:12], raw[12:], b"cursor"))
+            return Cursor(str(ordering), tuple(_load(v) for v in values), uuid.UUID(key))
+        except (ValueError, InvalidTag, binascii.Error, TypeError, KeyError):
             raise InvalidInput("not a cursor this API issued", field=field) from None
+
+
+# Sort-key values keep their type through the cursor (JSON alone would turn dates and decimals into strings,
+# and a float written as text might not compare equal to the value the database sorted by).
+_CODECS: list[tuple[type, str, Callable[[Any], Any], Callable[[Any], Any]]] = [
+    (bool, "b", bool, bool),
+    (int, "i", int, int),
+    (float, "f", float.hex, float.fromhex),
+    (Decimal, "n", str, Decimal),
+    (datetime, "t", datetime.isoformat, datetime.fromisoformat),
+    (date, "d", date.isoformat, date.fromisoformat),
+    (str, "s", str, str),
+]
+_LOADERS = {tag: load for _, tag, _, load in _CODECS}
+
+
+def _dump(value: Any) -> list | None:
+    if value is None:
+        return None
+    for kind, tag, dump, _ in _CODECS:
+        if isinstance(value, kind):
+            return [tag, dump(value)]
+    raise TypeError(f"cannot put a {type(value).__name__} into a cursor")
+
+
+def _load(item: list | None) -> Any:
+    if item is None:
+        return None
+    tag, text = item
+    return _LOADERS[tag](text)

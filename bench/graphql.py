@@ -1,0 +1,231 @@
+"""GraphQL search at bench scale: a page query (filter + search + nested batches and QC results) and a facet
+query, each against hand-written SQL fetching the same data in the same run; then 20 concurrent clients.
+
+The GraphQL side runs through the real schema, context and DataLoaders on one session per request (what a
+request costs minus HTTP); the concurrency part goes through the whole app (ASGI, bearer tokens from the dev
+identity provider, protection, budget) with 20 clients at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import Counter
+
+import httpx
+from rich.console import Console
+from sqlalchemy import event, select
+
+from bench.report import Measure, Report
+from cellcommons.api.app import create_app
+from cellcommons.auth.dev_idp import DevIdentityProvider
+from cellcommons.auth.principal import Principal, Role
+from cellcommons.catalogue.models import Institution
+from cellcommons.db import Database
+from cellcommons.demo.consortium import SCALES, Consortium, Scale
+from cellcommons.demo.identity import register_dev_issuers
+from cellcommons.demo.scratch import ScratchStack
+from cellcommons.demo.seed import driver_connection, seed_bulk
+from cellcommons.graphql.context import Context
+from cellcommons.graphql.ids import Identifiers
+from cellcommons.graphql.schema import build_schema
+from cellcommons.settings import Environment, Settings
+
+QUICK = Scale("quick", batches_per_institution=2_000, datasets_per_institution=400)
+CALLER = "maple-ccrm"
+SEARCH, TISSUE = "MSC", "UBERON:0002371"  # what PAGE and FACETS ask for
+
+PAGE = """
+query($first: Int!, $batches: Int!) {
+  datasets(first: $first, search: "MSC", filter: {tissue: {eq: "UBERON:0002371"}}) {
+    nodes { accession latestVersion { title batches(first: $batches) { nodes {
+      lotNumber releaseStatus qcResults { testType analyte value unit passed } } } } }
+  }
+}
+"""
+FACETS = """
+query { batches(first: 1, filter: {releaseStatus: {eq: released}, tissue: {eq: "UBERON:0002371"}}) {
+  facets { tissue { value count } releaseStatus { value count } institution { value count } }
+} }
+"""
+
+# What a careful hand would write for the same answers, the same policy included (a member of another institution
+# sees published, not non_public versions and batches not linked only to non_public ones).
+SQL_DATASETS = """
+SELECT d.id, d.accession, v.id, v.title FROM dataset d JOIN dataset_version v ON v.dataset_id = d.id
+WHERE (v.status = 'published' AND v.access_rights <> 'non_public' OR d.institution_id = %(me)s)
+  AND NOT EXISTS (SELECT 1 FROM dataset_version n WHERE n.dataset_id = d.id AND n.version > v.version
+                  AND (n.status = 'published' AND n.access_rights <> 'non_public' OR d.institution_id = %(me)s))
+  AND v.tissue = %(tissue)s
+  AND v.search_document @@ (websearch_to_tsquery('english', %(q)s) || websearch_to_tsquery('simple', %(q)s))
+ORDER BY d.created_at, d.id LIMIT %(first)s
+"""
+SQL_BATCHES = """
+SELECT l.dataset_version_id, b.id, b.lot_number, b.release_status FROM dataset_version_batch l
+JOIN batch b ON b.id = l.batch_id
+WHERE l.dataset_version_id = ANY(%(versions)s) AND (b.institution_id = %(me)s
+  OR NOT EXISTS (SELECT 1 FROM dataset_version_batch x WHERE x.batch_id = b.id)
+  OR EXISTS (SELECT 1 FROM dataset_version_batch x JOIN dataset_version xv ON xv.id = x.dataset_version_id
+             WHERE x.batch_id = b.id AND xv.access_rights <> 'non_public'))
+ORDER BY l.dataset_version_id, b.created_at, b.id
+"""
+SQL_QC = """
+SELECT batch_id, test_type, analyte, value, unit, passed FROM qc_result WHERE batch_id = ANY(%(batches)s)
+ORDER BY batch_id, position
+"""
+SQL_FACET = """
+WITH found AS (
+  SELECT b.id, b.tissue, b.release_status, b.institution_id FROM batch b
+  WHERE (b.institution_id = %(me)s OR NOT EXISTS (SELECT 1 FROM dataset_version_batch x WHERE x.batch_id = b.id)
+         OR EXISTS (SELECT 1 FROM dataset_version_batch x JOIN dataset_version xv ON xv.id = x.dataset_version_id
+                    WHERE x.batch_id = b.id AND xv.access_rights <> 'non_public')))
+SELECT 'tissue', tissue::text, count(*) FROM found WHERE release_status = 'released' GROUP BY tissue
+UNION ALL SELECT 'status', release_status::text, count(*) FROM found WHERE tissue = %(tissue)s GROUP BY release_status
+UNION ALL SELECT 'institution', i.slug, count(*) FROM found JOIN institution i ON i.id = found.institution_id
+  WHERE release_status = 'released' AND tissue = %(tissue)s GROUP BY i.slug
+"""
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[int(len(ordered) * 0.95) - 1]
+
+
+class Bench:
+    def __init__(self, settings: Settings, rounds: int):
+        self.settings = settings
+        self.rounds = rounds
+        self.database = Database(settings)
+        self.schema = build_schema()
+        self.ids = Identifiers(settings.secret_key.get_secret_value())
+        self.statements = Counter()
+        event.listen(self.database.engine.sync_engine, "before_cursor_execute", self._count)
+
+    def _count(self, *args) -> None:
+        self.statements["all"] += 1
+
+    async def principal(self) -> Principal:
+        async with self.database.sessions() as session:
+            institution = await session.scalar(select(Institution).where(Institution.slug == CALLER))
+        return Principal(institution.id, institution.slug, "bench", frozenset({Role.reader}))
+
+    async def graphql(self, principal, query: str, variables: dict) -> tuple[list[float], int]:
+        samples = []
+        for _ in range(self.rounds + 2):
+            before = self.statements["all"]
+            async with self.database.sessions() as session:
+                context = Context(principal=principal, session=session, settings=self.settings, ids=self.ids)
+                start = time.perf_counter()
+                result = await self.schema.execute(query, variable_values=variables, context_value=context)
+                samples.append((time.perf_counter() - start) * 1000)
+            assert not result.errors, result.errors
+            statements = self.statements["all"] - before
+        return samples[2:], statements
+
+    async def sql_page(self, principal, first: int) -> list[float]:
+        async def once(connection):
+            params = {"me": principal.institution_id, "tissue": TISSUE, "q": SEARCH, "first": first}
+            datasets = await (await connection.execute(SQL_DATASETS, params)).fetchall()
+            versions = [row[2] for row in datasets]
+            links = await (await connection.execute(SQL_BATCHES, {**params, "versions": versions})).fetchall()
+            batches = [row[1] for row in links]  # every link: the page's 5-per-version cut is taken in Python
+            await (await connection.execute(SQL_QC, {"batches": batches})).fetchall()
+
+        return await self._timed(once)
+
+    async def sql_facets(self, principal) -> list[float]:
+        async def once(connection):
+            params = {"me": principal.institution_id, "tissue": TISSUE}
+            await (await connection.execute(SQL_FACET, params)).fetchall()
+
+        return await self._timed(once)
+
+    async def _timed(self, once) -> list[float]:
+        samples = []
+        async with self.database.sessions() as session:
+            connection = await driver_connection(session)
+            for _ in range(self.rounds + 2):
+                start = time.perf_counter()
+                await once(connection)
+                samples.append((time.perf_counter() - start) * 1000)
+        return samples[2:]
+
+
+async def _seed(settings: Settings, scale: Scale, idp: DevIdentityProvider) -> None:
+    database = Database(settings)
+    async with httpx.AsyncClient(timeout=5) as http, database.unit_of_work() as session:
+        await seed_bulk(session, Consortium(scale, seed=2026), origin=settings.node_id)
+        await register_dev_issuers(session, http, idp)
+    async with database.unit_of_work() as session:
+        connection = await driver_connection(session)
+        for table in ("dataset", "dataset_version", "batch", "qc_result", "dataset_version_batch"):
+            await connection.execute(f"ANALYZE {table}")
+    await database.dispose()
+
+
+async def _concurrent(settings: Settings, idp: DevIdentityProvider, clients: int, requests: int) -> tuple[float, int]:
+    app = create_app(settings)
+    headers = {"Authorization": f"Bearer {idp.issue_access_token(CALLER, 'stella', lifetime=3600)}"}
+    errors = 0
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as client:
+
+            async def worker() -> int:
+                failed = 0
+                for _ in range(requests):
+                    response = await client.post(
+                        "/graphql", json={"query": PAGE, "variables": {"first": 20, "batches": 5}}, headers=headers
+                    )
+                    failed += response.status_code != 200 or "errors" in response.json()
+                return failed
+
+            start = time.perf_counter()
+            errors = sum(await asyncio.gather(*(worker() for _ in range(clients))))
+            elapsed = time.perf_counter() - start
+    return clients * requests / elapsed, errors
+
+
+async def _run(stack: ScratchStack, quick: bool, console: Console) -> Report:
+    scale = QUICK if quick else SCALES["bench"]
+    settings = stack.new_database()
+    report = Report("graphql")
+    with DevIdentityProvider(None, Settings(_env_file=None, environment=Environment.test)) as idp:
+        with console.status(f"seeding the {scale.name} scale…"):
+            await _seed(settings, scale, idp)
+        bench = Bench(settings, rounds=5 if quick else 30)
+        principal = await bench.principal()
+        for first, nested in ((20, 5), (100, 10)):
+            ours, statements = await bench.graphql(principal, PAGE, {"first": first, "batches": nested})
+            sql = await bench.sql_page(principal, first)
+            (p50, p95), (s50, s95) = _percentiles(ours), _percentiles(sql)
+            # Measures are rates (higher is better): pages per second from the median latency.
+            report.measures.append(Measure(f"page {first}×{nested} (p50)", 1000 / p50, 1000 / s50, "pages/s",
+                                           "hand-written SQL", target=0.5))  # fmt: skip
+            report.notes.append(
+                f"page {first} datasets × {nested} batches × their QC results: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
+                f"{statements} statements; hand-written SQL p50 {s50:.1f} ms, p95 {s95:.1f} ms (3 statements)"
+            )
+        ours, statements = await bench.graphql(principal, FACETS, {})
+        sql = await bench.sql_facets(principal)
+        (p50, p95), (s50, s95) = _percentiles(ours), _percentiles(sql)
+        report.measures.append(Measure("facets (p50)", 1000 / p50, 1000 / s50, "queries/s", "hand-written SQL", 0.5))
+        report.notes.append(
+            f"facets (tissue, release status, institution of released BM batches): p50 {p50:.1f} ms, "
+            f"p95 {p95:.1f} ms, {statements} statements; hand-written SQL p50 {s50:.1f} ms, p95 {s95:.1f} ms"
+        )
+        await bench.database.dispose()
+        rate, errors = await _concurrent(settings, idp, clients=20, requests=3 if quick else 10)
+        report.notes.append(f"20 concurrent clients through the app (ASGI, tokens, limits): {rate:.1f} pages/s, "
+                            f"{errors} errors")  # fmt: skip
+        report.notes.append(
+            f"scale {scale.name}: {4 * scale.batches_per_institution:,} batches, "
+            f"{4 * scale.datasets_per_institution:,} datasets; caller: a reader of {CALLER}"
+        )
+    stack.drop(settings)
+    return report
+
+
+def run(stack: ScratchStack, quick: bool, console: Console) -> Report:
+    return asyncio.run(_run(stack, quick, console))

@@ -1,0 +1,601 @@
+"""Finding datasets and batches: typed filters (through relations too), full-text search, sort orders, facets.
+
+Everything here builds SELECTs that carry the `access.visibility` rules, including the EXISTS subqueries that
+filter through relations and every facet count, so neither a match nor a count can reveal a hidden row.
+
+A dataset is judged by its latest version the caller may see (the one `latestVersion` shows). A filter is a
+tree: each node's field conditions and `all_of` children must all hold, one of `any_of` must, `negated` must
+not. Facets leave out their own condition only where it sits at the top of the tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    and_,
+    cast,
+    exists,
+    func,
+    not_,
+    null,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import aliased
+from sqlalchemy.types import String
+
+from cellcommons.access import visibility
+from cellcommons.auth.principal import Principal
+from cellcommons.catalogue import ontology, search_index
+from cellcommons.catalogue.enums import TestType, Timepoint
+from cellcommons.catalogue.models import (
+    Batch,
+    Collection,
+    Dataset,
+    DatasetVersion,
+    DataUseCondition,
+    Institution,
+    QcResult,
+    batch_collection,
+    dataset_version_batch,
+)
+from cellcommons.catalogue.reading import Ordering, SortKey
+from cellcommons.errors import InvalidInput
+
+MAX_VALUES = 100  # entries of an `in` / `anyOf` list
+MAX_SEARCH = 200  # characters of a search text
+MAX_DEPTH = 6  # nesting of and/or/not and relations
+DS = "DUO:0000007"  # disease-specific research: its parameter names the MONDO disease
+HEADLINE = "MaxFragments=2, MaxWords=24, MinWords=8, StartSel=<mark>, StopSel=</mark>, FragmentDelimiter= … "
+
+# The shipped UBERON/CL file has no structured hierarchy. Its notes state only that the tissue-specific MSC
+# classes are mesenchymal stem cells (EquivalentTo CL:0000134 and part_of the tissue) and that the Wharton's
+# jelly MSC is a subclass of the umbilical cord MSC; "with descendants" for cell types follows these links and
+# for tissues is the term itself.
+CELL_TYPE_PARENTS = {
+    "CL:0002540": "CL:0000134",
+    "CL:0002570": "CL:0000134",
+    "CL:0002569": "CL:0000134",
+    "CL:0002568": "CL:0002569",
+}
+
+
+# ---- the filter tree ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The conditions on one field; all given ones must hold. `path` names the field in errors."""
+
+    path: str
+    eq: Any = None
+    in_: list | None = None
+    gt: Any = None
+    gte: Any = None
+    lt: Any = None
+    lte: Any = None
+    contains: str | None = None
+    is_null: bool | None = None
+    under: str | None = None  # an ontology term or any of its descendants
+    any_of: list | None = None  # array fields: shares a value with the list
+    all_of: list | None = None  # array fields: holds every value of the list
+
+
+@dataclass(frozen=True)
+class Marker:
+    """Batches with an identity-marker result for `analyte` (CD73, HLA-DR…) whose value (%) meets `value`."""
+
+    analyte: str
+    value: Comparison
+
+
+@dataclass(frozen=True)
+class Filter:
+    path: str
+    fields: dict[str, Comparison | Marker | Filter] = field(default_factory=dict)
+    all_of: list[Filter] = field(default_factory=list)
+    any_of: list[Filter] = field(default_factory=list)
+    negated: Filter | None = None
+
+    def without(self, name: str) -> Filter:
+        """This filter less one top-level field: what a facet of that field is computed under."""
+        return Filter(self.path, {k: v for k, v in self.fields.items() if k != name}, self.all_of, self.any_of,
+                      self.negated)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a caller asks of a collection: filter, search text, sort."""
+
+    filter: Filter | None = None
+    search: str | None = None
+    order: str = "created_at"
+    descending: bool | None = None  # None: the order's natural direction (ascending; relevance: best first)
+
+
+# ---- comparisons -------------------------------------------------------------------------------------------
+
+
+def _terms_under(term: str, path: str, vocabulary: str) -> list[str]:
+    if vocabulary == "MONDO":
+        if not ontology.is_known_disease(term):
+            raise InvalidInput(f"{term} is not in the shipped MONDO subset", field=path)
+        return [c for c in ontology.mondo_classes() if ontology.is_a(c, term)]
+    known = ontology.is_known_cell_type if vocabulary == "CL" else ontology.is_known_tissue
+    if not known(term):
+        raise InvalidInput(f"{term} is not a shipped {vocabulary} term", field=path)
+    found, frontier = {term}, {term}
+    while frontier:
+        frontier = {child for child, parent in CELL_TYPE_PARENTS.items() if parent in frontier} - found
+        found |= frontier
+    return sorted(found)
+
+
+def _values(values: list | None, path: str) -> list | None:
+    if values is not None and not 1 <= len(values) <= MAX_VALUES:
+        raise InvalidInput(f"give between 1 and {MAX_VALUES} values", field=path)
+    return values
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def compare(column: ColumnElement, c: Comparison, vocabulary: str | None = None) -> ColumnElement[bool]:
+    parts: list[ColumnElement[bool]] = []
+    if c.eq is not None:
+        parts.append(column == c.eq)
+    if c.in_ is not None:
+        parts.append(column.in_(_values(c.in_, f"{c.path}.in")))
+    for bound, operator in ((c.gt, "__gt__"), (c.gte, "__ge__"), (c.lt, "__lt__"), (c.lte, "__le__")):
+        if bound is not None:
+            parts.append(getattr(column, operator)(bound))
+    if c.contains is not None:
+        if not 1 <= len(c.contains) <= MAX_SEARCH:
+            raise InvalidInput(f"give 1 to {MAX_SEARCH} characters", field=f"{c.path}.contains")
+        parts.append(column.ilike(_like(c.contains), escape="\\"))
+    if c.is_null is not None:
+        parts.append(column.is_(None) if c.is_null else column.is_not(None))
+    if c.under is not None:
+        if vocabulary is None:
+            raise InvalidInput("this field is not an ontology term", field=f"{c.path}.under")
+        parts.append(column.in_(_terms_under(c.under, f"{c.path}.under", vocabulary)))
+    if c.any_of is not None:
+        parts.append(column.overlap(cast(_values(c.any_of, f"{c.path}.anyOf"), ARRAY(String))))
+    if c.all_of is not None:
+        parts.append(column.contains(cast(_values(c.all_of, f"{c.path}.allOf"), ARRAY(String))))
+    return and_(true(), *parts)
+
+
+# ---- fields of each collection -----------------------------------------------------------------------------
+
+# A field turns its Comparison (or nested Filter) into a condition on the row, given the principal.
+FieldRule = Callable[[Principal | None, Any, Any], ColumnElement[bool]]
+
+
+def _column(get: Callable[[Any], ColumnElement], vocabulary: str | None = None) -> FieldRule:
+    return lambda principal, row, c: compare(get(row), c, vocabulary)
+
+
+def _institution(get: Callable[[Any], ColumnElement]) -> FieldRule:
+    def rule(principal, row, c):
+        return get(row).in_(select(Institution.id).where(compare(Institution.slug, c)))
+
+    return rule
+
+
+def _qc_value(batch, kind: ColumnElement[bool], value: Comparison, qc) -> ColumnElement[bool]:
+    # A batch's QC results are visible exactly when the batch is, and `batch` already passed the policy.
+    return exists().where(qc.batch_id == batch.id, kind, compare(qc.value, value))
+
+
+def _post_thaw_viability(principal, batch, value: Comparison) -> ColumnElement[bool]:
+    qc = aliased(QcResult)
+    return _qc_value(batch, and_(qc.test_type == TestType.viability, qc.timepoint == Timepoint.post_thaw), value, qc)
+
+
+def _marker(principal, batch, marker: Marker) -> ColumnElement[bool]:
+    qc = aliased(QcResult)
+    return _qc_value(batch, _marker_kind(qc, marker.analyte), marker.value, qc)
+
+
+def _marker_kind(qc, analyte: str) -> ColumnElement[bool]:
+    return and_(qc.test_type == TestType.identity_marker, qc.analyte == analyte)
+
+
+def _qc_results(principal, batch, node: Filter) -> ColumnElement[bool]:
+    qc = aliased(QcResult)  # visible with `batch`, which already passed the policy
+    return exists().where(qc.batch_id == batch.id, _condition(principal, qc, node, QC_FIELDS))
+
+
+def _linked_batches(principal, version, node: Filter) -> ColumnElement[bool]:
+    link, batch = dataset_version_batch.alias(), aliased(Batch)
+    return exists().where(
+        link.c.dataset_version_id == version.id,
+        batch.id == link.c.batch_id,
+        visibility.visible_batches(principal, batch),
+        _condition(principal, batch, node, BATCH_FIELDS),
+    )
+
+
+def _condition_terms(principal, version, c: Comparison) -> ColumnElement[bool]:
+    condition = aliased(DataUseCondition)  # conditions are seen with their version, which passed the policy
+    return exists().where(condition.dataset_version_id == version.id, compare(condition.term, c))
+
+
+def _disease(principal, version, c: Comparison) -> ColumnElement[bool]:
+    condition = aliased(DataUseCondition)
+    return exists().where(
+        condition.dataset_version_id == version.id,
+        condition.term == DS,
+        compare(condition.parameter["disease"].astext, c, "MONDO"),
+    )
+
+
+QC_FIELDS: dict[str, FieldRule] = {
+    "test_type": _column(lambda q: q.test_type),
+    "analyte": _column(lambda q: q.analyte),
+    "timepoint": _column(lambda q: q.timepoint),
+    "status": _column(lambda q: q.status),
+    "value": _column(lambda q: q.value),
+    "unit": _column(lambda q: q.unit),
+    "qualitative": _column(lambda q: q.qualitative),
+    "passed": _column(lambda q: q.passed),
+    "tested_on": _column(lambda q: q.tested_on),
+}
+BATCH_FIELDS: dict[str, FieldRule] = {
+    "lot_number": _column(lambda b: b.lot_number),
+    "product_name": _column(lambda b: b.product_name),
+    "institution": _institution(lambda b: b.institution_id),
+    "tissue": _column(lambda b: b.tissue, "UBERON"),
+    "cell_type": _column(lambda b: b.cell_type, "CL"),
+    "release_status": _column(lambda b: b.release_status),
+    "culture_supplement": _column(lambda b: b.culture_supplement),
+    "route": _column(lambda b: b.route),
+    "passage": _column(lambda b: b.passage),
+    "population_doublings": _column(lambda b: b.population_doublings),
+    "manufactured_on": _column(lambda b: b.manufactured_on),
+    "released_on": _column(lambda b: b.released_on),
+    "expires_on": _column(lambda b: b.expires_on),
+    "claims_isct": _column(lambda b: b.claims_isct),
+    "clinical_trial_ids": _column(lambda b: b.clinical_trial_ids),
+    "post_thaw_viability": _post_thaw_viability,
+    "marker": _marker,
+    "qc_results": _qc_results,
+}
+DATASET_FIELDS: dict[str, FieldRule] = {
+    "accession": _column(lambda r: r.dataset.accession),
+    "institution": _institution(lambda r: r.dataset.institution_id),
+    "title": _column(lambda r: r.version.title),
+    "description": _column(lambda r: r.version.description),
+    "tissue": _column(lambda r: r.version.tissue, "UBERON"),
+    "cell_type": _column(lambda r: r.version.cell_type, "CL"),
+    "data_types": _column(lambda r: r.version.data_types),
+    "keywords": _column(lambda r: r.version.keywords),
+    "standards": _column(lambda r: r.version.standards),
+    "access_rights": _column(lambda r: r.version.access_rights),
+    "personal_data_level": _column(lambda r: r.version.personal_data_level),
+    "donor_count": _column(lambda r: r.version.donor_count),
+    "published_at": _column(lambda r: r.version.published_at),
+    "claims_isct": _column(lambda r: r.version.claims_isct),
+    "duo_term": lambda principal, row, c: _condition_terms(principal, row.version, c),
+    "disease": lambda principal, row, c: _disease(principal, row.version, c),
+    "batches": lambda principal, row, node: _linked_batches(principal, row.version, node),
+}
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    """A dataset with its latest visible version: what dataset filters and sort keys are written against."""
+
+    dataset: Any
+    version: Any
+
+    @property
+    def id(self):
+        return self.dataset.id
+
+
+def _condition(principal, row, node: Filter, fields: dict[str, FieldRule], depth: int = 0) -> ColumnElement[bool]:
+    if depth > MAX_DEPTH:
+        raise InvalidInput(f"filters nest at most {MAX_DEPTH} levels deep", field=node.path)
+    parts = [fields[name](principal, row, value) for name, value in node.fields.items()]
+    parts += [_condition(principal, row, child, fields, depth + 1) for child in node.all_of]
+    if node.any_of:
+        parts.append(or_(*(_condition(principal, row, child, fields, depth + 1) for child in node.any_of)))
+    if node.negated is not None:
+        parts.append(not_(_condition(principal, row, node.negated, fields, depth + 1)))
+    return and_(true(), *parts)
+
+
+# ---- full-text search --------------------------------------------------------------------------------------
+
+
+def _text_query(search: str) -> ColumnElement:
+    """Stemmed English words or identifiers exactly as written: either reading of the text may match."""
+    text = search.strip()
+    if not 1 <= len(text) <= MAX_SEARCH:
+        raise InvalidInput(f"give 1 to {MAX_SEARCH} characters", field="search")
+    return func.websearch_to_tsquery("english", text).op("||")(func.websearch_to_tsquery("simple", text))
+
+
+def _rank(document: ColumnElement, query: ColumnElement) -> ColumnElement:
+    # float8, so the value sealed into a cursor compares equal to the one the database sorted by.
+    return cast(func.ts_rank(document, query), Float(53))
+
+
+def _din(search: str) -> str:
+    return "".join(search.split()).upper()
+
+
+def _matching(table, search: ColumnElement) -> Select:
+    """Ids whose document matches, on an alias so the GIN index answers it (no correlation with the outer row)."""
+    alias = table.alias()
+    return select(alias.c.id).where(alias.c.search_document.op("@@")(search))
+
+
+def _batch_search(principal, batch, search: str) -> tuple[ColumnElement[bool], ColumnElement]:
+    query = _text_query(search)
+    # Donation identification numbers live on collections, which only their institution's members may see.
+    by_din = (
+        select(batch_collection.c.batch_id)
+        .join(Collection, Collection.id == batch_collection.c.collection_id)
+        .where(Collection.din == _din(search), visibility.visible_collections(principal, Collection))
+    )
+    rank = _rank(search_index.batch_document, query)
+    return or_(batch.id.in_(_matching(Batch.__table__, query)), batch.id.in_(by_din)), rank
+
+
+def _dataset_search(row: DatasetRow, search: str) -> tuple[ColumnElement[bool], ColumnElement]:
+    query = _text_query(search)
+    versions, datasets = _matching(DatasetVersion.__table__, query), _matching(Dataset.__table__, query)
+    rank = _rank(search_index.dataset_version_document, query) + _rank(search_index.dataset_document, query)
+    return or_(row.version.id.in_(versions), row.dataset.id.in_(datasets)), rank
+
+
+def dataset_headline(row: DatasetRow, search: str) -> ColumnElement:
+    return func.ts_headline("english", row.version.description, _text_query(search), HEADLINE)
+
+
+def batch_headline(batch, search: str) -> ColumnElement:
+    return func.ts_headline("english", batch.product_name, _text_query(search), HEADLINE)
+
+
+# ---- the collections ---------------------------------------------------------------------------------------
+
+
+def _latest_visible(principal: Principal | None, version) -> ColumnElement[bool]:
+    newer = aliased(DatasetVersion)
+    return and_(
+        visibility.visible_dataset_versions(principal, version),
+        ~exists().where(
+            newer.dataset_id == version.dataset_id,
+            newer.version > version.version,
+            visibility.visible_dataset_versions(principal, newer),
+        ),
+    )
+
+
+def dataset_rows(principal: Principal | None) -> tuple[Select, DatasetRow]:
+    """Visible datasets joined with their latest visible version, one row each."""
+    row = DatasetRow(Dataset, DatasetVersion)
+    query = (
+        select(Dataset)
+        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+        .where(visibility.visible_datasets(principal), _latest_visible(principal, DatasetVersion))
+    )
+    return query, row
+
+
+def _filtered(principal, query: Select, row, fields, request: Query) -> tuple[Select, ColumnElement | None]:
+    if request.filter is not None:
+        query = query.where(_condition(principal, row, request.filter, fields))
+    rank = None
+    if request.search is not None:
+        matches, rank = (
+            _dataset_search(row, request.search)
+            if isinstance(row, DatasetRow)
+            else _batch_search(principal, row, request.search)
+        )
+        query = query.where(matches)
+    return query, rank
+
+
+DATASET_ORDERS: dict[str, Callable[[DatasetRow], SortKey]] = {
+    "created_at": lambda r: SortKey(r.dataset.created_at),
+    "accession": lambda r: SortKey(r.dataset.accession),
+    "title": lambda r: SortKey(r.version.title),
+    "published_at": lambda r: SortKey(r.version.published_at, nullable=True),
+    "donor_count": lambda r: SortKey(r.version.donor_count, nullable=True),
+}
+BATCH_ORDERS: dict[str, Callable[[Any], SortKey]] = {
+    "created_at": lambda b: SortKey(b.created_at),
+    "lot_number": lambda b: SortKey(b.lot_number),
+    "manufactured_on": lambda b: SortKey(b.manufactured_on, nullable=True),
+    "released_on": lambda b: SortKey(b.released_on, nullable=True),
+    "expires_on": lambda b: SortKey(b.expires_on, nullable=True),
+    "passage": lambda b: SortKey(b.passage, nullable=True),
+}
+
+
+def _ordering(orders: dict, row, entity_id, request: Query, rank: ColumnElement | None) -> Ordering:
+    relevance = request.order == "relevance"
+    if relevance and rank is None:
+        raise InvalidInput("sorting by relevance needs a search text", field="orderBy")
+    descending = relevance if request.descending is None else request.descending
+    key = SortKey(rank) if relevance else orders[request.order](row)
+    return Ordering(f"{request.order}:{'desc' if descending else 'asc'}", (key,), entity_id, descending)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A collection query ready to page: the SELECT (entity [, headline, rank]), its ordering, and the count."""
+
+    query: Select
+    ordering: Ordering
+    count_query: Select
+    request: Query  # what facets over the same set start from
+
+
+def find_datasets(principal: Principal | None, request: Query) -> Found:
+    base, row = dataset_rows(principal)
+    query, rank = _filtered(principal, base, row, DATASET_FIELDS, request)
+    ordering = _ordering(DATASET_ORDERS, row, Dataset.id, request, rank)
+    hits = _with_hit(query, request, rank, lambda: dataset_headline(row, request.search))
+    return Found(hits, ordering, query, request)
+
+
+def find_batches(principal: Principal | None, request: Query) -> Found:
+    base = select(Batch).where(visibility.visible_batches(principal))
+    query, rank = _filtered(principal, base, Batch, BATCH_FIELDS, request)
+    ordering = _ordering(BATCH_ORDERS, Batch, Batch.id, request, rank)
+    hits = _with_hit(query, request, rank, lambda: batch_headline(Batch, request.search))
+    return Found(hits, ordering, query, request)
+
+
+def _with_hit(query: Select, request: Query, rank, headline) -> Select:
+    """With a search text each row also carries its highlighted snippet and rank."""
+    if request.search is None:
+        return query.add_columns(cast(null(), String).label("headline"), cast(null(), Float(53)).label("rank"))
+    return query.add_columns(headline().label("headline"), rank.label("rank"))
+
+
+# ---- facets ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FacetCount:
+    value: str
+    count: int
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Bucket:
+    lower: Decimal
+    upper: Decimal
+    count: int
+
+
+def _without(request: Query, own: str) -> Query:
+    return Query(request.filter.without(own) if request.filter else None, request.search)
+
+
+def _dataset_set(principal, request: Query, own: str):
+    base, row = dataset_rows(principal)
+    query, _ = _filtered(principal, base, row, DATASET_FIELDS, _without(request, own))
+    return query.with_only_columns(
+        Dataset.id.label("dataset_id"),
+        Dataset.institution_id,
+        DatasetVersion.id.label("version_id"),
+        DatasetVersion.tissue,
+        DatasetVersion.cell_type,
+        DatasetVersion.data_types,
+        DatasetVersion.access_rights,
+    ).subquery()
+
+
+def _batch_set(principal, request: Query, own: str):
+    base = select(Batch).where(visibility.visible_batches(principal))
+    query, _ = _filtered(principal, base, Batch, BATCH_FIELDS, _without(request, own))
+    return query.with_only_columns(
+        Batch.id, Batch.institution_id, Batch.tissue, Batch.cell_type, Batch.release_status, Batch.passage
+    ).subquery()
+
+
+def _counts(value: ColumnElement, key: ColumnElement, source) -> Select:
+    return (
+        select(value.label("value"), func.count(func.distinct(key)).label("count"))
+        .select_from(source)
+        .group_by(value)
+        .order_by(func.count(func.distinct(key)).desc(), value)
+    )
+
+
+def _institution_counts(rows, key: ColumnElement) -> Select:
+    return (
+        select(Institution.slug, func.count(func.distinct(key)), Institution.name)
+        .select_from(rows)
+        .join(Institution, Institution.id == rows.c.institution_id)
+        .group_by(Institution.slug, Institution.name)
+        .order_by(func.count(func.distinct(key)).desc(), Institution.slug)
+    )
+
+
+def dataset_facet(principal: Principal | None, request: Query, facet: str) -> Select:
+    """One facet of the datasets `request` finds, computed without the filter's own top-level `facet` field."""
+    rows = _dataset_set(principal, request, facet)
+    match facet:
+        case "institution":
+            return _institution_counts(rows, rows.c.dataset_id)
+        case "duo_term":
+            condition = DataUseCondition.__table__.alias()
+            joined = rows.join(condition, condition.c.dataset_version_id == rows.c.version_id)
+            return _counts(condition.c.term, rows.c.dataset_id, joined)
+        case "data_types":
+            data_type = func.unnest(rows.c.data_types).table_valued("value").render_derived()
+            return _counts(data_type.c.value, rows.c.dataset_id, rows.join(data_type, true()))
+        case _:
+            return _counts(rows.c[facet], rows.c.dataset_id, rows)
+
+
+def batch_facet(principal: Principal | None, request: Query, facet: str) -> Select:
+    rows = _batch_set(principal, request, facet)
+    if facet == "institution":
+        return _institution_counts(rows, rows.c.id)
+    return _counts(rows.c[facet], rows.c.id, rows)
+
+
+def _bucketed(value: ColumnElement, width: Decimal) -> ColumnElement:
+    return func.floor(value / width) * width
+
+
+def batch_histogram(
+    principal: Principal | None, request: Query, measure: str, width: Decimal, analyte: str | None = None
+) -> Select:
+    """Counts of batches by bucket of a measure: `passage`, `post_thaw_viability` or `marker` (one analyte)."""
+    if not Decimal(0) < width <= Decimal(1000):
+        raise InvalidInput("the bucket width must be above 0 and at most 1000", field="width")
+    rows = _batch_set(principal, request, measure)
+    if measure == "passage":
+        bucket = _bucketed(rows.c.passage, width)
+        return _histogram(bucket, rows.c.id, rows, rows.c.passage.is_not(None))
+    qc = QcResult.__table__.alias()
+    kind = (
+        and_(qc.c.test_type == TestType.viability, qc.c.timepoint == Timepoint.post_thaw)
+        if measure == "post_thaw_viability"
+        else _marker_kind(qc.c, analyte)
+    )
+    joined = rows.join(qc, and_(qc.c.batch_id == rows.c.id, kind, qc.c.value.is_not(None)))
+    return _histogram(_bucketed(qc.c.value, width), rows.c.id, joined, true())
+
+
+def _histogram(bucket: ColumnElement, key: ColumnElement, source, where: ColumnElement[bool]) -> Select:
+    return (
+        select(bucket.label("lower"), func.count(func.distinct(key)))
+        .select_from(source)
+        .where(where)
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+
+
+async def facet_counts(session, query: Select, labelled: bool = False) -> list[FacetCount]:
+    rows = (await session.execute(query)).all()
+    if labelled:
+        return [FacetCount(str(value), count, label) for value, count, label in rows]
+    return [FacetCount(str(value), count, ontology.label(str(value))) for value, count in rows]
+
+
+async def histogram(session, query: Select, width: Decimal) -> list[Bucket]:
+    return [Bucket(Decimal(lower), Decimal(lower) + width, count) for lower, count in await session.execute(query)]
