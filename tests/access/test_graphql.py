@@ -25,12 +25,13 @@ async def run(api, name: str, variables: dict, headers: dict, operation_name: st
 
 
 async def dataset_of(api, slug: str) -> str:
-    """A published dataset of the institution whose conditions an HMB purpose can meet (no DS, no POA)."""
+    """A published dataset of the institution whose conditions an HMB purpose from anywhere can meet (no DS, POA
+    or GS condition)."""
     query = "{ datasets(first: 100) { nodes { id institution { slug } latestVersion { conditions { term } } } } }"
     result = await api.query(query, headers=api.token("leiden-scgt"))
     for node in result["data"]["datasets"]["nodes"]:
         terms = {c["term"] for c in node["latestVersion"]["conditions"]}
-        if node["institution"]["slug"] == slug and not terms & {"DUO:0000007", "DUO:0000011"}:
+        if node["institution"]["slug"] == slug and not terms & {"DUO:0000007", "DUO:0000011", "DUO:0000022"}:
             return node["id"]
     pytest.fail(f"the seeded consortium has no dataset of {slug} for an HMB purpose")
 
