@@ -41,6 +41,9 @@ def test_the_wheel_carries_code_package_data_and_entry_points(tmp_path):
         "cellcommons/migrations/script.py.mako",
         "cellcommons/migrations/versions/0001_application_role.py",
         "cellcommons_connectors/__init__.py",
+        "cellcommons/portal/templates/base.html",
+        "cellcommons/portal/templates/dataset.html",
+        "cellcommons/portal/static/portal.css",
     ]:
         assert expected in names, expected
     assert not any(n.startswith(("platform/", "connectors/", "tests/")) for n in names)

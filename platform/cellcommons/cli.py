@@ -38,7 +38,7 @@ def _reported(command):
 @app.command("migrate")
 @_reported
 def migrate_command(
-    revision: Annotated[str, typer.Option(help="target revision (heads: every branch's latest)")] = "heads",
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
 ) -> None:
     """Bring the database schema up to date (idempotent; runs as the owner role)."""
     from cellcommons.migrations import describe, migrate
@@ -315,13 +315,16 @@ def rotate_signing_key_command() -> None:
 def serve_command(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes (each builds its own app)")] = 1,
 ) -> None:
     """Serve the API (uvicorn)."""
     import uvicorn
 
-    from cellcommons.api.app import create_app
-
-    uvicorn.run(create_app(load_settings()), host=host, port=port, log_level="info")
+    load_settings()  # refuse bad configuration here, with one line per problem, before any worker starts
+    # An import string and factory, because uvicorn starts the workers as processes that build their own app.
+    uvicorn.run(
+        "cellcommons.api.app:from_environment", factory=True, host=host, port=port, workers=workers, log_level="info"
+    )
 
 
 schema_app = typer.Typer(no_args_is_help=True, help="The GraphQL contract partners code against.")
@@ -341,3 +344,119 @@ def schema_export_command(
         typer.echo(sdl, nl=False)
     else:
         output.write_text(sdl)
+
+
+sync_app = typer.Typer(no_args_is_help=True, help="Scheduled sync connectors: sources, runs, quarantine.")
+app.add_typer(sync_app, name="sync")
+
+
+def _assignments(pairs: list[str] | None, option: str) -> dict[str, str]:
+    values = {}
+    for text in pairs or []:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {key!r}…", param_hint=option)  # never echo a value
+        values[key] = value
+    return values
+
+
+@sync_app.command("add-source")
+@_reported
+def sync_add_source_command(
+    name: Annotated[str, typer.Argument(help="the source's name, e.g. leiden-lims")],
+    connector: Annotated[str, typer.Argument(help="an installed connector, e.g. filedrop")],
+    institution: Annotated[str, typer.Argument(help="the owning institution's slug")],
+    schedule: Annotated[str, typer.Option(help="five-field cron expression, UTC")] = "0 * * * *",
+    config: Annotated[list[str] | None, typer.Option(help="KEY=VALUE (repeat)")] = None,
+    secret: Annotated[
+        list[str] | None, typer.Option(help="KEY=ENV_VAR (repeat): the secret is read from that variable, sealed")
+    ] = None,
+) -> None:
+    """Register a sync source; secrets are taken from environment variables and stored encrypted."""
+    import os
+
+    from cellcommons.errors import InvalidInput
+    from cellcommons.sync.console import add_source
+
+    secrets = {}
+    for key, variable in _assignments(secret, "--secret").items():
+        if variable not in os.environ:
+            raise InvalidInput(f"environment variable {variable} (for secret {key}) is not set", field="secret")
+        secrets[key] = os.environ[variable]
+    line = add_source(load_settings(), name=name, connector=connector, institution_slug=institution,
+                      schedule=schedule, config=_assignments(config, "--config"), secrets=secrets)  # fmt: skip
+    console.print(line, highlight=False)
+
+
+@sync_app.command("sources")
+@_reported
+def sync_sources_command() -> None:
+    """The sync sources, their schedules and breakers (secret names only, never values)."""
+    from cellcommons.sync.console import sources_table
+
+    console.print(sources_table(load_settings()))
+
+
+@sync_app.command("run")
+@_reported
+def sync_run_command(source: Annotated[str, typer.Argument(help="the source's name")]) -> None:
+    """Run a source now, showing the records read as they land; exit 1 if the run failed."""
+    from cellcommons.sync.console import run_line, run_now
+
+    run = run_now(load_settings(), source, console)
+    console.print(run_line(source, run), highlight=False, soft_wrap=True)
+    if run.status.value == "failed":
+        raise typer.Exit(1)
+
+
+@sync_app.command("runs")
+@_reported
+def sync_runs_command(
+    source: Annotated[str | None, typer.Argument(help="only this source's runs")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+) -> None:
+    """Run history, newest first: status ok/partial/failed and the counts."""
+    from cellcommons.sync.console import runs_table
+
+    console.print(runs_table(load_settings(), source, limit))
+
+
+@sync_app.command("quarantine")
+@_reported
+def sync_quarantine_command(
+    source: Annotated[str, typer.Argument(help="the source's name")],
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    replay: Annotated[bool, typer.Option(help="validate the held records again; those that pass now land")] = False,
+) -> None:
+    """The records a source's runs could not land, with the reasons; --replay retries them."""
+    from cellcommons.sync.console import quarantine_table, replay_quarantine
+
+    settings = load_settings()
+    if replay:
+        landed, kept = replay_quarantine(settings, source)
+        console.print(f"{landed:,} landed, {kept:,} still quarantined", highlight=False)
+    console.print(quarantine_table(settings, source, limit))
+
+
+@sync_app.command("replay")
+@_reported
+def sync_replay_command(
+    source: Annotated[str, typer.Argument(help="the source's name")],
+    run: Annotated[str, typer.Argument(help="the run's id (see `sync runs`)")],
+) -> None:
+    """Read a source again from where one of its runs began (idempotent: unchanged records write nothing)."""
+    from cellcommons.sync.console import run_line, run_now
+
+    replayed = run_now(load_settings(), source, console, replay_of=run)
+    console.print(run_line(source, replayed), highlight=False, soft_wrap=True)
+
+
+@app.command("scheduler")
+@_reported
+def scheduler_command(
+    interval: Annotated[float, typer.Option(min=1, help="seconds between checks for due sources")] = 30,
+) -> None:
+    """Run due sync sources on their schedules until stopped (several schedulers may run at once)."""
+    from cellcommons.sync.console import run_scheduler
+
+    run_scheduler(load_settings(), interval, console)

@@ -2,5 +2,10 @@
 
 import cellcommons.access.models
 import cellcommons.audit.models
+import cellcommons.catalogue.changes
+import cellcommons.catalogue.idempotency
 import cellcommons.catalogue.models
-import cellcommons.institutions.models  # noqa: F401
+import cellcommons.catalogue.search_index
+import cellcommons.institutions.models
+import cellcommons.storage.models
+import cellcommons.sync.models  # noqa: F401

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from strawberry.fastapi import GraphQLRouter
 
-from cellcommons.api import oauth
+from cellcommons.api import drs, health, oauth
 from cellcommons.auth.authenticate import Authenticator
 from cellcommons.auth.issuers import IssuerRegistry
 from cellcommons.auth.principal import Principal
@@ -22,8 +22,11 @@ from cellcommons.errors import CellCommonsError
 from cellcommons.graphql.context import Context
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.graphql.limits import BodySizeLimit, Limits, protection
+from cellcommons.graphql.outages import OutageStatus
 from cellcommons.graphql.schema import build_schema
-from cellcommons.settings import Environment, Settings
+from cellcommons.outages import OUTAGE_TYPES, unavailable_from
+from cellcommons.portal.app import create_portal
+from cellcommons.settings import Environment, Settings, load_settings
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Resources:
     database: Database
     http: httpx.AsyncClient
     authenticator: Authenticator
+    validator: TokenValidator
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -40,11 +44,13 @@ def create_app(settings: Settings) -> FastAPI:
         database = Database(settings)
         async with httpx.AsyncClient(timeout=5) as http:
             registry = IssuerRegistry(database)
+            validator = TokenValidator(registry.lookup, http)
             app.state.resources = Resources(
                 settings=settings,
                 database=database,
                 http=http,
-                authenticator=Authenticator(database, TokenValidator(registry.lookup, http)),
+                authenticator=Authenticator(database, validator),
+                validator=validator,
             )
             yield
         await database.dispose()
@@ -54,7 +60,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(graphql_router(settings), prefix="/graphql")
     app.add_middleware(BodySizeLimit, max_bytes=Limits().max_body_bytes, paths=("/graphql",))
     app.include_router(oauth.router)  # /oauth/token, /.well-known/jwks.json, authorization-server metadata
+    app.include_router(drs.router)  # GA4GH DRS v1: /ga4gh/drs/v1/objects/{id}[/access/{access_id}]
     app.add_exception_handler(RequestValidationError, _render_request_validation)
+    for outage in OUTAGE_TYPES:
+        app.add_exception_handler(outage, _render_outage)
+    app.include_router(health.router)  # /readyz
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -73,6 +83,8 @@ def create_app(settings: Settings) -> FastAPI:
             "client_id": principal.client_id,
         }
 
+    # Last: the portal's pages answer every path the API does not.
+    app.mount("/", create_portal(settings, lambda: app.state.resources))
     return app
 
 
@@ -92,7 +104,8 @@ def graphql_router(settings: Settings) -> GraphQLRouter:
                 client_host=request.client.host if request.client else None,
             )
 
-    schema = build_schema(protection(settings))  # one per process: the per-principal budget lives in it
+    # One schema per process: the per-principal budget lives in it.
+    schema = build_schema([*protection(settings), OutageStatus])
     return GraphQLRouter(schema, context_getter=context, graphql_ide=None if production else "graphiql")
 
 
@@ -108,6 +121,20 @@ async def _render_error(request: Request, exc: CellCommonsError) -> JSONResponse
         else None
     )
     return JSONResponse({"error": exc.as_dict()}, status_code=exc.status, headers=headers)
+
+
+async def _render_outage(request: Request, exc: Exception) -> JSONResponse:
+    """The database or object storage is down: 503 naming it, instead of a traceback and a 500."""
+    outage = unavailable_from(exc)
+    if outage is None:
+        raise exc
+    return await _render_error(request, outage)
+
+
+def from_environment() -> FastAPI:
+    """The app built from CELLCOMMONS_* variables: the factory `cellcommons serve --workers N` hands uvicorn,
+    since each worker process builds its own app."""
+    return create_app(load_settings())
 
 
 async def _render_request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -244,7 +244,7 @@ class _InstitutionGenerator:
                 accession=f"CCD-{self.short}-{n:06d}",
                 title=f"{source.product} {data_types[0]} study {n + 1} ({self.institution['country']})",
                 description=(
-                    f"{', '.join(data_types).capitalize()} data on {len(linked)} {source.product} lot(s) "
+                    f"{_sentence(', '.join(data_types))} data on {len(linked)} {source.product} lot(s) "
                     f"manufactured at {self.institution['name']}, with release QC and donor metadata."
                 ),
                 data_types=data_types,
@@ -285,3 +285,7 @@ def _distribution(n: int, data_type: str) -> dict:
             dict(name="adverse_events", type="string", sensitivity="sensitive"),
         ],
     )
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.tools import merge_types
 
 from cellcommons.catalogue import models, reading
+from cellcommons.catalogue import search as finding
 from cellcommons.errors import InvalidInput
+from cellcommons.graphql.access import AccessMutation, AccessQuery
+from cellcommons.graphql.changes import ChangesQuery
 from cellcommons.graphql.connection import Connection, page_request, sql_connection
+from cellcommons.graphql.files import FilesMutation
+from cellcommons.graphql.mutations import CatalogueMutation
+from cellcommons.graphql.search import (
+    BatchFilter,
+    BatchOrder,
+    BatchSearchConnection,
+    DatasetFilter,
+    DatasetOrder,
+    DatasetSearchConnection,
+    TermFilter,
+    found_connection,
+    to_query,
+)
+from cellcommons.graphql.sync import SyncQuery
 from cellcommons.graphql.types import (
     TYPES,
     Batch,
@@ -48,6 +67,12 @@ class Viewer:
     roles: list[str]
 
 
+SEARCH = (
+    "Full-text search: English words (stemmed: 'studies' finds 'study'), quoted phrases, OR, -word; identifiers "
+    "such as lot numbers, accessions and trial ids as written. Sort by RELEVANCE for the best match first."
+)
+
+
 @strawberry.type
 class CatalogueQuery:
     @strawberry.field(description="Any object by its global id; null when it does not exist or is hidden.")
@@ -85,7 +110,7 @@ class CatalogueQuery:
         query = reading.institutions_query(info.context.principal)
         return await sql_connection(info.context, query, models.Institution, request, Institution.of)
 
-    @strawberry.field(description="MSC datasets the caller may see.")
+    @strawberry.field(description="MSC datasets the caller may see, filtered, searched and sorted, with facets.")
     async def datasets(
         self,
         info: strawberry.Info,
@@ -93,13 +118,16 @@ class CatalogueQuery:
         after: str | None = None,
         last: int | None = None,
         before: str | None = None,
-    ) -> Connection[Dataset]:
+        filter: DatasetFilter | None = None,
+        search: Annotated[str | None, strawberry.argument(description=SEARCH)] = None,
+        order_by: DatasetOrder | None = None,
+    ) -> DatasetSearchConnection:
         request = page_request(info.context.ids, first, after, last, before)
-        query = reading.datasets_query(info.context.principal)
+        found = finding.find_datasets(info.context.principal, to_query(filter, search, order_by))
         node_id = info.context.settings.node_id
-        return await sql_connection(info.context, query, models.Dataset, request, lambda r: Dataset.of(r, node_id))
+        return await found_connection(info, found, request, lambda r: Dataset.of(r, node_id), DatasetSearchConnection)
 
-    @strawberry.field(description="Batches (lots) the caller may see, optionally of one tissue source (UBERON CURIE).")
+    @strawberry.field(description="Batches (lots) the caller may see, filtered, searched and sorted, with facets.")
     async def batches(
         self,
         info: strawberry.Info,
@@ -107,17 +135,24 @@ class CatalogueQuery:
         after: str | None = None,
         last: int | None = None,
         before: str | None = None,
-        tissue: str | None = None,
-    ) -> Connection[Batch]:
+        filter: BatchFilter | None = None,
+        search: Annotated[str | None, strawberry.argument(description=SEARCH)] = None,
+        order_by: BatchOrder | None = None,
+        tissue: Annotated[
+            str | None, strawberry.argument(description="UBERON CURIE", deprecation_reason="use filter.tissue")
+        ] = None,
+    ) -> BatchSearchConnection:
         request = page_request(info.context.ids, first, after, last, before)
-        query = reading.batches_query(info.context.principal, tissue)
+        if tissue is not None:
+            filter = BatchFilter(and_=[filter] if filter else None, tissue=TermFilter(eq=tissue))
+        found = finding.find_batches(info.context.principal, to_query(filter, search, order_by))
         node_id = info.context.settings.node_id
-        return await sql_connection(info.context, query, models.Batch, request, lambda r: Batch.of(r, node_id))
+        return await found_connection(info, found, request, lambda r: Batch.of(r, node_id), BatchSearchConnection)
 
 
 # Each domain contributes its root fields in a module of its own; they are merged into Query and Mutation.
-QUERIES: list[type] = [CatalogueQuery]
-MUTATIONS: list[type] = []
+QUERIES: list[type] = [CatalogueQuery, ChangesQuery, SyncQuery, AccessQuery]
+MUTATIONS: list[type] = [FilesMutation, CatalogueMutation, AccessMutation]
 
 
 def build_schema(extensions: list | None = None) -> strawberry.Schema:

@@ -1,0 +1,46 @@
+"""What the portal says about records: conditions in plain words, sizes, and the QC chart's content."""
+
+from decimal import Decimal
+from types import SimpleNamespace as Row
+from xml.etree import ElementTree
+
+from cellcommons.catalogue.enums import Operator, TestType, Timepoint
+from cellcommons.portal.presenters import chart_rows, condition_text, file_size, qc_chart
+
+
+def test_conditions_read_as_plain_words_with_their_parameters():
+    assert condition_text("DUO:0000042", {}) == "Any research use."
+    ds = condition_text("DUO:0000007", {"disease": "MONDO:0005147"})
+    assert ds.startswith("Research on a specific disease only.") and "type 1 diabetes" in ds
+    assert condition_text("DUO:0000022", {"regions": ["EEA", "CA"]}).endswith("(EEA, CA)")
+    assert condition_text("DUO:9999999", {}) == "DUO:9999999"
+
+
+def test_file_sizes_are_human():
+    assert file_size(None) == "not yet uploaded"
+    assert file_size(512) == "512 bytes"
+    assert file_size(2_500_000) == "2.5 MB"
+
+
+def test_the_chart_shows_each_percentage_against_its_limit_with_the_verdict_in_words():
+    def result(test_type, analyte, value, passed, unit="%", timepoint=None):
+        return Row(
+            test_type=test_type, analyte=analyte, timepoint=timepoint, unit=unit, value=Decimal(value), passed=passed
+        )
+
+    results = [
+        result(TestType.viability, None, "68.5", False, timepoint=Timepoint.post_thaw),
+        result(TestType.identity_marker, "CD73", "97.200000", True),
+        result(TestType.endotoxin, None, "0.2", True, unit="{EU}/mL"),
+    ]
+    criteria = [
+        Row(test_type=TestType.viability, analyte=None, operator=Operator.ge, limit_value=Decimal("70")),
+        Row(test_type=TestType.identity_marker, analyte="cd73", operator=Operator.ge, limit_value=Decimal("80")),
+    ]
+    rows = chart_rows(results, criteria)
+    assert [(r.label, r.limit) for r in rows] == [("viability (post-thaw)", Decimal("70")), ("CD73", Decimal("80"))]
+    svg = qc_chart("Release tests of lot BM-1", rows)
+    tree = ElementTree.fromstring(svg)
+    texts = [t.text for t in tree.iter("{http://www.w3.org/2000/svg}text")]
+    assert "68.5 % fail" in texts and "97.2 % pass" in texts
+    assert tree.get("role") == "img" and tree.find("{http://www.w3.org/2000/svg}title").text.endswith("BM-1")
