@@ -10,6 +10,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from strawberry.fastapi import GraphQLRouter
 
 from cellcommons.api import drs, health, oauth
@@ -95,7 +96,8 @@ def graphql_router(settings: Settings) -> GraphQLRouter:
     async def context(request: Request) -> AsyncIterator[Context]:
         resources: Resources = request.app.state.resources
         principal = await current_principal(request)
-        async with resources.database.sessions() as session:
+        session = resources.database.sessions()
+        try:
             yield Context(
                 principal=principal,
                 session=session,
@@ -103,10 +105,21 @@ def graphql_router(settings: Settings) -> GraphQLRouter:
                 ids=ids,
                 client_host=request.client.host if request.client else None,
             )
+        finally:
+            await _close_after_response(session)
 
     # One schema per process: the per-principal budget lives in it.
     schema = build_schema([*protection(settings), OutageStatus])
     return GraphQLRouter(schema, context_getter=context, graphql_ide=None if production else "graphiql")
+
+
+async def _close_after_response(session) -> None:
+    """The answer has been sent by now: a database that went away meanwhile leaves nothing to roll back, and
+    raising here could not reach the client anyway (the pool discards the dead connection)."""
+    try:
+        await session.close()
+    except DBAPIError:
+        await session.invalidate()
 
 
 async def current_principal(request: Request) -> Principal | None:
