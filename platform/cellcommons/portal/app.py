@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
-from cellcommons.catalogue import reading
+from cellcommons.catalogue import reading, search
 from cellcommons.catalogue.dataset_page import dataset_page
-from cellcommons.catalogue.models import Dataset
+from cellcommons.catalogue.enums import AccessRights
 from cellcommons.catalogue.ontology import label
 from cellcommons.errors import CellCommonsError, Forbidden, InvalidInput
 from cellcommons.graphql.ids import Identifiers
@@ -118,21 +121,42 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
         return render(request, "me.html")
 
     @portal.get("/search", response_class=HTMLResponse)
-    async def search(request: Request, after: str | None = None) -> HTMLResponse:
+    async def search_page(request: Request) -> HTMLResponse:
         principal = signed_in(session_of(request))
+        form = SearchForm.read(request)
+        after = ids.parse_cursor(form.after, "after") if form.after else None
+        before = ids.parse_cursor(form.before, "before") if form.before and not after else None
+        if before is not None:
+            paging = reading.PageRequest(last=PAGE_SIZE, before=before)
+        else:
+            paging = reading.PageRequest(first=PAGE_SIZE, after=after)
+        query = form.query()
+        found = search.find_datasets(principal, query)
         async with resources().database.sessions() as db:
-            query = reading.datasets_query(principal)
-            cursor = ids.parse_cursor(after, "after") if after else None
-            request_page = reading.PageRequest(first=PAGE_SIZE, after=cursor)
-            page = await reading.keyset_page(db, query, Dataset, request_page)
-            total = await reading.count(db, query)
-            latest = await reading.versions_of(db, principal, [d.id for d in page.rows])
-        rows = [(d, latest.get(d.id, [None])[-1]) for d in page.rows]
-        next_link = None
-        if page.has_next:
-            last = page.rows[-1]
-            next_link = "/search?" + urlencode({"after": ids.cursor(last.created_at, last.id)})
-        return render(request, "search.html", rows=rows, total=total, next_link=next_link)
+            page = await reading.keyset_page(db, found.query, found.ordering, paging)
+            total = await reading.count(db, found.count_query)
+            facets = []
+            for facet in FACETS:  # each one's counts leave out its own choice, so the other values stay in view
+                counts = search.dataset_facet(principal, query, facet.field)
+                facets.append((facet, await search.facet_counts(db, counts, facet.labelled)))
+            latest = await reading.versions_of(db, principal, [dataset.id for dataset, _, _ in page.rows])
+        hits = [
+            (dataset, latest.get(dataset.id, [None])[-1], highlighted(headline) if form.q else None)
+            for dataset, headline, _ in page.rows
+        ]
+        next_link = form.link(after=ids.cursor(page.cursors[-1])) if page.has_next and page.cursors else None
+        previous_link = form.link(before=ids.cursor(page.cursors[0])) if page.has_previous and page.cursors else None
+        return render(
+            request,
+            "search.html",
+            form=form,
+            hits=hits,
+            total=total,
+            facets=[form.facet_view(facet, counts) for facet, counts in facets],
+            sorts=form.sort_choices(),
+            next_link=next_link,
+            previous_link=previous_link,
+        )
 
     @portal.get("/datasets/{accession}", response_class=HTMLResponse)
     async def dataset(request: Request, accession: str, version: int | None = None) -> HTMLResponse:
@@ -161,3 +185,192 @@ def signed_in(session: PortalSession):
         message = "your session has ended" if session.principal else "sign in to see the catalogue"
         raise SignInRequired(message, field="session")
     return session.principal
+
+
+# ---- the search page: what the URL asks for, and how facets and sorts are shown ------------------------------
+
+
+@dataclass(frozen=True)
+class Facet:
+    """A facet of the dataset search: its URL parameter, the search's field name, and how values are shown."""
+
+    param: str
+    field: str
+    legend: str
+    labelled: bool = False  # the service labels the values itself (institutions by name)
+    tags: bool = False  # an array field: a dataset matches when it holds any chosen value
+
+
+FACETS = (
+    Facet("institution", "institution", "Institution", labelled=True),
+    Facet("tissue", "tissue", "Tissue source"),
+    Facet("cell_type", "cell_type", "Cell type"),
+    Facet("duo_term", "duo_term", "Data-use conditions (DUO)"),
+    Facet("data_type", "data_types", "Data type", tags=True),
+    Facet("access", "access_rights", "Access"),
+)
+ACCESS_WORDS = {
+    AccessRights.public.value: "Public",
+    AccessRights.restricted.value: "Restricted: request access",
+    AccessRights.non_public.value: "Your institution only",
+}
+# URL value → (the search's order, descending, what the select shows). "" is the default: the best match first
+# with a search text, else titles A–Z.
+SORTS = {
+    "title": ("title", False, "Title A–Z"),
+    "newest": ("created_at", True, "Newest in the catalogue"),
+    "oldest": ("created_at", False, "Oldest in the catalogue"),
+    "published": ("published_at", True, "Most recently published"),
+    "donors": ("donor_count", True, "Most donors"),
+    "accession": ("accession", False, "Accession"),
+}
+MARK = re.compile(r"(</?mark>)")
+
+
+def highlighted(snippet: str | None) -> Markup | None:
+    """The search's snippet, escaped, except the <mark> pairs the search put around matches (kept balanced)."""
+    if snippet is None:
+        return None
+    out, open_mark = [], False
+    for part in MARK.split(snippet):
+        if part == "<mark>":
+            out.append("" if open_mark else "<mark>")
+            open_mark = True
+        elif part == "</mark>":
+            out.append("</mark>" if open_mark else "")
+            open_mark = False
+        else:
+            out.append(str(escape(part)))
+    return Markup("".join(out) + ("</mark>" if open_mark else ""))
+
+
+@dataclass(frozen=True)
+class FacetValue:
+    value: str
+    label: str
+    count: int
+    chosen: bool
+    control_id: str
+    toggle_link: str
+
+
+@dataclass(frozen=True)
+class FacetView:
+    facet: Facet
+    values: list[FacetValue]
+
+
+@dataclass(frozen=True)
+class SearchForm:
+    """The search as its URL carries it: text, chosen facet values, sort and a page cursor (sealed, opaque)."""
+
+    q: str | None = None
+    sort: str = ""
+    chosen: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    after: str | None = None
+    before: str | None = None
+
+    @classmethod
+    def read(cls, request: Request) -> SearchForm:
+        params = request.query_params
+        q = (params.get("q") or "").strip() or None
+        if q is not None and len(q) > search.MAX_SEARCH:
+            raise InvalidInput(f"a search text has at most {search.MAX_SEARCH} characters", field="q")
+        sort = params.get("sort") or ""
+        if sort and sort not in SORTS and sort != "relevance":
+            raise InvalidInput("choose a sort order from the list", field="sort")
+        chosen = {}
+        for facet in FACETS:
+            values = tuple(dict.fromkeys(v for v in params.getlist(facet.param) if v))
+            if len(values) > search.MAX_VALUES:
+                raise InvalidInput(f"choose at most {search.MAX_VALUES} values", field=facet.param)
+            if facet.param == "access" and any(v not in ACCESS_WORDS for v in values):
+                raise InvalidInput("choose public, restricted or non_public", field="access")
+            if values:
+                chosen[facet.param] = values
+        if sort == "relevance" or (sort == "title" and q is None):
+            sort = ""  # the default order says the same
+        return cls(q, sort, chosen, params.get("after") or None, params.get("before") or None)
+
+    def query(self) -> search.Query:
+        fields = {}
+        for facet in FACETS:
+            values = list(self.chosen.get(facet.param, ()))
+            if values:
+                where = f"filter.{facet.param}"
+                fields[facet.field] = (
+                    search.Comparison(where, any_of=values) if facet.tags else search.Comparison(where, in_=values)
+                )
+        if self.sort:
+            order, descending, _ = SORTS[self.sort]
+        else:
+            order, descending = ("relevance", None) if self.q else ("title", False)
+        return search.Query(search.Filter("filter", fields) if fields else None, self.q, order, descending)
+
+    def params(self, chosen: dict[str, tuple[str, ...]] | None = None, **extra: str) -> list[tuple[str, str]]:
+        pairs = [("q", self.q)] if self.q else []
+        chosen = self.chosen if chosen is None else chosen
+        for facet in FACETS:
+            pairs += [(facet.param, value) for value in chosen.get(facet.param, ())]
+        if self.sort:
+            pairs.append(("sort", self.sort))
+        return pairs + list(extra.items())
+
+    def link(self, chosen: dict[str, tuple[str, ...]] | None = None, **extra: str) -> str:
+        """This search (a new page of it, or with other facet values); never a database id in it."""
+        pairs = self.params(chosen, **extra)
+        return "/search?" + urlencode(pairs) if pairs else "/search"
+
+    def toggled(self, param: str, value: str) -> str:
+        values = self.chosen.get(param, ())
+        values = tuple(v for v in values if v != value) if value in values else (*values, value)
+        return self.link({**self.chosen, param: values})
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.chosen)
+
+    def cleared(self) -> str:
+        return self.link({})
+
+    def facet_view(self, facet: Facet, counts: list[search.FacetCount]) -> FacetView:
+        chosen = self.chosen.get(facet.param, ())
+        shown = [(c.value, c.label, c.count) for c in counts if c.value != "None"]
+        # A chosen value no dataset carries (an old shared link) stays visible, so it can be unchosen.
+        shown += [(value, None, 0) for value in chosen if value not in {v for v, _, _ in shown}]
+        values = [
+            FacetValue(
+                value,
+                self._words(facet, value, name),
+                count,
+                value in chosen,
+                f"{facet.param}-{i}",
+                self.toggled(facet.param, value),
+            )
+            for i, (value, name, count) in enumerate(shown)
+        ]
+        return FacetView(facet, values)
+
+    @staticmethod
+    def _words(facet: Facet, value: str, name: str | None) -> str:
+        if facet.param == "duo_term":
+            words = presenters.condition_text(value, {})
+            return value if words == value else f"{words} ({value})"
+        if facet.param == "access":
+            return ACCESS_WORDS.get(value, value)
+        return name or value
+
+    def chips(self, facets: list[FacetView]) -> list[tuple[str, str, str]]:
+        """(facet legend, value words, link without it) for each chosen value."""
+        return [
+            (view.facet.legend, value.label, value.toggle_link)
+            for view in facets
+            for value in view.values
+            if value.chosen
+        ]
+
+    def sort_choices(self) -> list[tuple[str, str, bool]]:
+        """(value, words, selected) for the sort select; "" is the best match with a text, titles A–Z without."""
+        choices = [("", "Best match" if self.q else "Title A–Z")]
+        choices += [(key, words) for key, (_, _, words) in SORTS.items() if key != "title" or self.q]
+        return [(key, words, key == self.sort) for key, words in choices]
