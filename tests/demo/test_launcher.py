@@ -74,3 +74,5 @@ def _use_the_running_demo(data_dir, env):
     assert data["viewer"] == {"institution": "leiden-scgt", "roles": ["reader", "steward"]}
     assert data["datasets"]["totalCount"] > 10
     assert "GraphiQL" in httpx.get(f"{api_url}/graphql", headers={"Accept": "text/html"}).text
+    sign_in = httpx.get(f"{api_url}/sign-in")  # the portal, with every demo institution to sign in with
+    assert sign_in.status_code == 200 and "leiden-scgt" in sign_in.text and "maple-ccrm" in sign_in.text

@@ -192,3 +192,21 @@ def test_search_pages_with_opaque_cursors_and_refuses_forged_ones(page, served, 
     assert _accessions(page) == first_page
     response = page.goto(f"{served}/search?after=bm90LWEtY3Vyc29y")
     assert response.status == 422 and "not a cursor" in page.locator("main").inner_text().lower()
+
+
+def test_the_release_status_facet_counts_datasets_by_their_linked_lots(page, served):
+    _sign_in(page, served)
+    everything = _count(page)
+    released = _facet(page, "release")
+    assert released.get("released", 0) > 0
+    assert all(n <= everything for n in released.values())
+    page.locator("#facet-release input[value='released']").check()
+    page.get_by_role("button", name="Apply filters").click()
+    page.wait_for_url(re.compile(r"release=released"))
+    assert _count(page) == released["released"]
+    for accession in _accessions(page)[:3]:
+        page.goto(f"{served}/datasets/{accession}")
+        assert "Release status: released" in page.locator("section[aria-labelledby=batches]").inner_text()
+    response = page.goto(f"{served}/search?release=shipped")
+    assert response.status == 422
+    assert "Release status of linked lots: choose from quarantine, released" in page.get_by_role("main").inner_text()

@@ -23,6 +23,7 @@ from sqlalchemy import (
     cast,
     exists,
     func,
+    inspect,
     not_,
     null,
     or_,
@@ -228,6 +229,16 @@ def _linked_batches(principal, version, node: Filter) -> ColumnElement[bool]:
     )
 
 
+def _linked_release_status(principal, version, c: Comparison) -> ColumnElement[bool]:
+    link, batch = dataset_version_batch.alias(), aliased(Batch)
+    return exists().where(
+        link.c.dataset_version_id == version.id,
+        batch.id == link.c.batch_id,
+        visibility.visible_batches(principal, batch),
+        compare(batch.release_status, c),
+    )
+
+
 def _condition_terms(principal, version, c: Comparison) -> ColumnElement[bool]:
     condition = aliased(DataUseCondition)  # conditions are seen with their version, which passed the policy
     return exists().where(condition.dataset_version_id == version.id, compare(condition.term, c))
@@ -291,6 +302,8 @@ DATASET_FIELDS: dict[str, FieldRule] = {
     "duo_term": lambda principal, row, c: _condition_terms(principal, row.version, c),
     "disease": lambda principal, row, c: _disease(principal, row.version, c),
     "batches": lambda principal, row, node: _linked_batches(principal, row.version, node),
+    # The release status of the lots a dataset links to (only those the caller may see).
+    "batch_release_status": lambda principal, row, c: _linked_release_status(principal, row.version, c),
 }
 
 
@@ -542,6 +555,13 @@ def dataset_facet(principal: Principal | None, request: Query, facet: str) -> Se
             condition = DataUseCondition.__table__.alias()
             joined = rows.join(condition, condition.c.dataset_version_id == rows.c.version_id)
             return _counts(condition.c.term, rows.c.dataset_id, joined)
+        case "batch_release_status":
+            link, batch = dataset_version_batch.alias(), aliased(Batch)
+            joined = rows.join(link, link.c.dataset_version_id == rows.c.version_id).join(
+                inspect(batch).selectable,
+                and_(batch.id == link.c.batch_id, visibility.visible_batches(principal, batch)),
+            )
+            return _counts(batch.release_status, rows.c.dataset_id, joined)
         case "data_types":
             data_type = func.unnest(rows.c.data_types).table_valued("value").render_derived()
             return _counts(data_type.c.value, rows.c.dataset_id, rows.join(data_type, true()))

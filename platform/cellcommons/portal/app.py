@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 
 from cellcommons.catalogue import reading, search
 from cellcommons.catalogue.dataset_page import dataset_page
-from cellcommons.catalogue.enums import AccessRights
+from cellcommons.catalogue.enums import AccessRights, ReleaseStatus
 from cellcommons.catalogue.ontology import label
 from cellcommons.errors import CellCommonsError, Forbidden, InvalidInput
 from cellcommons.graphql.ids import Identifiers
@@ -38,6 +38,7 @@ PAGE_SIZE = 20
 def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAPI:
     portal = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     templates = Environment(loader=PackageLoader("cellcommons.portal", "templates"), autoescape=select_autoescape())
+    templates.filters["sentence"] = lambda text: text[:1].upper() + text[1:]  # unlike `capitalize`, keeps "EEA"
     templates.globals.update(label=label, condition_text=presenters.condition_text, file_size=presenters.file_size)
     sessions = Sessions(settings.secret_key.get_secret_value(), secure=settings.environment.value == "production")
     ids = Identifiers(settings.secret_key.get_secret_value())
@@ -199,6 +200,7 @@ class Facet:
     legend: str
     labelled: bool = False  # the service labels the values itself (institutions by name)
     tags: bool = False  # an array field: a dataset matches when it holds any chosen value
+    allowed: tuple[str, ...] = ()  # a closed vocabulary: anything else is refused, naming the parameter
 
 
 FACETS = (
@@ -207,7 +209,8 @@ FACETS = (
     Facet("cell_type", "cell_type", "Cell type"),
     Facet("duo_term", "duo_term", "Data-use conditions (DUO)"),
     Facet("data_type", "data_types", "Data type", tags=True),
-    Facet("access", "access_rights", "Access"),
+    Facet("access", "access_rights", "Access", allowed=tuple(AccessRights)),
+    Facet("release", "batch_release_status", "Release status of linked lots", allowed=tuple(ReleaseStatus)),
 )
 ACCESS_WORDS = {
     AccessRights.public.value: "Public",
@@ -284,8 +287,8 @@ class SearchForm:
             values = tuple(dict.fromkeys(v for v in params.getlist(facet.param) if v))
             if len(values) > search.MAX_VALUES:
                 raise InvalidInput(f"choose at most {search.MAX_VALUES} values", field=facet.param)
-            if facet.param == "access" and any(v not in ACCESS_WORDS for v in values):
-                raise InvalidInput("choose public, restricted or non_public", field="access")
+            if facet.allowed and any(v not in facet.allowed for v in values):
+                raise InvalidInput(f"{facet.legend}: choose from {', '.join(facet.allowed)}", field=facet.param)
             if values:
                 chosen[facet.param] = values
         if sort == "relevance" or (sort == "title" and q is None):
@@ -358,6 +361,8 @@ class SearchForm:
             return value if words == value else f"{words} ({value})"
         if facet.param == "access":
             return ACCESS_WORDS.get(value, value)
+        if facet.param == "release":
+            return value.replace("_", " ").capitalize()
         return name or value
 
     def chips(self, facets: list[FacetView]) -> list[tuple[str, str, str]]:
