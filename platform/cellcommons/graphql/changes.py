@@ -12,12 +12,9 @@ import strawberry
 from cellcommons.catalogue import changes, reading
 from cellcommons.errors import InvalidInput
 from cellcommons.graphql.connection import Connection, Edge, PageInfo
-from cellcommons.graphql.types import TYPES, Batch, Dataset, Institution, Node
+from cellcommons.graphql.types import Institution, Node, as_node
 
 ChangeOperation = strawberry.enum(changes.Operation, name="ChangeOperation")
-
-# Types whose GraphQL wrapper needs this node's id (to tell harvested copies).
-_NODE_AWARE = (Batch, Dataset)
 
 
 @strawberry.type(description="One create, update or delete (a tombstone) of a record this node is the origin of.")
@@ -51,8 +48,7 @@ class Change:
         row = await info.context.row(model, self.row.record_id)
         if row is None:
             return None
-        node_type = TYPES[self.row.record_type]
-        return node_type.of(row, info.context.settings.node_id) if node_type in _NODE_AWARE else node_type.of(row)
+        return as_node(info, self.row.record_type, row)
 
 
 def feed_request(first: int | None, after: str | None, last: int | None, before: str | None) -> changes.FeedRequest:

@@ -28,7 +28,6 @@ from cellcommons.graphql.search import (
 )
 from cellcommons.graphql.sync import SyncQuery
 from cellcommons.graphql.types import (
-    TYPES,
     Batch,
     Dataset,
     DatasetVersion,
@@ -38,16 +37,10 @@ from cellcommons.graphql.types import (
     Node,
     QcResult,
     Specification,
+    as_node,
 )
 
 MAX_NODES = 100
-
-
-def _wrap(info: strawberry.Info, type_name: str, row) -> Node:
-    node_type = TYPES[type_name]
-    if node_type in (Batch, Dataset):
-        return node_type.of(row, info.context.settings.node_id)
-    return node_type.of(row)
 
 
 async def _node(info: strawberry.Info, global_id: str, field: str) -> Node | None:
@@ -56,7 +49,7 @@ async def _node(info: strawberry.Info, global_id: str, field: str) -> Node | Non
     if model is None:
         return None  # same answer as a row that is hidden or gone
     row = await info.context.row(model, key)
-    return _wrap(info, type_name, row) if row else None
+    return as_node(info, type_name, row) if row else None
 
 
 @strawberry.type(description="Who is asking, as the platform sees them.")

@@ -305,3 +305,11 @@ TYPES: dict[str, type] = {
     "Distribution": Distribution,
     "Donor": Donor,
 }
+
+
+def as_node(info: strawberry.Info, type_name: str, row) -> Node:
+    """The GraphQL object for a row of a node type; the types that show `harvested` need this node's id."""
+    node_type = TYPES[type_name]
+    if node_type in (Batch, Dataset):
+        return node_type.of(row, info.context.settings.node_id)
+    return node_type.of(row)
