@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from strawberry.fastapi import GraphQLRouter
 
@@ -25,6 +25,9 @@ from cellcommons.graphql.ids import Identifiers
 from cellcommons.graphql.limits import BodySizeLimit, Limits, protection
 from cellcommons.graphql.outages import OutageStatus
 from cellcommons.graphql.schema import build_schema
+from cellcommons.observability import Metrics, ObservabilityMiddleware
+from cellcommons.observability import logs as observability_logs
+from cellcommons.observability.metrics import CONTENT_TYPE_LATEST
 from cellcommons.outages import OUTAGE_TYPES, unavailable_from
 from cellcommons.portal.app import create_portal
 from cellcommons.settings import Environment, Settings, load_settings
@@ -66,6 +69,14 @@ def create_app(settings: Settings) -> FastAPI:
     for outage in OUTAGE_TYPES:
         app.add_exception_handler(outage, _render_outage)
     app.include_router(health.router)  # /readyz
+    # A registry per app, not prometheus_client's global one: apps built side by side (tests) stay independent.
+    app.state.metrics = metrics = Metrics()
+    # Added last, so outermost: it also times and logs what BodySizeLimit refuses.
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -147,6 +158,7 @@ async def _render_outage(request: Request, exc: Exception) -> JSONResponse:
 def from_environment() -> FastAPI:
     """The app built from CELLCOMMONS_* variables: the factory `cellcommons serve --workers N` hands uvicorn,
     since each worker process builds its own app."""
+    observability_logs.configure()  # JSON lines, after uvicorn has set up its own logging
     return create_app(load_settings())
 
 

@@ -10,6 +10,7 @@ from cellcommons.audit.service import append
 from cellcommons.auth.principal import Principal
 from cellcommons.auth.validator import TokenRejected, TokenValidator
 from cellcommons.db import Database
+from cellcommons.observability import logs, metrics
 
 SEEN_TOKENS = 10_000
 
@@ -35,9 +36,11 @@ class Authenticator:
             await self._audit_rejection(exc.message, _unverified_issuer(token.strip()))
             raise
         await self._audit_first_use(principal)
+        logs.note_institution(principal.institution_slug)
         return principal
 
     async def _audit_rejection(self, reason: str, issuer: str | None) -> None:
+        metrics.token_rejected(reason)
         details = {"reason": reason} | ({"claimed_issuer": issuer[:200]} if issuer else {})
         async with self._database.unit_of_work() as session:
             await append(session, actor="system:token-validator", action="auth.token_rejected", outcome="denied",

@@ -20,6 +20,7 @@ from cellcommons.audit.service import append
 from cellcommons.auth.principal import Principal
 from cellcommons.catalogue.models import DatasetVersion, Distribution
 from cellcommons.errors import Conflict, InvalidInput, NotFound
+from cellcommons.observability import metrics
 from cellcommons.settings import Settings
 from cellcommons.storage import buckets, repository
 from cellcommons.storage.object_store import ObjectStore
@@ -135,4 +136,5 @@ def _link(
 ) -> DownloadLink:
     bucket = buckets.institution_bucket(settings, custodian_id)
     url = store.presign_get(bucket, distribution.storage_key, expiry, file_name=distribution.file_name)
+    metrics.url_issued()  # the count only; the URL itself is a credential and is never logged
     return DownloadLink(distribution=distribution, url=url, expires_at=datetime.now(UTC) + expiry)

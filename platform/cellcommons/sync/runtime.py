@@ -21,6 +21,7 @@ from cellcommons.audit import service as audit
 from cellcommons.catalogue.models import Institution
 from cellcommons.db import Database
 from cellcommons.errors import CellCommonsError, Conflict
+from cellcommons.observability import metrics
 from cellcommons.settings import Settings
 from cellcommons.sync import repository
 from cellcommons.sync.models import RunStatus, RunTrigger, SyncRun, SyncSource
@@ -215,6 +216,7 @@ class SyncRuntime:
                 target=f"sync_source:{source.name}",
                 details={"run": str(run.id), "status": status.value, "trigger": run.trigger.value, **_counts(run)},
             )
+        metrics.sync_run(status.value)  # after the commit: a run whose ending was rolled back is not finished
         return run
 
     # ---- quarantine replay ---------------------------------------------------------------------------------

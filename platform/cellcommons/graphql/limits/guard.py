@@ -10,6 +10,7 @@ from strawberry.extensions import SchemaExtension
 from cellcommons.graphql.limits.budget import Budget, principal_key
 from cellcommons.graphql.limits.config import Limits, limit_error
 from cellcommons.graphql.limits.cost import measure
+from cellcommons.observability import metrics
 
 
 class CostGuard(SchemaExtension):
@@ -44,6 +45,7 @@ class CostGuard(SchemaExtension):
             hide_suggestions=self.hide_suggestions,
         )
         self.requested = measurement.cost
+        metrics.graphql_cost(context.operation_name, measurement.cost)
         if measurement.errors:
             return measurement.errors
         admitted, balance = self.budget.try_spend(principal_key(context.context), measurement.cost)
