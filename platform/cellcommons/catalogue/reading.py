@@ -184,56 +184,29 @@ async def by_ids(session: AsyncSession, principal: Principal | None, model: Any,
     return {row.id: row for row in rows}
 
 
-async def _grouped(session: AsyncSession, query: Select, parent_of) -> dict[uuid.UUID, list]:
-    grouped: dict[uuid.UUID, list] = defaultdict(list)
-    for row in await session.scalars(query):
-        grouped[parent_of(row)].append(row)
-    return grouped
+def _children_of(model: Any, parent: str, order: str):
+    """A batched lookup: each parent's visible `model` rows in `order`, the policy's filter inside the SELECT."""
+
+    async def load(session: AsyncSession, principal: Principal | None, parent_ids: Ids) -> dict[uuid.UUID, list]:
+        parent_column = getattr(model, parent)
+        query = (
+            select(model)
+            .where(parent_column.in_(parent_ids), visibility.VISIBLE[model](principal, model))
+            .order_by(parent_column, getattr(model, order))
+        )
+        grouped: dict[uuid.UUID, list] = defaultdict(list)
+        for row in await session.scalars(query):
+            grouped[getattr(row, parent)].append(row)
+        return grouped
+
+    return load
 
 
-async def qc_results_of(session: AsyncSession, principal: Principal | None, batch_ids: Ids) -> dict:
-    query = (
-        select(QcResult)
-        .where(QcResult.batch_id.in_(batch_ids), visibility.visible_qc_results(principal))
-        .order_by(QcResult.batch_id, QcResult.position)
-    )
-    return await _grouped(session, query, lambda r: r.batch_id)
-
-
-async def criteria_of(session: AsyncSession, principal: Principal | None, spec_ids: Ids) -> dict:
-    query = (
-        select(SpecCriterion)
-        .where(SpecCriterion.specification_id.in_(spec_ids), visibility.visible_spec_criteria(principal))
-        .order_by(SpecCriterion.specification_id, SpecCriterion.position)
-    )
-    return await _grouped(session, query, lambda r: r.specification_id)
-
-
-async def versions_of(session: AsyncSession, principal: Principal | None, dataset_ids: Ids) -> dict:
-    query = (
-        select(DatasetVersion)
-        .where(DatasetVersion.dataset_id.in_(dataset_ids), visibility.visible_dataset_versions(principal))
-        .order_by(DatasetVersion.dataset_id, DatasetVersion.version)
-    )
-    return await _grouped(session, query, lambda r: r.dataset_id)
-
-
-async def distributions_of(session: AsyncSession, principal: Principal | None, version_ids: Ids) -> dict:
-    query = (
-        select(Distribution)
-        .where(Distribution.dataset_version_id.in_(version_ids), visibility.visible_distributions(principal))
-        .order_by(Distribution.dataset_version_id, Distribution.file_name)
-    )
-    return await _grouped(session, query, lambda r: r.dataset_version_id)
-
-
-async def conditions_of(session: AsyncSession, principal: Principal | None, version_ids: Ids) -> dict:
-    query = (
-        select(DataUseCondition)
-        .where(DataUseCondition.dataset_version_id.in_(version_ids), visibility.visible_conditions(principal))
-        .order_by(DataUseCondition.dataset_version_id, DataUseCondition.term)
-    )
-    return await _grouped(session, query, lambda r: r.dataset_version_id)
+qc_results_of = _children_of(QcResult, "batch_id", "position")
+criteria_of = _children_of(SpecCriterion, "specification_id", "position")
+versions_of = _children_of(DatasetVersion, "dataset_id", "version")
+distributions_of = _children_of(Distribution, "dataset_version_id", "file_name")
+conditions_of = _children_of(DataUseCondition, "dataset_version_id", "term")
 
 
 async def batches_of(session: AsyncSession, principal: Principal | None, version_ids: Ids) -> dict:
