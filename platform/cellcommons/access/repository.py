@@ -117,3 +117,14 @@ def notifications_query(principal: Principal | None) -> Select:
     if principal.has(Role.steward):
         addressed = addressed | Notification.subject.is_(None)
     return select(Notification).where(Notification.institution_id == principal.institution_id, addressed)
+
+
+async def parts_of(session: AsyncSession, model: type, parent: str, parent_ids: Sequence[uuid.UUID]) -> dict:
+    """Rows of `model` by parent id, oldest first. The parents were loaded under the policy; parts follow them."""
+    key = getattr(model, parent)
+    grouped: dict[uuid.UUID, list] = defaultdict(list)
+    for row in await session.scalars(
+        select(model).where(key.in_(parent_ids)).order_by(getattr(model, "created_at", key))
+    ):
+        grouped[getattr(row, parent)].append(row)
+    return grouped

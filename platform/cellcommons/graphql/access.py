@@ -9,13 +9,11 @@ context, and every query applies the policy in SQL (`access.repository`, `access
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Any
 
 import strawberry
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
@@ -23,7 +21,7 @@ from strawberry.scalars import JSON
 from cellcommons.access import decisions, matcher, models, repository, requests
 from cellcommons.access.agreements import in_force, today
 from cellcommons.access.schemas import TermsIn
-from cellcommons.access.visibility import get_visible, visible_datasets
+from cellcommons.access.visibility import get_visible
 from cellcommons.catalogue import models as catalogue
 from cellcommons.catalogue.service import parse
 from cellcommons.errors import Forbidden, InvalidInput, NotFound
@@ -48,39 +46,18 @@ class Loaders:
 
     def __init__(self, context: Any):
         self.context = context
-        self.parts = self._grouped(models.RequestedDataset, models.RequestedDataset.request_id)
-        self.decisions = self._grouped(models.AccessDecision, models.AccessDecision.request_id)
-        self.history = self._grouped(models.RequestEvent, models.RequestEvent.request_id)
-        self.agreements = self._grouped(models.Agreement, models.Agreement.request_id)
-        self.agreement_datasets = self._grouped(models.AgreementDataset, models.AgreementDataset.agreement_id)
-        self.datasets = DataLoader(self._datasets)
+        self.parts = self._grouped(models.RequestedDataset, "request_id")
+        self.decisions = self._grouped(models.AccessDecision, "request_id")
+        self.history = self._grouped(models.RequestEvent, "request_id")
+        self.agreements = self._grouped(models.Agreement, "request_id")
+        self.agreement_datasets = self._grouped(models.AgreementDataset, "agreement_id")
 
-    def _grouped(self, model: type, key: Any) -> DataLoader:
-        """Rows of `model` by a parent id; the parents were loaded under the policy, their parts follow them."""
-
-        async def query(session: AsyncSession, keys: list[uuid.UUID]) -> dict[uuid.UUID, list]:
-            grouped: dict[uuid.UUID, list] = defaultdict(list)
-            order = getattr(model, "created_at", key)
-            for row in await session.scalars(select(model).where(key.in_(keys)).order_by(order)):
-                grouped[getattr(row, key.key)].append(row)
-            return grouped
-
+    def _grouped(self, model: type, parent: str) -> DataLoader:
         async def load(keys: list[uuid.UUID]) -> list[list]:
-            grouped = await self.context.read(query, keys)
+            grouped = await self.context.read(repository.parts_of, model, parent, keys)
             return [grouped.get(k, []) for k in keys]
 
         return DataLoader(load)
-
-    async def _datasets(self, keys: list[uuid.UUID]) -> list[catalogue.Dataset | None]:
-        async def query(session: AsyncSession) -> dict:
-            principal = self.context.principal
-            rows = await session.scalars(
-                select(catalogue.Dataset).where(catalogue.Dataset.id.in_(keys), visible_datasets(principal))
-            )
-            return {row.id: row for row in rows}
-
-        found = await self.context.read(query)
-        return [found.get(k) for k in keys]
 
 
 def loaders(info: strawberry.Info) -> Loaders:
@@ -124,7 +101,7 @@ class RequestedDataset:
 
     @strawberry.field
     async def dataset(self, info: strawberry.Info) -> Dataset | None:
-        return _dataset(info, await loaders(info).datasets.load(self.row.dataset_id))
+        return _dataset(info, await info.context.row(catalogue.Dataset, self.row.dataset_id))
 
     @strawberry.field(description="The custodian, who decides on this dataset")
     async def custodian(self, info: strawberry.Info) -> Institution | None:
@@ -213,7 +190,7 @@ class Agreement(Node):
     @strawberry.field(description="The datasets it names (their versions published by approval, or later ones too)")
     async def datasets(self, info: strawberry.Info) -> list[Dataset]:
         links = await loaders(info).agreement_datasets.load(self.row.id)
-        rows = await loaders(info).datasets.load_many([link.dataset_id for link in links])
+        rows = await info.context.rows[catalogue.Dataset].load_many([link.dataset_id for link in links])
         return [_dataset(info, r) for r in rows if r]
 
 

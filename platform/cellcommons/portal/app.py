@@ -51,8 +51,8 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
         session = session_of(request)
         html = templates.get_template(name).render(session=session, request=request, **context)
         response = HTMLResponse(html, status_code=status)
-        # Keep the CSRF token of an anonymous visitor stable across the pages it sees.
-        if request.cookies.get(SESSION_COOKIE) is None or (not session.signed_in and session.principal is None):
+        # An anonymous visitor (new, or whose session ended) keeps one CSRF token across the pages it sees.
+        if session.principal is None:
             response.set_cookie(SESSION_COOKIE, sessions.dump(session), **sessions.cookie_options(MAX_SESSION_SECONDS))
         return response
 
