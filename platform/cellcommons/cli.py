@@ -38,7 +38,7 @@ def _reported(command):
 @app.command("migrate")
 @_reported
 def migrate_command(
-    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+    revision: Annotated[str, typer.Option(help="target revision")] = "heads",
 ) -> None:
     """Bring the database schema up to date (idempotent; runs as the owner role)."""
     from cellcommons.migrations import describe, migrate

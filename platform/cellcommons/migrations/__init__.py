@@ -44,7 +44,7 @@ def alembic_config(settings: Settings) -> Config:
     return config
 
 
-def migrate(settings: Settings, revision: str = "head") -> None:
+def migrate(settings: Settings, revision: str = "heads") -> None:
     """Bring the database to `revision`; idempotent, safe to run from several processes at once."""
     engine = create_engine(settings.owner_url)
     try:
