@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
-from cellcommons.audit.models import HEAD_ROW_ID, AuditChainHead, AuditEvent, Outcome
+from cellcommons.audit.models import AuditEvent, Outcome
 from cellcommons.errors import InvalidInput
 
 ACTOR = re.compile(r"(user|client|system):[^\s\x00-\x1f\x7f]{1,248}")
@@ -81,30 +82,32 @@ async def append(
     or SERIALIZABLE get a serialisation failure when another append committed first, and retry.
     """
     fields = _validated(actor, action, outcome, institution, target, details)
-    head = (
-        await session.execute(
-            select(AuditChainHead.seq, AuditChainHead.hash).where(AuditChainHead.id == HEAD_ROW_ID).with_for_update()
-        )
-    ).one()
-    # Taken after the lock, so occurred_at follows the chain's order within one host's clock.
-    row = fields | {"id": head.seq + 1, "occurred_at": datetime.now(UTC), "prev_hash": head.hash}
-    row["hash"] = event_hash(head.hash, seq=row["id"], **{k: row[k] for k in _HASHED_FIELDS})
-    move_head = (
-        update(AuditChainHead.__table__)
-        .where(AuditChainHead.id == HEAD_ROW_ID)
-        .values(seq=row["id"], hash=row["hash"])
-        .cte("move_head")
+    # One round trip: the server-side `audit_append` (migration 0014) locks the head, takes the time under the
+    # lock, hashes the event from the canonical JSON pieces, inserts it and moves the head.
+    row = (await session.execute(_APPEND, {**fields, **_canonical_pieces(fields)})).one()
+    event = AuditEvent(
+        id=row.event_id, occurred_at=row.event_at, prev_hash=row.event_prev_hash, hash=row.event_hash, **fields
     )
-    # One round trip for the event and the head: PostgreSQL runs a data-modifying CTE even when unreferenced.
-    # Core, not an ORM INSERT … RETURNING: the row is known already, and the ORM path costs ~15% of the rate.
-    await session.execute(insert(AuditEvent.__table__).values(row).add_cte(move_head))
-    event = AuditEvent(**row)
     make_transient_to_detached(event)  # as if loaded: adding it to the session emits no second INSERT
     session.add(event)
     return event
 
 
-_HASHED_FIELDS = ("occurred_at", "actor", "institution", "action", "target", "outcome", "details")
+_APPEND = text(
+    "SELECT event_id, event_at, event_prev_hash, event_hash FROM audit_append("
+    ":actor, :institution, :action, :target, :outcome, :details, :before_time, :before_seq, :after_seq)"
+).bindparams(bindparam("details", type_=JSONB))
+
+
+def _canonical_pieces(fields: Mapping[str, Any]) -> dict[str, str]:
+    """The event's canonical JSON (`event_hash`) in the three pieces around occurred_at and seq, which the
+    database fills in under the chain-head lock. Sorted keys put them between institution and target."""
+    before = canonical_json({k: fields[k] for k in ("action", "actor", "details", "institution")})
+    return {
+        "before_time": before[:-1].decode() + ',"occurred_at":"',
+        "before_seq": '","outcome":' + canonical_json(fields["outcome"]).decode() + ',"seq":',
+        "after_seq": ',"target":' + canonical_json(fields["target"]).decode() + "}",
+    }
 
 
 def _validated(

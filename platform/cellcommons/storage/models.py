@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, String, func
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, String, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -18,6 +18,8 @@ class UploadStatus(StrEnum):
     pending = "pending"  # a presigned PUT was issued; nothing verified yet
     completed = "completed"  # verified and moved into place; the distribution records it
     rejected = "rejected"  # the bytes did not match the declaration; they were deleted
+    aborted = "aborted"  # the submitter abandoned it; whatever was sent was deleted
+    expired = "expired"  # never completed: the staging cleanup deleted what was sent (`storage.cleanup`)
 
 
 class FileUpload(Base):
@@ -37,9 +39,15 @@ class FileUpload(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     url_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A multipart upload's S3 UploadId (internal, never shown) and its part size; NULL for a single PUT.
+    multipart_id: Mapped[str | None] = mapped_column(String(1024))
+    part_size: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         CheckConstraint("declared_sha256 ~ '^[0-9a-f]{64}$'", name="sha256_hex"),
         CheckConstraint("declared_size >= 0", name="size_non_negative"),
         CheckConstraint("(status = 'pending') = (finished_at IS NULL)", name="finished_iff_not_pending"),
+        CheckConstraint("(multipart_id IS NULL) = (part_size IS NULL)", name="multipart_has_part_size"),
+        # What the staging cleanup looks for: pending uploads by age.
+        Index("ix_file_upload_pending_created_at", "created_at", postgresql_where=text("status = 'pending'")),
     )
