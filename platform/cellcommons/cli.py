@@ -316,14 +316,23 @@ def serve_command(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to bind")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="worker processes (each builds its own app)")] = 1,
+    graceful_timeout: Annotated[
+        int, typer.Option(min=1, help="seconds requests in flight may take to finish after SIGTERM/Ctrl-C")
+    ] = 30,
 ) -> None:
-    """Serve the API (uvicorn)."""
+    """Serve the API (uvicorn). On SIGTERM it stops accepting connections and lets requests in flight finish."""
     import uvicorn
 
     load_settings()  # refuse bad configuration here, with one line per problem, before any worker starts
     # An import string and factory, because uvicorn starts the workers as processes that build their own app.
     uvicorn.run(
-        "cellcommons.api.app:from_environment", factory=True, host=host, port=port, workers=workers, log_level="info"
+        "cellcommons.api.app:from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        timeout_graceful_shutdown=graceful_timeout,
     )
 
 

@@ -1,9 +1,9 @@
 import json
-import os
 import subprocess
 
 import pytest
 from sqlalchemy import text
+from tests.processes import cli_environment
 
 from cellcommons.audit.models import GENESIS_HASH, AuditEvent
 from cellcommons.audit.service import append, event_hash
@@ -37,15 +37,7 @@ async def _tamper(settings, *statements):
 
 
 def _cli(settings, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLCOMMONS_")}
-    env |= {
-        "CELLCOMMONS_ENVIRONMENT": "test",
-        "CELLCOMMONS_DATABASE_URL": settings.database_url,
-        "CELLCOMMONS_S3_ENDPOINT": settings.s3_endpoint,
-        "CELLCOMMONS_S3_ACCESS_KEY": settings.s3_access_key,
-        "CELLCOMMONS_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
-        "CELLCOMMONS_BUCKET_PREFIX": settings.bucket_prefix,
-    }
+    env = cli_environment(settings)
     return subprocess.run(
         ["cellcommons", "audit", "verify", *args], env=env, capture_output=True, text=True, timeout=120
     )

@@ -1,5 +1,6 @@
 """`cellcommons demo` on the embedded default stack, run as a newcomer would run it."""
 
+import hashlib
 import json
 import os
 import signal
@@ -57,7 +58,8 @@ def test_demo_starts_the_embedded_stack_and_stops_cleanly_on_ctrl_c(tmp_path):
 
 
 def _use_the_running_demo(data_dir, env):
-    """What a newcomer does next: get a demo token, ask the GraphQL API for datasets."""
+    """What a newcomer does next: get a demo token, ask the GraphQL API for datasets, the steward's queue and a
+    file, and open the portal."""
     api_url = json.loads((data_dir / "demo.json").read_text())["api_url"]
     assert httpx.get(f"{api_url}/healthz").json() == {"status": "ok"}
     token = subprocess.run(
@@ -73,6 +75,28 @@ def _use_the_running_demo(data_dir, env):
     data = answer.json()["data"]
     assert data["viewer"] == {"institution": "leiden-scgt", "roles": ["reader", "steward"]}
     assert data["datasets"]["totalCount"] > 10
+    _a_steward_has_requests_to_decide_and_files_to_download(api_url, {"Authorization": f"Bearer {token}"})
     assert "GraphiQL" in httpx.get(f"{api_url}/graphql", headers={"Accept": "text/html"}).text
     sign_in = httpx.get(f"{api_url}/sign-in")  # the portal, with every demo institution to sign in with
     assert sign_in.status_code == 200 and "leiden-scgt" in sign_in.text and "maple-ccrm" in sign_in.text
+
+
+STEWARD_VIEW = """{
+  accessRequestQueue(first: 10) { totalCount nodes { status requesterInstitution { slug } } }
+  datasets(first: 1, filter: {institution: {eq: "leiden-scgt"}}) {
+    nodes { latestVersion { distributions { id sha256 sizeBytes } } }
+  }
+}"""
+
+
+def _a_steward_has_requests_to_decide_and_files_to_download(api_url, auth):
+    data = httpx.post(f"{api_url}/graphql", json={"query": STEWARD_VIEW}, headers=auth).json()["data"]
+    queue = data["accessRequestQueue"]
+    assert queue["totalCount"] > 0
+    assert {n["status"] for n in queue["nodes"]} == {"submitted"}
+    assert "leiden-scgt" not in {n["requesterInstitution"]["slug"] for n in queue["nodes"]}
+    (file,) = data["datasets"]["nodes"][0]["latestVersion"]["distributions"]
+    mutation = "mutation($id: ID!) { downloadUrl(distributionId: $id) { url } }"
+    link = httpx.post(f"{api_url}/graphql", json={"query": mutation, "variables": {"id": file["id"]}}, headers=auth)
+    body = httpx.get(link.json()["data"]["downloadUrl"]["url"]).content
+    assert len(body) == file["sizeBytes"] and hashlib.sha256(body).hexdigest() == file["sha256"]

@@ -23,6 +23,7 @@ from cellcommons.auth.dev_idp import DevIdentityProvider
 from cellcommons.auth.dev_idp.users import DEMO_USERS
 from cellcommons.catalogue.models import Dataset, Institution
 from cellcommons.db import Database
+from cellcommons.demo.activity import DemoFiles, submit_pending_requests
 from cellcommons.demo.consortium import SCALES, Consortium
 from cellcommons.demo.identity import register_dev_issuers
 from cellcommons.demo.seed import seed_through_service
@@ -98,13 +99,17 @@ def read_state(data_dir: Path) -> DemoState:
 
 
 async def _prepare(settings: Settings, idp: DevIdentityProvider) -> int:
-    """Seed the demo scale on first run; (re)register the dev issuers, whose ports change every run."""
+    """Seed the demo scale on first run (with files and pending access requests); (re)register the dev issuers,
+    whose ports change every run."""
     database = Database(settings)
     try:
         async with httpx.AsyncClient(timeout=10) as http, database.unit_of_work() as session:
             empty = not await session.scalar(select(func.count()).select_from(Institution))
             if empty:
-                await seed_through_service(session, Consortium(SCALES["demo"]), origin=settings.node_id)
+                files = DemoFiles(ObjectStore.from_settings(settings), settings, http)
+                consortium = Consortium(SCALES["demo"])
+                await seed_through_service(session, consortium, origin=settings.node_id, files=files)
+                await submit_pending_requests(session)
             await register_dev_issuers(session, http, idp)
             return await session.scalar(select(func.count()).select_from(Dataset))
     finally:

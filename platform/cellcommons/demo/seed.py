@@ -32,6 +32,7 @@ from cellcommons.catalogue.schemas import (
     SpecificationIn,
 )
 from cellcommons.db import Database
+from cellcommons.demo.activity import DemoFiles
 from cellcommons.demo.consortium import INSTITUTIONS, SCALES, Consortium, InstitutionRecords
 from cellcommons.errors import InvalidInput
 from cellcommons.settings import Settings
@@ -53,8 +54,15 @@ def dataset_input(record: dict) -> tuple[str, DatasetIn]:
 
 
 async def seed_through_service(
-    session: AsyncSession, consortium: Consortium, *, origin: str, progress: ProgressCallback = _quiet
+    session: AsyncSession,
+    consortium: Consortium,
+    *,
+    origin: str,
+    progress: ProgressCallback = _quiet,
+    files: DemoFiles | None = None,
 ) -> Counter:
+    """Every record through the catalogue service; with `files`, each distribution gets a real file uploaded
+    before its version is published (published versions are immutable)."""
     counts: Counter = Counter()
     for records in consortium.records():
         institution = await service.save_institution(
@@ -73,7 +81,9 @@ async def seed_through_service(
             progress(table, len(items))
         for record in records.datasets:
             accession, content = dataset_input(record)
-            await service.save_dataset(session, institution, content, origin=origin, accession=accession)
+            version = await service.save_dataset(session, institution, content, origin=origin, accession=accession)
+            if files is not None:
+                counts["file"] += await files.attach(session, institution, version)
             if content.access_rights.value != "non_public":
                 await service.publish(session, institution, accession)
         counts["dataset"] += len(records.datasets)

@@ -1,0 +1,20 @@
+"""Running the `cellcommons` command as a separate process against a test's own database and S3 server."""
+
+from __future__ import annotations
+
+import os
+
+from cellcommons.settings import Settings
+
+
+def cli_environment(settings: Settings) -> dict[str, str]:
+    """This process's environment without any CELLCOMMONS_ variable, plus the ones that point at `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLCOMMONS_")}
+    return env | {
+        "CELLCOMMONS_ENVIRONMENT": "test",
+        "CELLCOMMONS_DATABASE_URL": settings.database_url,
+        "CELLCOMMONS_S3_ENDPOINT": settings.s3_endpoint,
+        "CELLCOMMONS_S3_ACCESS_KEY": settings.s3_access_key,
+        "CELLCOMMONS_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
+        "CELLCOMMONS_BUCKET_PREFIX": settings.bucket_prefix,
+    }
