@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
+import httpx
+import pytest
+
+from cellcommons.demo.stack import free_port
 from cellcommons.observability import logs, metrics
 from cellcommons.observability.metrics import MAX_OPERATION_NAMES, Metrics
 
@@ -63,3 +67,27 @@ def test_the_formatter_scrubs_tokens_and_signed_urls_from_any_message():
         assert secret not in line["message"]
     assert "https://s3.example/inst-x/key.csv?[redacted]" in line["message"]
     assert line["level"] == "warning"
+
+
+def test_export_jobs_count_by_status_and_only_succeeded_ones_add_rows_and_bytes():
+    m = Metrics()
+    with m.activated():
+        metrics.export_finished("succeeded", rows=1200, size_bytes=40_000)
+        metrics.export_finished("failed", rows=300, size_bytes=0)
+    assert sample(m, "cellcommons_exports_total", status="succeeded") == 1
+    assert sample(m, "cellcommons_exports_total", status="failed") == 1
+    assert sample(m, "cellcommons_export_rows_total") == 1200
+    assert sample(m, "cellcommons_export_bytes_total") == 40_000
+
+
+def test_a_process_without_an_api_serves_its_metrics_on_a_port_while_it_runs():
+    m = Metrics()
+    port = free_port()
+    with metrics.exposed(m, port):
+        metrics.sync_run("succeeded")
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'cellcommons_sync_runs_total{status="succeeded"} 1.0' in scraped
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics")
+    metrics.sync_run("succeeded")  # outside the block nothing is active any more
+    assert sample(m, "cellcommons_sync_runs_total", status="succeeded") == 1

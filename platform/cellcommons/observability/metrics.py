@@ -14,11 +14,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 
 from cellcommons.observability.logs import current_request
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "active", "graphql_cost", "sync_run", "token_rejected", "url_issued"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "Metrics",
+    "active",
+    "export_finished",
+    "exposed",
+    "graphql_cost",
+    "sync_run",
+    "token_rejected",
+    "url_issued",
+]
 
 _active: ContextVar[Metrics | None] = ContextVar("cellcommons_metrics", default=None)
 
@@ -58,6 +75,15 @@ class Metrics:
         )
         self.sync_runs = Counter(
             "cellcommons_sync_runs", "Finished sync runs by status", ["status"], registry=self.registry
+        )
+        self.exports = Counter(
+            "cellcommons_exports", "Finished Parquet export jobs by status", ["status"], registry=self.registry
+        )
+        self.export_rows = Counter(
+            "cellcommons_export_rows", "Rows written by succeeded export jobs", registry=self.registry
+        )
+        self.export_bytes = Counter(
+            "cellcommons_export_bytes", "Parquet bytes written by succeeded export jobs", registry=self.registry
         )
         self._operations: set[str] = set()
 
@@ -105,6 +131,30 @@ def url_issued() -> None:
 def sync_run(status: str) -> None:
     if (metrics := _active.get()) is not None:
         metrics.sync_runs.labels(status=status).inc()
+
+
+def export_finished(status: str, rows: int, size_bytes: int) -> None:
+    if (metrics := _active.get()) is not None:
+        metrics.exports.labels(status=status).inc()
+        if status == "succeeded":
+            metrics.export_rows.inc(rows)
+            metrics.export_bytes.inc(size_bytes)
+
+
+@contextmanager
+def exposed(metrics: Metrics, port: int | None, host: str = "127.0.0.1") -> Iterator[None]:
+    """For the processes without an HTTP API (scheduler, export worker): count into `metrics` for the block and,
+    given a port, serve them at GET /metrics on it meanwhile."""
+    with metrics.activated():
+        if port is None:
+            yield
+            return
+        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+        try:
+            yield
+        finally:
+            server.shutdown()
+            thread.join(5)
 
 
 def graphql_cost(operation_name: str | None, cost: int) -> None:
