@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import threading
 import time
@@ -32,6 +33,12 @@ async def _seed(settings, idp) -> None:
     await database.dispose()
 
 
+class Served(str):
+    """The server's base URL, with the settings of its own database (to arrange committed data for a test)."""
+
+    settings: object
+
+
 @pytest.fixture(scope="module")
 def served(stack, dev_idp):
     """The API and portal under uvicorn on a free loopback port."""
@@ -44,7 +51,9 @@ def served(stack, dev_idp):
     while not server.started:
         assert thread.is_alive(), "the server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    url = Served(f"http://127.0.0.1:{port}")
+    url.settings = settings
+    yield url
     server.should_exit = True
     thread.join(15)
     stack.drop(settings)
@@ -73,6 +82,15 @@ def page(browser, request):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-last.png"), full_page=True)
     context.close()
+
+
+def sign_in(page, served, institution="leiden-scgt", user="Stella Steward"):
+    """Through the institution's issuer: the dev identity provider's page has one button per demo user."""
+    page.goto(f"{served}/sign-in")
+    page.get_by_label(institution).check()
+    page.get_by_role("button", name="Continue to sign in").click()
+    page.get_by_role("button", name=re.compile(user)).click()
+    page.wait_for_url(f"{served}/search")
 
 
 def axe_violations(page) -> list[dict]:

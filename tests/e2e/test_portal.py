@@ -2,24 +2,15 @@
 
 import re
 
-from tests.e2e.conftest import ARTIFACTS, axe_violations
+from tests.e2e.conftest import ARTIFACTS, axe_violations, sign_in
 
 from cellcommons.portal import app as portal_app
-
-
-def _sign_in(page, served, institution="leiden-scgt", user="Stella Steward"):
-    page.goto(f"{served}/sign-in")
-    page.get_by_label(institution).check()
-    page.get_by_role("button", name="Continue to sign in").click()
-    # The dev identity provider's page: one button per demo user.
-    page.get_by_role("button", name=re.compile(user)).click()
-    page.wait_for_url(f"{served}/search")
 
 
 def test_signing_in_searching_and_opening_a_dataset(page, served):
     page.goto(f"{served}/search")
     assert "/sign-in" in page.url  # the catalogue needs a signed-in member
-    _sign_in(page, served)
+    sign_in(page, served)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
     status = page.get_by_role("status").inner_text()
@@ -41,7 +32,7 @@ def test_signing_in_searching_and_opening_a_dataset(page, served):
 
 
 def test_hidden_and_missing_datasets_are_the_same_404_page(page, served):
-    _sign_in(page, served, institution="maple-ccrm", user="Alice Reader")
+    sign_in(page, served, institution="maple-ccrm", user="Alice Reader")
     for accession in ("CCD-LEID-000000", "CCD-NOPE-424242"):  # Leiden's non-public one, and one that never existed
         response = page.goto(f"{served}/datasets/{accession}")
         assert response.status == 404
@@ -50,7 +41,7 @@ def test_hidden_and_missing_datasets_are_the_same_404_page(page, served):
 
 
 def test_signing_out_needs_the_forms_csrf_token(page, served):
-    _sign_in(page, served)
+    sign_in(page, served)
     forged = page.request.post(f"{served}/sign-out", form={"csrf": "forged"})
     assert forged.status == 403
     page.goto(f"{served}/search")
@@ -64,7 +55,7 @@ def test_the_main_pages_have_no_serious_accessibility_violations(page, served):
     for path in ("/", "/sign-in"):
         page.goto(f"{served}{path}")
         assert axe_violations(page) == [], path
-    _sign_in(page, served)
+    sign_in(page, served)
     assert axe_violations(page) == []
 
 
@@ -92,7 +83,7 @@ def _accessions(page) -> list[str]:
 
 
 def test_free_text_search_narrows_the_results_and_the_url_carries_it(page, served):
-    _sign_in(page, served)
+    sign_in(page, served)
     everything = _count(page)
     data_types = _facet(page, "data_type")
     word = next(w for w in ("proteomics", "imaging", "potency assay") if 0 < data_types.get(w, 0) < everything)
@@ -120,7 +111,7 @@ def test_free_text_search_narrows_the_results_and_the_url_carries_it(page, serve
 
 
 def test_choosing_a_facet_narrows_the_results_and_the_counts_add_up(page, served):
-    _sign_in(page, served)
+    sign_in(page, served)
     everything = _count(page)
     institutions = _facet(page, "institution")
     assert sum(institutions.values()) == everything  # each dataset has one custodian
@@ -144,7 +135,7 @@ def test_choosing_a_facet_narrows_the_results_and_the_counts_add_up(page, served
 
 
 def test_a_shared_search_link_shows_the_same_results_in_another_browser(browser, page, served):
-    _sign_in(page, served)
+    sign_in(page, served)
     tissues = _facet(page, "tissue")
     tissue = max(tissues, key=tissues.get)
     page.locator(f"#facet-tissue input[value='{tissue}']").check()
@@ -162,7 +153,7 @@ def test_a_shared_search_link_shows_the_same_results_in_another_browser(browser,
     other = browser.new_context()
     try:
         elsewhere = other.new_page()
-        _sign_in(elsewhere, served)
+        sign_in(elsewhere, served)
         elsewhere.goto(shared)
         assert _accessions(elsewhere) == results
         assert elsewhere.get_by_role("status").inner_text() == status
@@ -176,7 +167,7 @@ def test_search_pages_with_opaque_cursors_and_refuses_forged_ones(page, served, 
     """Keyset paging through sealed cursors; the tiny seed has fewer datasets than a page, so pages are made small
     (the server runs in this process)."""
     monkeypatch.setattr(portal_app, "PAGE_SIZE", 3)
-    _sign_in(page, served)
+    sign_in(page, served)
     everything, seen = _count(page), _accessions(page)
     assert everything > 3 and len(seen) == 3
     first_page = list(seen)
@@ -195,7 +186,7 @@ def test_search_pages_with_opaque_cursors_and_refuses_forged_ones(page, served, 
 
 
 def test_the_release_status_facet_counts_datasets_by_their_linked_lots(page, served):
-    _sign_in(page, served)
+    sign_in(page, served)
     everything = _count(page)
     released = _facet(page, "release")
     assert released.get("released", 0) > 0

@@ -34,6 +34,16 @@ def in_force(on: date, agreement: type[Agreement] = Agreement) -> ColumnElement[
     )
 
 
+def is_in_force(agreement: Agreement, on: date | None = None) -> bool:
+    """`in_force` for an agreement already loaded."""
+    on = on or today()
+    return (
+        agreement.status is AgreementStatus.active
+        and agreement.revoked_at is None
+        and agreement.effective_on <= on < agreement.expires_on
+    )
+
+
 async def covered_dataset_versions(
     session: AsyncSession, principal: Principal | None, *, on: date | None = None
 ) -> set[uuid.UUID]:

@@ -19,7 +19,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 
 from cellcommons.access import decisions, matcher, models, repository, requests
-from cellcommons.access.agreements import in_force, today
+from cellcommons.access.agreements import in_force, is_in_force, today
 from cellcommons.access.schemas import TermsIn
 from cellcommons.access.visibility import get_visible
 from cellcommons.catalogue import models as catalogue
@@ -175,8 +175,7 @@ class Agreement(Node):
 
     @strawberry.field(description="Whether it grants downloads and exports today")
     def in_force(self) -> bool:
-        row, on = self.row, today()
-        return row.status is models.AgreementStatus.active and row.effective_on <= on < row.expires_on
+        return is_in_force(self.row)
 
     @strawberry.field
     async def parties(self, info: strawberry.Info) -> list[AgreementParty]:

@@ -18,19 +18,14 @@ from cellcommons.catalogue import reading, search
 from cellcommons.catalogue.dataset_page import dataset_page
 from cellcommons.catalogue.enums import AccessRights, ReleaseStatus
 from cellcommons.catalogue.ontology import label
-from cellcommons.errors import CellCommonsError, Forbidden, InvalidInput
+from cellcommons.errors import CellCommonsError, InvalidInput
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.institutions.service import list_issuers
-from cellcommons.portal import presenters, signin
-from cellcommons.portal.session import (
-    LOGIN_COOKIE,
-    MAX_SESSION_SECONDS,
-    SESSION_COOKIE,
-    PortalSession,
-    Sessions,
-    csrf_ok,
-)
+from cellcommons.portal import access_pages, curation_pages, file_pages, presenters, signin, steward_pages
+from cellcommons.portal.pages import Pages, SignInRequired, signed_in
+from cellcommons.portal.session import LOGIN_COOKIE, MAX_SESSION_SECONDS, SESSION_COOKIE, PortalSession, Sessions
 from cellcommons.settings import Settings
+from cellcommons.storage import downloads
 
 PAGE_SIZE = 20
 
@@ -39,28 +34,18 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
     portal = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     templates = Environment(loader=PackageLoader("cellcommons.portal", "templates"), autoescape=select_autoescape())
     templates.filters["sentence"] = lambda text: text[:1].upper() + text[1:]  # unlike `capitalize`, keeps "EEA"
-    templates.globals.update(label=label, condition_text=presenters.condition_text, file_size=presenters.file_size)
+    templates.globals.update(
+        label=label,
+        condition_text=presenters.condition_text,
+        file_size=presenters.file_size,
+        when=presenters.when,
+        status_words=presenters.status_words,
+    )
     sessions = Sessions(settings.secret_key.get_secret_value(), secure=settings.environment.value == "production")
     ids = Identifiers(settings.secret_key.get_secret_value())
+    pages = Pages(settings, resources, templates, sessions, ids)
     portal.mount("/static", StaticFiles(packages=[("cellcommons.portal", "static")]), name="static")
-
-    def session_of(request: Request) -> PortalSession:
-        return sessions.load(request.cookies.get(SESSION_COOKIE))
-
-    def render(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
-        session = session_of(request)
-        html = templates.get_template(name).render(session=session, request=request, **context)
-        response = HTMLResponse(html, status_code=status)
-        # An anonymous visitor (new, or whose session ended) keeps one CSRF token across the pages it sees.
-        if session.principal is None:
-            response.set_cookie(SESSION_COOKIE, sessions.dump(session), **sessions.cookie_options(MAX_SESSION_SECONDS))
-        return response
-
-    def require_csrf(request: Request, token: str | None) -> PortalSession:
-        session = session_of(request)
-        if not csrf_ok(session, token):
-            raise Forbidden("this form has expired; reload the page and try again", field="csrf")
-        return session
+    session_of, render, require_csrf = pages.session, pages.render, pages.require_csrf
 
     @portal.exception_handler(CellCommonsError)
     async def error_page(request: Request, exc: CellCommonsError) -> Response:
@@ -164,6 +149,7 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
         principal = signed_in(session_of(request))
         async with resources().database.sessions() as db:
             page = await dataset_page(db, principal, accession, version)
+            downloadable = await downloads.downloadable_files(db, principal, [d.id for d in page.distributions])
         charts = [
             presenters.qc_chart(
                 f"Release tests of lot {s.batch.lot_number}", presenters.chart_rows(s.results, s.criteria)
@@ -171,21 +157,14 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
             for s in page.batches
         ]
         mine = principal.institution_id == page.dataset.institution_id
-        return render(request, "dataset.html", page=page, charts=charts, mine=mine)
+        return render(
+            request, "dataset.html", page=page, charts=charts, mine=mine, downloadable=downloadable,
+            file_ref=lambda d: pages.link(file_pages.FILE, d.id),
+        )  # fmt: skip
 
+    for module in (access_pages, steward_pages, file_pages, curation_pages):
+        module.register(portal, pages)
     return portal
-
-
-class SignInRequired(CellCommonsError):
-    code = "sign_in_required"
-    status = 401
-
-
-def signed_in(session: PortalSession):
-    if not session.signed_in:
-        message = "your session has ended" if session.principal else "sign in to see the catalogue"
-        raise SignInRequired(message, field="session")
-    return session.principal
 
 
 # ---- the search page: what the URL asks for, and how facets and sorts are shown ------------------------------

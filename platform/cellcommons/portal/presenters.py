@@ -7,6 +7,7 @@ a dot on a 0–100 % scale, the specification limit as a line, pass/fail in word
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from html import escape
 
@@ -139,3 +140,23 @@ def qc_chart(title: str, rows: list[ChartRow]) -> str:
 def _number(value: Decimal) -> str:
     """95.500000 → 95.5: stored precision is not measured precision."""
     return f"{value.normalize():f}"
+
+
+def when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%d %b %Y, %H:%M UTC")
+
+
+REQUEST_STATUS = {
+    "draft": "Draft",
+    "submitted": "Submitted",
+    "in_review": "In review",
+    "approved": "Approved (agreement not in force yet)",
+    "rejected": "Rejected",
+    "active": "Approved: agreement in force",
+    "expired": "Expired",
+    "revoked": "Revoked",
+}
+
+
+def status_words(status) -> str:
+    return REQUEST_STATUS.get(status.value, status.value)
