@@ -1,10 +1,11 @@
 """Downloads: short-lived presigned GETs for exactly one object, for principals the policy lets download.
 
 Owners' stewards and submitters download; others need an active DUA covering the dataset version
-(`access.agreements.covered_dataset_versions`). Anyone else gets the same NotFound as for a file that does not
-exist. Every URL issuance appends an audit event before the URL is signed, in the caller's transaction: if the
-append fails, no URL leaves. Revoking access stops new URLs; a URL already issued works until it expires
-(at most 15 minutes), since S3 cannot recall a signature.
+(`access.agreements.covered_dataset_versions`, decided in the same statement: `storage.repository`). Anyone else
+gets the same NotFound as for a file that does not exist. Every URL issuance appends an audit event in the
+caller's transaction and the URL is returned only after it: if the append fails, no URL leaves. Revoking access
+stops new URLs; a URL already issued works until it expires (at most 15 minutes), since S3 cannot recall a
+signature.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cellcommons.access.agreements import covered_dataset_versions
 from cellcommons.audit.service import append
 from cellcommons.auth.principal import Principal
 from cellcommons.catalogue.models import DatasetVersion, Distribution
@@ -57,20 +57,27 @@ async def visible_file(
     session: AsyncSession, principal: Principal | None, distribution_id: uuid.UUID
 ) -> repository.FileView | None:
     """The file's metadata if the principal may see it, saying whether it may also download it."""
-    covered = await covered_dataset_versions(session, principal)
-    return await repository.file_view(session, principal, covered, distribution_id)
+    return await repository.file_view(session, principal, distribution_id)
+
+
+async def downloadable_files(
+    session: AsyncSession, principal: Principal | None, distribution_ids: list[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these files the principal may download now (uploaded, and allowed), for a page's buttons."""
+    targets = await repository.download_targets(session, principal, distribution_ids)
+    return {t.distribution.id for t in targets if t.distribution.storage_key}
 
 
 async def file_for_download(
     session: AsyncSession, principal: Principal | None, distribution_id: uuid.UUID
-) -> repository.FileView:
+) -> repository.DownloadTarget:
     """The file, if the principal may download it; NotFound alike for missing, hidden and not allowed."""
-    view = await visible_file(session, principal, distribution_id)
-    if view is None or not view.downloadable:
+    targets = await repository.download_targets(session, principal, [distribution_id])
+    if not targets:
         raise _no_distribution()
-    if view.distribution.storage_key is None:
+    if targets[0].distribution.storage_key is None:
         raise Conflict("this distribution has no uploaded file yet", field="distributionId")
-    return view
+    return targets[0]
 
 
 async def issue_download_url(
@@ -82,16 +89,18 @@ async def issue_download_url(
     expires_in: int = DEFAULT_EXPIRY,
 ) -> DownloadLink:
     expiry = lifetime(expires_in)
-    view = await file_for_download(session, principal, distribution_id)
+    target = await file_for_download(session, principal, distribution_id)
+    # Signed before the audit append, which holds the chain head until the commit; it leaves only afterwards.
+    link = _link(store, settings, target.custodian_id, target.distribution, expiry)
     await append(
         session,
         actor=principal.actor,
-        institution=view.custodian_slug,
+        institution=target.custodian_slug,
         action="file.download_url_issued",
-        target=f"distribution:{view.distribution.id}",
-        details=_issued(principal, expiry, [view.distribution]),
+        target=f"distribution:{target.distribution.id}",
+        details=_issued(principal, expiry, [target.distribution]),
     )
-    return _link(store, settings, view.custodian_id, view.distribution, expiry)
+    return link
 
 
 async def download_manifest(
@@ -104,12 +113,12 @@ async def download_manifest(
 ) -> Manifest:
     """A URL, size and SHA-256 for every uploaded file of the version, for scripted and resumable downloads."""
     expiry = lifetime(expires_in)
-    covered = await covered_dataset_versions(session, principal)
-    found = await repository.downloadable_version(session, principal, covered, version_id)
+    found = await repository.downloadable_version(session, principal, version_id)
     if found is None:
         raise NotFound("no dataset version with this id", field="datasetVersionId")
     version, custodian_id, custodian_slug = found
     files = await repository.stored_files(session, version.id)
+    links = [_link(store, settings, custodian_id, f, expiry) for f in files]
     await append(
         session,
         actor=principal.actor,
@@ -118,7 +127,6 @@ async def download_manifest(
         target=f"dataset_version:{version.id}",
         details=_issued(principal, expiry, files),
     )
-    links = [_link(store, settings, custodian_id, f, expiry) for f in files]
     return Manifest(version=version, files=links, expires_at=datetime.now(UTC) + expiry)
 
 

@@ -1,16 +1,31 @@
-"""Queries for files: the policy's visibility and download rules are inside every SELECT."""
+"""Queries for files: the policy's visibility and download rules are inside every SELECT.
+
+URL issuance is the platform's hottest write, so each query here is one statement that decides visibility,
+the download right and the covering DUA together, and is built once per shape of principal (its roles) with
+the principal's institution, the day and the ids as bound parameters: building the policy's SQL costs more
+CPU than running it.
+"""
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Set
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Date, Select, and_, bindparam, exists, or_, select
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from cellcommons.access.visibility import downloadable_dataset_versions, visible_distributions
-from cellcommons.auth.principal import Principal
+from cellcommons.access import agreements
+from cellcommons.access.models import Agreement, AgreementDataset
+from cellcommons.access.visibility import (
+    downloadable_dataset_versions,
+    visible_dataset_versions,
+    visible_distributions,
+)
+from cellcommons.auth.principal import Principal, Role
+from cellcommons.catalogue.enums import VersionStatus
 from cellcommons.catalogue.models import Dataset, DatasetVersion, Distribution, Institution
 from cellcommons.storage.models import FileUpload
 
@@ -26,41 +41,107 @@ class FileView:
     downloadable: bool
 
 
-def _file_views(principal: Principal | None, covered: Set[uuid.UUID]):
-    return (
-        select(
-            Distribution,
-            DatasetVersion,
-            Institution.id,
-            Institution.slug,
-            downloadable_dataset_versions(principal, covered).label("downloadable"),
-        )
-        .join(DatasetVersion, DatasetVersion.id == Distribution.dataset_version_id)
-        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-        .join(Institution, Institution.id == Dataset.institution_id)
-        .where(visible_distributions(principal))
+@dataclass(frozen=True)
+class DownloadTarget:
+    """A distribution the principal may download, with its custodian (the bucket and the audit's institution)."""
+
+    distribution: Distribution
+    custodian_id: uuid.UUID
+    custodian_slug: str
+
+
+def _standing_in(roles: frozenset[Role]) -> Principal:
+    """A principal whose institution is a bound parameter, for building a statement once per set of roles."""
+    institution = bindparam("institution_id", type_=UUID)
+    return Principal(institution_id=institution, institution_slug="", subject="", roles=roles)
+
+
+def _covered_by_agreement(principal: Principal, version=DatasetVersion) -> ColumnElement[bool]:
+    """`access.agreements.covered_dataset_versions` as an EXISTS on `version`, so that the same statement
+    decides (tests/storage/test_repository.py checks both agree): an agreement in force for the principal's
+    institution names the dataset, and covers this published version."""
+    agreement, named = aliased(Agreement), aliased(AgreementDataset)
+    return exists().where(
+        named.dataset_id == version.dataset_id,
+        agreement.id == named.agreement_id,
+        agreement.recipient_institution_id == principal.institution_id,
+        agreements.in_force(bindparam("on", type_=Date()), agreement),
+        version.status == VersionStatus.published,
+        or_(agreement.covers_later_versions, version.published_at <= agreement.approved_at),
     )
 
 
-async def file_view(
-    session: AsyncSession, principal: Principal | None, covered: Set[uuid.UUID], distribution_id: uuid.UUID
-) -> FileView | None:
-    row = (await session.execute(_file_views(principal, covered).where(Distribution.id == distribution_id))).first()
+def _may_download(principal: Principal, version=DatasetVersion) -> ColumnElement[bool]:
+    by_role = downloadable_dataset_versions(principal, frozenset(), version)  # owners' stewards and submitters
+    by_agreement = and_(visible_dataset_versions(principal, version), _covered_by_agreement(principal, version))
+    return or_(by_role, by_agreement)
+
+
+def _custodied(statement: Select) -> Select:
+    return statement.join(Dataset, Dataset.id == DatasetVersion.dataset_id).join(
+        Institution, Institution.id == Dataset.institution_id
+    )
+
+
+@functools.cache
+def _file_views(roles: frozenset[Role]) -> Select:
+    principal = _standing_in(roles)
+    return _custodied(
+        select(Distribution, DatasetVersion, Institution.id, Institution.slug, _may_download(principal).label("d"))
+        .join(DatasetVersion, DatasetVersion.id == Distribution.dataset_version_id)
+        .where(Distribution.id == bindparam("distribution_id"), visible_distributions(principal))
+    )
+
+
+@functools.cache
+def _download_targets(roles: frozenset[Role]) -> Select:
+    return _custodied(
+        select(Distribution, Institution.id, Institution.slug)
+        .join(DatasetVersion, DatasetVersion.id == Distribution.dataset_version_id)
+        .where(Distribution.id.in_(bindparam("distribution_ids", expanding=True)), _may_download(_standing_in(roles)))
+    )
+
+
+@functools.cache
+def _downloadable_versions(roles: frozenset[Role]) -> Select:
+    return _custodied(
+        select(DatasetVersion, Institution.id, Institution.slug).where(
+            DatasetVersion.id == bindparam("version_id"), _may_download(_standing_in(roles))
+        )
+    )
+
+
+def _bound(principal: Principal, **ids: object) -> dict[str, object]:
+    return {"institution_id": principal.institution_id, "on": agreements.today(), **ids}
+
+
+async def file_view(session: AsyncSession, principal: Principal | None, distribution_id: uuid.UUID) -> FileView | None:
+    """The file's metadata if the principal may see it, saying whether it may also download it."""
+    if principal is None:
+        return None
+    found = await session.execute(_file_views(principal.roles), _bound(principal, distribution_id=distribution_id))
+    row = found.first()
     return FileView(*row) if row else None
 
 
+async def download_targets(
+    session: AsyncSession, principal: Principal | None, distribution_ids: list[uuid.UUID]
+) -> list[DownloadTarget]:
+    """Those of the files the principal may download now (whether uploaded or not)."""
+    if principal is None or not distribution_ids:
+        return []
+    bound = _bound(principal, distribution_ids=list(distribution_ids))
+    return [DownloadTarget(*row) for row in await session.execute(_download_targets(principal.roles), bound)]
+
+
 async def downloadable_version(
-    session: AsyncSession, principal: Principal | None, covered: Set[uuid.UUID], version_id: uuid.UUID
+    session: AsyncSession, principal: Principal | None, version_id: uuid.UUID
 ) -> tuple[DatasetVersion, uuid.UUID, str] | None:
     """The version with its custodian's id and slug, if the principal may download its files."""
-    row = (
-        await session.execute(
-            select(DatasetVersion, Institution.id, Institution.slug)
-            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
-            .join(Institution, Institution.id == Dataset.institution_id)
-            .where(DatasetVersion.id == version_id, downloadable_dataset_versions(principal, covered))
-        )
-    ).first()
+    if principal is None:
+        return None
+    found = await session.execute(_downloadable_versions(principal.roles), _bound(principal, version_id=version_id))
+    row = found.first()
     return tuple(row) if row else None
 
 

@@ -67,7 +67,7 @@ async def _editable(
     session: AsyncSession, settings: Settings, principal: Principal | None, distribution_id: uuid.UUID
 ) -> repository.FileView:
     """The distribution, if the principal may change its draft version's files (NotFound when hidden)."""
-    view = await repository.file_view(session, principal, frozenset(), distribution_id)
+    view = await repository.file_view(session, principal, distribution_id)
     if view is None:
         raise NotFound("no distribution with this id", field="distributionId")
     require(principal, Action.update, await describe(session, view.version, node_id=settings.node_id))
