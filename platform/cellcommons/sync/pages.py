@@ -159,7 +159,8 @@ def _missing_key(target) -> dict[str, Any]:
 
 
 def _harvested(target, key: str) -> dict[str, Any]:
-    message = f"{target.name} {key!r} is a copy harvested from another node; only its origin changes it"
+    message = f"{target.name} {key!r} is held by another origin (a copy harvested from another node, or a local "
+    message += "record a harvest may not overwrite); only its origin changes it"
     return _finding("harvested_copy", target.natural_key[0], message)
 
 

@@ -24,6 +24,7 @@ from cellcommons.errors import CellCommonsError, Conflict
 from cellcommons.observability import metrics
 from cellcommons.settings import Settings
 from cellcommons.sync import repository
+from cellcommons.sync.harvest import HarvestTarget
 from cellcommons.sync.models import RunStatus, RunTrigger, SyncRun, SyncSource
 from cellcommons.sync.pages import PageOutcome, PageWork, Rejected, land_page
 from cellcommons.sync.resilience import BreakerPolicy, RetryPolicy
@@ -37,6 +38,7 @@ MAX_ERROR = 2000
 REPLAY_CHUNK = 500
 Progress = Callable[[str, int], None]
 DEFAULT_RETRY, DEFAULT_BREAKER = RetryPolicy(), BreakerPolicy()
+ENTITIES = {**TARGETS, HarvestTarget.name: HarvestTarget()}  # what a stream's records may land as
 
 
 class AlreadyRunning(Conflict):
@@ -147,7 +149,7 @@ class SyncRuntime:
     ) -> None:
         target = _target(stream)
         async with self.database.unit_of_work() as session:
-            scope = await target.scope(session, source.institution_id, self.settings.node_id)
+            scope = await target.scope(session, source.institution_id, self._origin(stream))
         if stream.full_snapshot and snapshot_pass is None:
             snapshot_pass = uuid.uuid4()
         work = PageWork(target, scope, source.id, stream.name, snapshot_pass)
@@ -166,6 +168,10 @@ class SyncRuntime:
                 await self.sleep(self.retry.delay(failures - 1, exc.retry_after))
         if stream.full_snapshot:
             await self._complete_snapshot(run_id, work)
+
+    def _origin(self, stream: Stream) -> str:
+        """The node the stream's records originate from: this one, unless the stream harvests a peer."""
+        return stream.origin or self.settings.node_id
 
     async def _land(self, run_id: uuid.UUID, work: PageWork, page: Page) -> None:
         async with self.database.unit_of_work() as session:
@@ -245,8 +251,8 @@ class SyncRuntime:
             if not entries:
                 continue
             target = _target(streams[stream_name])
-            work = PageWork(target, await target.scope(session, source.institution_id, self.settings.node_id),
-                            source.id, stream_name)  # fmt: skip
+            scope = await target.scope(session, source.institution_id, self._origin(streams[stream_name]))
+            work = PageWork(target, scope, source.id, stream_name)
             records = [Record(q.payload, q.source_updated_at, q.deleted) for q in entries]
             outcome = await land_page(session, work, records)
             resolved += [q.id for q in entries if q.record_key is not None and q.record_key in outcome.landed]
@@ -258,7 +264,7 @@ def _due(source: SyncSource, now: datetime) -> bool:
 
 
 def _target(stream: Stream):
-    target = TARGETS.get(stream.target)
+    target = ENTITIES.get(stream.target)
     if target is None:
         raise CellCommonsError(f"stream {stream.name!r} targets unknown entity {stream.target!r}", field="target")
     if tuple(stream.natural_key) != target.natural_key:

@@ -62,11 +62,12 @@ class Stream:
     """Subclass and set the class attributes; implement `read_pages`."""
 
     name: ClassVar[str]
-    target: ClassVar[str]  # an entity of sync.targets.TARGETS, e.g. "batch"
+    target: ClassVar[str]  # an entity of sync.runtime.ENTITIES: "batch", "node_record"
     natural_key: ClassVar[tuple[str, ...]]
     schema: ClassVar[type[BaseModel]]
     replication_key: ClassVar[str | None] = None
     full_snapshot: ClassVar[bool] = False
+    origin: str | None = None  # the node its records originate from; None: this node (a peer's, for harvests)
 
     def read_pages(self, bookmark: Bookmark) -> AsyncIterator[Page]:
         raise NotImplementedError
@@ -129,17 +130,43 @@ async def pages_in_thread(pages: Iterator[Page]) -> AsyncIterator[Page]:
         yield page
 
 
-async def get_json(http: httpx.AsyncClient, url: str, **kwargs: Any) -> Any:
-    """GET and decode JSON, sorting failures into transient (retry) and permanent (stop) ones."""
+async def send(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """Send a request; a network failure, 429 or 5xx is a TransientError (with the server's Retry-After)."""
     try:
-        response = await http.get(url, **kwargs)
-    except (httpx.TimeoutException, httpx.NetworkError) as exc:
+        response = await http.request(method, url, **kwargs)
+    except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
         raise TransientError(f"{url}: {type(exc).__name__}") from None
     if response.status_code == 429 or response.status_code >= 500:
         raise TransientError(f"{url}: HTTP {response.status_code}", retry_after=_retry_after(response))
+    return response
+
+
+def decoded(response: httpx.Response) -> Any:
+    """The JSON body of a successful answer; any other answer, or a body that is not JSON, is a SourceError
+    quoting the source's own error message when it gave one (`{"error": ...}`, as REDCap and OAuth do)."""
+    url = response.request.url.copy_with(query=None)  # never quote a query string: it may carry a token
     if response.status_code >= 400:
-        raise SourceError(f"{url}: HTTP {response.status_code}")
-    return response.json()
+        raise SourceError(f"{url}: HTTP {response.status_code}{_error_text(response)}")
+    try:
+        return response.json()
+    except ValueError:
+        raise SourceError(f"{url}: the answer is not JSON") from None
+
+
+async def get_json(http: httpx.AsyncClient, url: str, **kwargs: Any) -> Any:
+    """GET and decode JSON, sorting failures into transient (retry) and permanent (stop) ones."""
+    return decoded(await send(http, "GET", url, **kwargs))
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    message = body.get("error_description") or body.get("detail") or body.get("error")
+    return f": {str(message)[:300]}" if message else ""
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -13,17 +13,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-from sqlalchemy import delete, exists, func, insert, select
+from sqlalchemy import delete, exists, func, insert, literal_column, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from cellcommons.catalogue.changes import Change, Operation
 from cellcommons.catalogue.enums import Severity
 from cellcommons.catalogue.models import Batch, QcResult, Specification, dataset_version_batch
 from cellcommons.catalogue.schemas import BatchIn, Finding, SpecificationIn
-from cellcommons.catalogue.service import specification_in
-from cellcommons.catalogue.validation import BatchContext, findings_from_validation_error, validate_batch
+from cellcommons.catalogue.service import parse, specification_in
+from cellcommons.catalogue.validation import BatchContext, validate_batch
 from cellcommons.catalogue.validation.findings import error
 from cellcommons.errors import ValidationFailed
 
@@ -47,9 +47,12 @@ class Scope:
     specifications: dict[str, tuple[uuid.UUID, SpecificationIn]]
 
 
-def _hash(content: object) -> str:
+def content_hash(content: object) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
+
+# `xmax` is zero on a row version this statement inserted (PostgreSQL): tells a create from an update.
+CREATED = literal_column("xmax = 0").label("created")
 
 _BATCH_LINKS = {"donors", "collections", "specification_version", "qc_results"}
 BATCH_COLUMNS = tuple(name for name in BatchIn.model_fields if name not in _BATCH_LINKS)
@@ -78,22 +81,11 @@ class BatchTarget:
 
     def check(self, raw: dict[str, Any], scope: Scope) -> Checked:
         """Raise ValidationFailed listing every problem; otherwise the row and QC results to write."""
-        try:
-            data = BatchIn.model_validate(raw)
-        except ValidationError as exc:
-            raise ValidationFailed(findings_from_validation_error(exc)) from None
-        findings = _unsupported_links(data)
+        data = parse(BatchIn, raw)
         spec_id, spec = scope.specifications.get(data.specification_version or "", (None, None))
-        findings += validate_batch(data, BatchContext(specification=spec))
-        if any(f.severity is Severity.error for f in findings):
-            raise ValidationFailed([f for f in findings if f.severity is Severity.error])
-        row = data.model_dump(include=set(BATCH_COLUMNS))
-        row |= {"specification_id": spec_id, "findings": [f.model_dump(mode="json") for f in findings]}
-        children = None
-        if "qc_results" in data.model_fields_set:
-            children = [{"position": i, **r.model_dump()} for i, r in enumerate(data.qc_results)]
+        row, children = batch_row(data, spec, _unsupported_links(data))
         content = data.model_dump(mode="json", exclude_unset=True)
-        return Checked(key=data.lot_number, row=row, children=children, content_hash=_hash(content))
+        return Checked(data.lot_number, row | {"specification_id": spec_id}, children, content_hash(content))
 
     async def upsert(self, session: AsyncSession, scope: Scope, records: list[Checked]) -> set[str]:
         """Write the records; return the keys written (a harvested copy with the same key is left alone)."""
@@ -105,23 +97,16 @@ class BatchTarget:
             index_elements=[table.c.institution_id, table.c.lot_number],
             set_={name: statement.excluded[name] for name in _UPDATED} | {"updated_at": func.now()},
             where=table.c.origin_node == statement.excluded.origin_node,
-        ).returning(table.c.id, table.c.lot_number)
+        )
         common = {"institution_id": scope.institution_id, "origin_node": scope.origin}
         rows = [{"id": uuid.uuid4(), **common, **r.row} for r in records]
-        written = {lot: batch_id for batch_id, lot in (await session.execute(statement, rows)).all()}
-        await self._replace_qc_results(session, [r for r in records if r.children is not None], written)
+        statement = statement.returning(table.c.id, table.c.lot_number, CREATED)
+        result = (await session.execute(statement, rows)).all()
+        written = {lot: batch_id for batch_id, lot, _ in result}
+        await replace_qc_results(session, {written[r.key]: r.children for r in records if r.key in written})
+        changed = [(batch_id, scope.institution_id, upserted(new)) for batch_id, _, new in result]
+        await log_changes(session, "Batch", changed, scope.origin)
         return set(written)
-
-    async def _replace_qc_results(
-        self, session: AsyncSession, records: list[Checked], written: dict[str, uuid.UUID]
-    ) -> None:
-        records = [r for r in records if r.key in written]
-        if not records:
-            return
-        await session.execute(delete(QcResult).where(QcResult.batch_id.in_([written[r.key] for r in records])))
-        rows = [{"id": uuid.uuid4(), "batch_id": written[r.key], **child} for r in records for child in r.children]
-        if rows:
-            await session.execute(insert(QcResult.__table__), rows)
 
     async def delete(self, session: AsyncSession, scope: Scope, keys: list[str]) -> tuple[set[str], set[str]]:
         """Delete by key; return (deleted, refused). A batch that a dataset links, or a harvested copy, stays."""
@@ -130,12 +115,18 @@ class BatchTarget:
         table = Batch.__table__
         mine = (table.c.institution_id == scope.institution_id) & table.c.lot_number.in_(keys)
         linked = exists().where(dataset_version_batch.c.batch_id == table.c.id)
-        deleted = await session.scalars(
-            delete(table).where(mine, table.c.origin_node == scope.origin, ~linked).returning(table.c.lot_number)
-        )
-        gone = set(deleted)
+        deleted = (
+            await session.execute(
+                delete(table)
+                .where(mine, table.c.origin_node == scope.origin, ~linked)
+                .returning(table.c.id, table.c.lot_number)
+            )
+        ).all()
+        # Only a batch no dataset links can go, and such a batch was visible to every member: a shared tombstone.
+        gone = [(batch_id, scope.institution_id, Operation.delete) for batch_id, _ in deleted]
+        await log_changes(session, "Batch", gone, scope.origin, shared=True)
         left = await session.scalars(select(table.c.lot_number).where(mine))
-        return gone, set(left)
+        return {lot for _, lot in deleted}, set(left)
 
 
 def _unsupported_links(data: BatchIn) -> list[Finding]:
@@ -145,6 +136,55 @@ def _unsupported_links(data: BatchIn) -> list[Finding]:
         for name in ("donors", "collections")
         if getattr(data, name)
     ]
+
+
+def batch_row(
+    data: BatchIn, specification: SpecificationIn | None, findings: list[Finding]
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """The batch's column values (with its warnings) and QC results (None: the record leaves them alone);
+    ValidationFailed when the catalogue's rules find an error."""
+    findings = findings + validate_batch(data, BatchContext(specification=specification))
+    if any(f.severity is Severity.error for f in findings):
+        raise ValidationFailed([f for f in findings if f.severity is Severity.error])
+    row = data.model_dump(include=set(BATCH_COLUMNS)) | {"findings": [f.model_dump(mode="json") for f in findings]}
+    children = None
+    if "qc_results" in data.model_fields_set:
+        children = [{"position": i, **r.model_dump()} for i, r in enumerate(data.qc_results)]
+    return row, children
+
+
+async def replace_qc_results(session: AsyncSession, results: dict[uuid.UUID, list[dict[str, Any]] | None]) -> None:
+    """Replace the QC results of each batch that has a list (None leaves a batch's results alone)."""
+    results = {batch_id: rows for batch_id, rows in results.items() if rows is not None}
+    if not results:
+        return
+    await session.execute(delete(QcResult).where(QcResult.batch_id.in_(list(results))))
+    rows = [{"id": uuid.uuid4(), "batch_id": batch_id, **row} for batch_id, rows in results.items() for row in rows]
+    if rows:
+        await session.execute(insert(QcResult.__table__), rows)
+
+
+def upserted(created: bool) -> Operation:
+    return Operation.create if created else Operation.update
+
+
+async def log_changes(
+    session: AsyncSession,
+    record_type: str,
+    rows: list[tuple[uuid.UUID, uuid.UUID, Operation]],
+    origin: str,
+    *,
+    shared: bool = False,
+) -> None:
+    """Log (record id, institution id, operation) to the change log, as the catalogue service does for its
+    writes. Records of another origin are logged with it, which keeps them out of this node's feed."""
+    if rows:
+        entries = [
+            {"record_type": record_type, "record_id": record_id, "institution_id": institution_id,
+             "operation": operation.value, "origin_node": origin, "shared": shared}
+            for record_id, institution_id, operation in rows
+        ]  # fmt: skip
+        await session.execute(insert(Change), entries)
 
 
 TARGETS = {target.name: target for target in (BatchTarget(),)}
