@@ -6,6 +6,7 @@ import cellcommons.catalogue.changes
 import cellcommons.catalogue.idempotency
 import cellcommons.catalogue.models
 import cellcommons.catalogue.search_index
+import cellcommons.exports.models
 import cellcommons.institutions.models
 import cellcommons.storage.models
 import cellcommons.sync.models  # noqa: F401

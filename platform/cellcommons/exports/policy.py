@@ -1,0 +1,227 @@
+"""The DUA's export policy, column by column, applied to Arrow record batches without per-row Python.
+
+Each column's sensitivity tag picks a treatment from the agreement's `export_policy` (tag → drop, generalise,
+pseudonymise, keep; tags it does not name take `DEFAULT_EXPORT_POLICY`). Three rules sit above the agreement:
+- a `direct_identifier` is always dropped (the decision service refuses any other treatment already);
+- a donor id column (`donor`, `donor_id`, `donor_pseudonym`, `…_donor_id`) that leaves at all leaves as the
+  agreement's pseudonym, whatever the treatment: the platform-wide pseudonym would let two recipients join
+  their exports on donor (DOMAIN.md, Privacy);
+- `generalise` coarsens by type: numbers to 5-year bands ("40-44"; ages are this domain's numeric
+  quasi-identifiers), dates and timestamps to the first of their month (a date; a timestamp's month is taken in
+  its own zone). Text cannot be generalised: free text under `generalise` is dropped; only `keep` lets it out.
+
+Pseudonyms are HMAC-SHA256 over the value's text with a key per agreement (hex, 64 characters). The key is
+derived from the settings' secret key with HMAC over a label and the agreement id rather than stored: nothing
+to seal, back up or lose, the same donor gets the same pseudonym in every export under one agreement and an
+unrelated one under any other, and production already refuses the development secret. Rotating the secret
+changes every agreement's pseudonyms, which is what a leaked secret calls for. pyarrow has no HMAC kernel, so
+each batch's column is dictionary-encoded, only its distinct values (not yet seen) are hashed, and the
+pseudonyms are mapped back with `take` on the dictionary indices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import uuid
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cellcommons.access.schemas import DEFAULT_EXPORT_POLICY, ColumnTreatment
+from cellcommons.catalogue.enums import Sensitivity
+from cellcommons.errors import InvalidInput
+from cellcommons.exports.errors import ColumnForbidden
+from cellcommons.settings import Settings
+
+BAND = 5
+DONOR_ID_NAMES = frozenset({"donor", "donor_id", "donor_pseudonym"})
+MEMO_LIMIT = 250_000  # distinct values whose pseudonyms a column remembers across batches (bounded memory)
+_DECIMAL = re.compile(r"decimal\((\d{1,2}),\s*(\d{1,2})\)")
+_TIMESTAMP = re.compile(r"timestamp\((s|ms|us|ns)(?:,\s*([A-Za-z][A-Za-z0-9_+\-/]*))?\)")
+_TYPES = {
+    "string": pa.string(), "text": pa.string(), "boolean": pa.bool_(), "bool": pa.bool_(),
+    "integer": pa.int64(), "int": pa.int64(), "int64": pa.int64(), "bigint": pa.int64(), "int32": pa.int32(),
+    "double": pa.float64(), "float": pa.float64(), "float64": pa.float64(), "number": pa.float64(),
+    "decimal": pa.decimal128(38, 9), "numeric": pa.decimal128(38, 9),
+    "date": pa.date32(), "timestamp": pa.timestamp("us"), "timestamptz": pa.timestamp("us", tz="UTC"),
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+}  # fmt: skip
+
+
+def arrow_type(declared: str) -> pa.DataType | None:
+    """The Arrow type of a distribution's declared column type (None: not one the platform reads)."""
+    text = declared.strip().lower()
+    if found := _DECIMAL.fullmatch(text):
+        precision, scale = int(found[1]), int(found[2])
+        return pa.decimal128(precision, scale) if 1 <= precision <= 38 and scale <= precision else None
+    if found := _TIMESTAMP.fullmatch(declared.strip()):  # timestamp(us, Europe/Amsterdam): the zone's case matters
+        return _zoned(found[1], found[2])
+    return _TYPES.get(text)
+
+
+def _zoned(unit: str, zone: str | None) -> pa.DataType | None:
+    try:
+        kind = pa.timestamp(unit, tz=zone)
+        pa.scalar(0, kind).cast(pa.string())  # an unknown zone fails here, not in the middle of an export
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return kind
+
+
+def is_donor_id(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in DONOR_ID_NAMES or lowered.endswith("_donor_id")
+
+
+def _generalisable(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind) or _temporal(kind)
+
+
+def _temporal(kind: pa.DataType) -> bool:
+    return pa.types.is_date(kind) or pa.types.is_timestamp(kind)
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """One column of the export: where it comes from, its tag and what the policy does to it."""
+
+    name: str
+    sensitivity: Sensitivity
+    treatment: ColumnTreatment
+    source_type: pa.DataType
+
+    @property
+    def output_type(self) -> pa.DataType:
+        if self.treatment is ColumnTreatment.pseudonymise:
+            return pa.string()
+        if self.treatment is ColumnTreatment.generalise:
+            return pa.date32() if _temporal(self.source_type) else pa.string()
+        return self.source_type
+
+    def describe(self) -> dict[str, str]:
+        return {"column": self.name, "sensitivity": self.sensitivity.value, "treatment": self.treatment.value,
+                "type": str(self.output_type)}  # fmt: skip
+
+
+def treatment_of(name: str, sensitivity: Sensitivity, kind: pa.DataType, export_policy: dict) -> ColumnTreatment:
+    if sensitivity is Sensitivity.direct_identifier:
+        return ColumnTreatment.drop
+    chosen = ColumnTreatment(export_policy.get(sensitivity.value, DEFAULT_EXPORT_POLICY[sensitivity]))
+    if chosen is ColumnTreatment.drop:
+        return chosen
+    if is_donor_id(name):
+        return ColumnTreatment.pseudonymise
+    if chosen is ColumnTreatment.generalise and not _generalisable(kind):
+        return ColumnTreatment.drop  # free text cannot be coarsened
+    return chosen
+
+
+def plan_columns(declared: list[dict], export_policy: dict, requested: list[str] | None) -> list[ColumnPlan]:
+    """The exported columns in source order: those the policy lets out, narrowed to `requested` when given.
+    A requested column the policy keeps back (or that does not exist) is an error naming it."""
+    plans, withheld = [], set()
+    for index, column in enumerate(declared):
+        kind = arrow_type(column["type"])
+        if kind is None:
+            message = f"column {column['name']!r} declares type {column['type']!r}, which exports cannot read"
+            raise InvalidInput(message, field=f"columns[{index}].type")
+        tag = Sensitivity(column["sensitivity"])
+        treatment = treatment_of(column["name"], tag, kind, export_policy)
+        if treatment is ColumnTreatment.drop:
+            withheld.add(column["name"])
+        else:
+            plans.append(ColumnPlan(column["name"], tag, treatment, kind))
+    if requested is None:
+        return plans
+    allowed = {plan.name: plan for plan in plans}
+    for index, name in enumerate(requested):
+        if name not in allowed:
+            reason = "the agreement's policy withholds it" if name in withheld else "the source has no such column"
+            raise ColumnForbidden(f"column {name!r} cannot be exported: {reason}", field=f"columns[{index}]")
+    if len(set(requested)) != len(requested):
+        raise InvalidInput("name each column once", field="columns")
+    return [allowed[name] for name in requested]
+
+
+def pseudonym_key(settings: Settings, agreement_id: uuid.UUID) -> bytes:
+    secret = settings.secret_key.get_secret_value().encode()
+    return hmac.new(secret, b"cellcommons-export-pseudonyms:" + agreement_id.bytes, hashlib.sha256).digest()
+
+
+def pseudonym(key: bytes, value: str) -> str:
+    """One value's pseudonym (the reference the vectorised path must agree with)."""
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
+
+
+class Pseudonymiser:
+    """A column's pseudonyms: HMAC over each batch's distinct values not seen before, mapped back by index."""
+
+    def __init__(self, key: bytes):
+        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self._known = pa.array([], pa.string())
+        self._names = pa.array([], pa.string())
+
+    def __call__(self, values: pa.Array) -> pa.Array:
+        text = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
+        encoded = pc.dictionary_encode(text)
+        distinct = encoded.dictionary
+        found = pc.index_in(distinct, value_set=self._known)
+        unseen = distinct.filter(pc.is_null(found))
+        if len(unseen):
+            self._remember(unseen)
+            found = pc.index_in(distinct, value_set=self._known)
+        return self._names.take(found).take(encoded.indices)
+
+    def _remember(self, unseen: pa.Array) -> None:
+        names = pa.array([self._digest(value) for value in unseen.to_pylist()], pa.string())
+        if len(self._known) + len(unseen) > MEMO_LIMIT:
+            self._known, self._names = unseen, names  # start over: memory stays bounded, hashing stays correct
+        else:
+            self._known = pa.concat_arrays([self._known, unseen])
+            self._names = pa.concat_arrays([self._names, names])
+
+    def _digest(self, value: str) -> str:
+        mac = self._mac.copy()
+        mac.update(value.encode())
+        return mac.hexdigest()
+
+
+def band(values: pa.Array) -> pa.Array:
+    """Numbers to 5-year band labels: 43 → "40-44"."""
+    bands = pc.floor(pc.divide(pc.cast(values, pa.float64()), float(BAND)))
+    lower = pc.cast(pc.multiply(bands, float(BAND)), pa.int64())
+    upper = pc.add(lower, BAND - 1)
+    return pc.binary_join_element_wise(pc.cast(lower, pa.string()), pc.cast(upper, pa.string()), "-")
+
+
+def month(values: pa.Array) -> pa.Array:
+    """Dates and timestamps to the first day of their month (a timestamp's month in its own zone)."""
+    if pa.types.is_timestamp(values.type) and values.type.tz is not None:
+        values = pc.local_timestamp(values)
+    elif pa.types.is_date64(values.type):
+        values = pc.cast(values, pa.date32())
+    return pc.cast(pc.floor_temporal(values, unit="month"), pa.date32())
+
+
+class PolicyApplier:
+    """Turns source batches (already in their declared types) into export batches."""
+
+    def __init__(self, plans: list[ColumnPlan], key: bytes):
+        self.plans = plans
+        self.schema = pa.schema([pa.field(plan.name, plan.output_type) for plan in plans])
+        pseudonymised = [p.name for p in plans if p.treatment is ColumnTreatment.pseudonymise]
+        self._pseudonymisers = {name: Pseudonymiser(key) for name in pseudonymised}
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        arrays = [self._treated(plan, batch.column(plan.name)) for plan in self.plans]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _treated(self, plan: ColumnPlan, values: pa.Array) -> pa.Array:
+        if plan.treatment is ColumnTreatment.pseudonymise:
+            return self._pseudonymisers[plan.name](values)
+        if plan.treatment is ColumnTreatment.generalise:
+            return month(values) if _temporal(values.type) else band(values)
+        return values

@@ -1,0 +1,286 @@
+"""Where export rows come from, as record batches in their declared types, in bounded memory.
+
+- A tabular distribution in object storage. CSV streams through pyarrow's incremental reader straight from the
+  GET (hashing the bytes as they pass; the SHA-256 is compared with the distribution's before the export's last
+  part leaves, so a changed source aborts the upload). Every column is read as text and cast to its declared
+  type per batch; when a cast fails, halving the batch finds the offending rows (a few casts each, still
+  vectorised), so the error names line and column, or the rows are quarantined. Parquet needs random access
+  (its footer comes last), so it is spooled to a temporary file while hashed, checked, then read by batches.
+- The catalogue: the batches a dataset version links, one row per QC result (a batch without results keeps one
+  row), with the tags below; read from PostgreSQL in partitions through a server-side cursor.
+
+Line numbers count physical lines, the header being line 1 (exact while values hold no line breaks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cellcommons.catalogue.models import Batch, QcResult, dataset_version_batch
+from cellcommons.errors import InvalidInput
+from cellcommons.exports.errors import MalformedRow, SourceChanged
+from cellcommons.exports.models import BadRows
+from cellcommons.exports.policy import ColumnPlan
+from cellcommons.storage.object_store import ObjectStore
+
+BATCH_ROWS = 65_536
+CSV_BLOCK = 4 * 1024 * 1024
+QUARANTINE_SAMPLE = 100
+PARQUET_TYPES = {"application/vnd.apache.parquet", "application/x-parquet", "application/parquet"}
+
+# The catalogue source's columns: name, declared type, sensitivity tag.
+CATALOGUE_COLUMNS: list[dict] = [
+    dict(name=name, type=kind, sensitivity=tag)
+    for name, kind, tag in [
+        ("lot_number", "string", "plain"), ("product_name", "string", "plain"), ("cell_type", "string", "plain"),
+        ("tissue", "string", "plain"), ("manufactured_on", "date", "quasi_identifier"),
+        ("passage", "int32", "plain"), ("population_doublings", "decimal(6,2)", "plain"),
+        ("culture_supplement", "string", "plain"), ("release_status", "string", "plain"),
+        ("released_on", "date", "quasi_identifier"), ("expires_on", "date", "plain"),
+        ("test_type", "string", "plain"), ("analyte", "string", "plain"), ("method", "string", "plain"),
+        ("timepoint", "string", "plain"), ("result_status", "string", "plain"), ("value", "decimal(18,6)", "plain"),
+        ("unit", "string", "plain"), ("qualitative", "string", "plain"), ("passed", "boolean", "plain"),
+        ("tested_on", "date", "quasi_identifier"), ("lab", "string", "plain"),
+    ]
+]  # fmt: skip
+_CATALOGUE_SELECT = [
+    Batch.lot_number, Batch.product_name, Batch.cell_type, Batch.tissue, Batch.manufactured_on, Batch.passage,
+    Batch.population_doublings, Batch.culture_supplement, Batch.release_status, Batch.released_on, Batch.expires_on,
+    QcResult.test_type, QcResult.analyte, QcResult.method, QcResult.timepoint, QcResult.status, QcResult.value,
+    QcResult.unit, QcResult.qualitative, QcResult.passed, QcResult.tested_on, QcResult.lab,
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int | None
+    column: str | None
+    reason: str
+
+    def describe(self) -> str:
+        where = f"line {self.line}" if self.line is not None else "a row"
+        return f"{where}" + (f", column {self.column!r}" if self.column else "") + f": {self.reason}"
+
+
+@dataclass
+class Quarantine:
+    """Bad rows: under `fail` the first one fails the job; under `quarantine` they are counted and set aside."""
+
+    mode: BadRows
+    count: int = 0
+    sample: list[dict] = field(default_factory=list)
+
+    def add(self, bad: BadRow) -> None:
+        if self.mode is BadRows.fail:
+            raise MalformedRow(bad.describe(), field=bad.column)
+        self.count += 1
+        if len(self.sample) < QUARANTINE_SAMPLE:
+            self.sample.append(asdict(bad))
+
+
+class HashingReader(io.RawIOBase):
+    """A file over an object's chunks that hashes what passes through it."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._rest = b""
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self.digest.update(chunk)
+            self._rest = chunk
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size
+
+    def drain(self) -> str:
+        """Read to the end (the CSV reader may stop before trailing bytes) and return the SHA-256."""
+        while self.read(CSV_BLOCK):
+            pass
+        return self.digest.hexdigest()
+
+
+def _checked(actual: str, expected: str | None) -> None:
+    if expected is not None and actual != expected:
+        message = f"the source file's SHA-256 is {actual}, not the recorded {expected}: it changed since"
+        raise SourceChanged(message, field="distributionId")
+
+
+class _Lines:
+    """Physical line numbers of the rows the CSV reader returns, given the lines it skipped."""
+
+    def __init__(self):
+        self.skipped: list[int] = []
+
+    def of(self, row: int) -> int:
+        line = row + 2  # after the header line
+        for skipped in sorted(self.skipped):
+            if skipped > line:
+                break
+            line += 1
+        return line
+
+
+def _failing(values: pa.Array, kind: pa.DataType, offset: int = 0) -> Iterator[int]:
+    """Indices of the values that do not cast, found by halving (each step one vectorised cast)."""
+    try:
+        pc.cast(values, kind)
+        return
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if len(values) == 1:
+            yield offset
+            return
+    half = len(values) // 2
+    yield from _failing(values.slice(0, half), kind, offset)
+    yield from _failing(values.slice(half), kind, offset + half)
+
+
+def _typed(batch: pa.RecordBatch, plans: list[ColumnPlan], first_row: int, lines: _Lines):
+    """The batch with every column cast to its declared type, without the rows that do not cast (reported)."""
+    problems: list[BadRow] = []
+    rejected: set[int] = set()
+    for plan in plans:
+        if plan.source_type != pa.string():
+            for index in _failing(batch.column(plan.name), plan.source_type):
+                value = batch.column(plan.name)[index].as_py()
+                reason = f"{value!r} is not a {plan.source_type} value"
+                problems.append(BadRow(lines.of(first_row + index), plan.name, reason))
+                rejected.add(index)
+    if rejected:
+        keep = pc.invert(pc.is_in(pa.array(range(batch.num_rows)), pa.array(sorted(rejected))))
+        batch = batch.filter(keep)
+    arrays = [pc.cast(batch.column(plan.name), plan.source_type) for plan in plans]
+    return pa.RecordBatch.from_arrays(arrays, names=[plan.name for plan in plans]), problems
+
+
+def csv_batches(chunks: Iterator[bytes], plans: list[ColumnPlan], sha256: str | None, bad: Quarantine):
+    reader = HashingReader(chunks)
+    lines = _Lines()
+    structural: list[BadRow] = []
+
+    def invalid(row) -> str:
+        structural.append(
+            BadRow(row.number, None, f"expected {row.expected_columns} fields, found {row.actual_columns}")
+        )
+        lines.skipped.append(row.number)
+        return "skip"  # reported with the batch, in line order with the values that do not cast
+
+    def report(problems: list[BadRow]) -> None:
+        for row in sorted(structural + problems, key=lambda row: row.line or 0):
+            bad.add(row)
+        structural.clear()
+
+    names = [plan.name for plan in plans]
+    try:
+        stream = pcsv.open_csv(
+            reader,
+            read_options=pcsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=invalid),
+            convert_options=pcsv.ConvertOptions(
+                column_types={name: pa.string() for name in names}, include_columns=names, strings_can_be_null=True
+            ),
+        )
+        rows = 0
+        for batch in stream:
+            typed, problems = _typed(batch, plans, rows, lines)
+            report(problems)
+            yield typed
+            rows += batch.num_rows
+    except (pa.ArrowInvalid, pa.ArrowKeyError) as exc:
+        raise InvalidInput(f"the CSV file cannot be read: {exc}", field="distributionId") from None
+    report([])
+    _checked(reader.drain(), sha256)
+
+
+def parquet_batches(chunks: Iterator[bytes], plans: list[ColumnPlan], sha256: str | None):
+    with tempfile.TemporaryFile(prefix="cellcommons-export-") as spool:
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            digest.update(chunk)
+            spool.write(chunk)
+        _checked(digest.hexdigest(), sha256)
+        spool.seek(0)
+        try:
+            source = pq.ParquetFile(spool)
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(f"the Parquet file cannot be read: {exc}", field="distributionId") from None
+        present = set(source.schema_arrow.names)
+        for plan in plans:
+            if plan.name not in present:
+                raise InvalidInput(f"the Parquet file has no column {plan.name!r}", field="distributionId")
+        for batch in source.iter_batches(batch_size=BATCH_ROWS, columns=[plan.name for plan in plans]):
+            yield pa.RecordBatch.from_arrays(
+                [_cast(batch.column(plan.name), plan) for plan in plans], names=[plan.name for plan in plans]
+            )
+
+
+def _cast(values: pa.Array, plan: ColumnPlan) -> pa.Array:
+    try:
+        return pc.cast(values, plan.source_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        message = f"column {plan.name!r} holds {values.type}, which is not its declared {plan.source_type}"
+        raise MalformedRow(message, field=plan.name) from None
+
+
+def distribution_batches(
+    store: ObjectStore, bucket: str, key: str, media_type: str, file_name: str, sha256: str | None,
+    plans: list[ColumnPlan], bad: Quarantine,
+) -> Iterator[pa.RecordBatch]:  # fmt: skip
+    chunks = store.get_stream(bucket, key)
+    if media_type in PARQUET_TYPES or file_name.lower().endswith(".parquet"):
+        return parquet_batches(chunks, plans, sha256)
+    return csv_batches(chunks, plans, sha256, bad)
+
+
+def is_tabular(media_type: str, file_name: str) -> bool:
+    return media_type in PARQUET_TYPES | {"text/csv"} or file_name.lower().endswith((".csv", ".parquet"))
+
+
+async def catalogue_batches(
+    session: AsyncSession, dataset_version_id, plans: list[ColumnPlan]
+) -> AsyncIterator[pa.RecordBatch]:
+    """The version's batches with their QC results, flattened, in partitions of BATCH_ROWS."""
+    query = (
+        select(*_CATALOGUE_SELECT)
+        .select_from(dataset_version_batch)
+        .join(Batch, Batch.id == dataset_version_batch.c.batch_id)
+        .outerjoin(QcResult, QcResult.batch_id == Batch.id)
+        .where(dataset_version_batch.c.dataset_version_id == dataset_version_id)
+        .order_by(Batch.lot_number, QcResult.position)
+    )
+    names = [column["name"] for column in CATALOGUE_COLUMNS]
+    wanted = [names.index(plan.name) for plan in plans]
+    result = await session.stream(query.execution_options(yield_per=BATCH_ROWS))
+    async for rows in result.partitions(BATCH_ROWS):
+        columns = list(zip(*rows, strict=True))
+        arrays = [pa.array(columns[i], plan.source_type) for i, plan in zip(wanted, plans, strict=True)]
+        yield pa.RecordBatch.from_arrays(arrays, names=[plan.name for plan in plans])
+
+
+def blocking(batches: AsyncIterator[pa.RecordBatch], loop: asyncio.AbstractEventLoop) -> Iterator[pa.RecordBatch]:
+    """An async source read from the export's worker thread, each batch fetched on the event loop."""
+    while True:
+        try:
+            yield asyncio.run_coroutine_threadsafe(anext(batches), loop).result()
+        except StopAsyncIteration:
+            return

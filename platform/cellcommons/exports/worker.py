@@ -1,0 +1,293 @@
+"""The export worker: claims queued jobs, runs them, records the outcome.
+
+Claiming is one UPDATE over a `FOR UPDATE SKIP LOCKED` pick, so workers never wait on each other and never take
+the same job. The claim sets a lease that a heartbeat renews (with the progress) while the job runs; a job whose
+lease ran out (its worker died) is claimable again, up to MAX_ATTEMPTS tries. The Parquet is written in a worker
+thread (pyarrow and the minio SDK block) while the event loop keeps the heartbeat and the database work.
+
+Stopping (SIGTERM/SIGINT): the writer sees the stop flag between batches and raises, the SDK aborts the
+multipart upload (nothing half-written stays in the bucket), and the job goes back to the queue without counting
+the attempt. Each attempt writes its own key, so a worker that lost its lease deletes only its own object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from importlib.metadata import version as installed_version
+
+import pyarrow as pa
+from sqlalchemy import and_, func, or_, select, update
+
+from cellcommons.access.models import Agreement
+from cellcommons.audit.models import Outcome
+from cellcommons.catalogue.models import Dataset, DataUseCondition, Institution
+from cellcommons.db import Database
+from cellcommons.errors import CellCommonsError, Unavailable
+from cellcommons.exports import filters, service
+from cellcommons.exports.errors import AttemptsExhausted
+from cellcommons.exports.models import ExportJob, ExportStatus
+from cellcommons.exports.policy import PolicyApplier, pseudonym_key
+from cellcommons.exports.sources import Quarantine, blocking, catalogue_batches, distribution_batches
+from cellcommons.exports.writer import ParquetStream, with_terms
+from cellcommons.settings import Settings
+from cellcommons.storage import buckets
+from cellcommons.storage.object_store import ObjectStore
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3
+LEASE = timedelta(seconds=60)
+SYSTEM_ACTOR = "system:export-worker"
+
+
+class Interrupted(Exception):
+    """The worker is stopping: the job goes back to the queue."""
+
+
+@dataclass
+class Progress:
+    rows: int = 0
+    bytes: int = 0
+    listeners: list[Callable[[int, int], None]] = field(default_factory=list)
+
+    def update(self, rows: int, size: int) -> None:
+        self.rows, self.bytes = rows, size
+        for listener in self.listeners:
+            listener(rows, size)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A claimed job's checked scope and everything the writer thread needs (no ORM access there)."""
+
+    job: ExportJob
+    scope: service.Scope
+    custodian_id: uuid.UUID  # whose bucket holds the source file
+    key: str
+    terms: dict[str, str]
+
+
+class ExportWorker:
+    def __init__(
+        self, database: Database, store: ObjectStore, settings: Settings, *, lease: timedelta = LEASE,
+        on_progress: Callable[[int, int], None] | None = None,
+    ):  # fmt: skip
+        self.database, self.store, self.settings, self.lease = database, store, settings, lease
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stopping = threading.Event()
+        self.on_progress = on_progress
+
+    # ---- claiming --------------------------------------------------------------------------------------
+
+    async def claim(self, export_id: uuid.UUID | None = None) -> uuid.UUID | None:
+        """Take the oldest claimable job (or this one, if claimable); None when there is none."""
+        claimable = or_(
+            ExportJob.status == ExportStatus.queued,
+            and_(ExportJob.status == ExportStatus.running, ExportJob.lease_expires_at < func.now()),
+        )
+        pick = select(ExportJob.id).where(claimable).order_by(ExportJob.created_at).limit(1)
+        if export_id is not None:
+            pick = pick.where(ExportJob.id == export_id)
+        claim = (
+            update(ExportJob)
+            .where(ExportJob.id == pick.with_for_update(skip_locked=True).scalar_subquery())
+            .values(status=ExportStatus.running, lease_owner=self.name, lease_expires_at=func.now() + self.lease,
+                    attempts=ExportJob.attempts + 1, started_at=func.coalesce(ExportJob.started_at, func.now()))
+            .returning(ExportJob.id)
+        )  # fmt: skip
+        async with self.database.unit_of_work() as session:
+            return await session.scalar(claim)
+
+    async def run_next(self) -> ExportJob | None:
+        export_id = await self.claim()
+        return None if export_id is None else await self.run(export_id)
+
+    async def serve(self, stop: asyncio.Event, interval: float = 2.0, on_job: Callable | None = None) -> None:
+        """Run jobs until `stop` is set; between jobs, poll every `interval` seconds."""
+        stop_watch = asyncio.create_task(self._relay(stop))
+        try:
+            while not stop.is_set():
+                job = await self.run_next()
+                if job is not None:
+                    if on_job:
+                        on_job(job)
+                    continue
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=interval)
+                except TimeoutError:
+                    pass
+        finally:
+            stop_watch.cancel()
+
+    async def _relay(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.stopping.set()  # seen by the writer thread between batches
+
+    # ---- running ------------------------------------------------------------------------------------------
+
+    async def run(self, export_id: uuid.UUID) -> ExportJob:
+        """Run a job this worker has claimed, to success, failure, or back to the queue when stopping."""
+        progress = Progress(listeners=[self.on_progress] if self.on_progress else [])
+        quarantine = None
+        try:
+            prepared = await self._prepare(export_id)
+            quarantine = Quarantine(prepared.job.bad_rows)
+            heartbeat = asyncio.create_task(self._heartbeat(export_id, progress))
+            try:
+                stream = await self._write(prepared, quarantine, progress)
+            finally:
+                heartbeat.cancel()
+            return await self._succeeded(prepared, stream, quarantine)
+        except Interrupted:
+            return await self._release(export_id)
+        except Unavailable as exc:
+            log.warning("export %s: %s; back to the queue", export_id, exc.message)
+            return await self._release(export_id)
+        except CellCommonsError as exc:
+            return await self._failed(export_id, exc, quarantine)
+        except Exception:
+            log.exception("export %s failed unexpectedly", export_id)
+            return await self._failed(export_id, CellCommonsError("the export failed; operators were told"), quarantine)
+
+    async def _prepare(self, export_id: uuid.UUID) -> Prepared:
+        async with self.database.unit_of_work() as session:
+            job = await session.get_one(ExportJob, export_id)
+            if job.attempts > MAX_ATTEMPTS:
+                raise AttemptsExhausted(f"the export was tried {MAX_ATTEMPTS} times without finishing", field="id")
+            agreement = await session.get_one(Agreement, job.agreement_id)
+            scope = await service.scope(session, job.institution_id, agreement, job.dataset_version_id,
+                                        job.distribution_id, job.columns)  # fmt: skip
+            dataset = await session.get_one(Dataset, scope.version.dataset_id)
+            key = f"{agreement.id}/{job.id}-{job.attempts}.parquet"
+            terms = await _terms(session, job, scope, dataset)
+            return Prepared(job=job, scope=scope, custodian_id=dataset.institution_id, key=key, terms=terms)
+
+    async def _write(self, prepared: Prepared, quarantine: Quarantine, progress: Progress) -> ParquetStream:
+        scope, loop = prepared.scope, asyncio.get_running_loop()
+        reader = self.database.sessions() if scope.distribution is None else None
+        try:
+            if reader is not None:
+                source = blocking(catalogue_batches(reader, scope.version.id, scope.plans), loop)
+            else:
+                bucket = buckets.institution_bucket(self.settings, prepared.custodian_id)
+                d = scope.distribution
+                source = distribution_batches(self.store, bucket, d.storage_key, d.media_type, d.file_name, d.sha256,
+                                              scope.plans, quarantine)  # fmt: skip
+            return await asyncio.to_thread(self._upload, prepared, source, progress)
+        finally:
+            if reader is not None:
+                await reader.close()
+
+    def _upload(self, prepared: Prepared, source: Iterator[pa.RecordBatch], progress: Progress) -> ParquetStream:
+        policy = PolicyApplier(prepared.scope.plans, pseudonym_key(self.settings, prepared.job.agreement_id))
+        keep = filters.combined(prepared.job.row_filter, policy.schema)
+        stream: ParquetStream
+
+        def exported() -> Iterator[pa.RecordBatch]:
+            for batch in source:
+                if self.stopping.is_set():
+                    raise Interrupted
+                out = policy(batch)
+                if keep is not None:
+                    out = out.filter(keep)
+                yield out
+                progress.update(progress.rows + out.num_rows, stream.size)
+
+        stream = ParquetStream(exported(), with_terms(policy.schema, prepared.terms))
+        bucket = buckets.exports_bucket(self.settings)
+        self.store.ensure_bucket(bucket)
+        self.store.put_stream(bucket, prepared.key, stream, content_type="application/vnd.apache.parquet")
+        progress.update(stream.rows, stream.size)
+        return stream
+
+    async def _heartbeat(self, export_id: uuid.UUID, progress: Progress) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, self.lease.total_seconds() / 3))
+            async with self.database.unit_of_work() as session:
+                await session.execute(
+                    update(ExportJob)
+                    .where(ExportJob.id == export_id, ExportJob.lease_owner == self.name)
+                    .values(rows_written=progress.rows, bytes_written=progress.bytes,
+                            lease_expires_at=func.now() + self.lease)
+                )  # fmt: skip
+
+    # ---- outcomes ----------------------------------------------------------------------------------------
+
+    async def _succeeded(self, prepared: Prepared, stream: ParquetStream, quarantine: Quarantine) -> ExportJob:
+        async with self.database.unit_of_work() as session:
+            job = await self._mine(session, prepared.job.id)
+            if job is None:  # the lease was lost and another worker has the job: this object is nobody's
+                self.store.delete(buckets.exports_bucket(self.settings), prepared.key)
+                return await session.get_one(ExportJob, prepared.job.id)
+            _finish(job, ExportStatus.succeeded)
+            job.result_key, job.sha256, job.size_bytes = prepared.key, stream.sha256, stream.size
+            job.rows_written, job.bytes_written = stream.rows, stream.size
+            job.rows_quarantined, job.quarantine = quarantine.count, quarantine.sample
+            job.policy = [plan.describe() for plan in prepared.scope.plans]
+            details = {"rows": stream.rows, "bytes": stream.size, "sha256": stream.sha256,
+                       "quarantined": quarantine.count}  # fmt: skip
+            await service.audit(session, job, SYSTEM_ACTOR, "export.completed", details)
+            return job
+
+    async def _failed(self, export_id: uuid.UUID, error: CellCommonsError, quarantine: Quarantine | None):
+        async with self.database.unit_of_work() as session:
+            job = await self._mine(session, export_id)
+            if job is None:
+                return await session.get_one(ExportJob, export_id)
+            _finish(job, ExportStatus.failed)
+            job.error_code, job.error_message, job.error_field = error.code, error.message, error.field
+            if quarantine is not None:
+                job.rows_quarantined, job.quarantine = quarantine.count, quarantine.sample
+            details = {"code": error.code, "message": error.message}
+            await service.audit(session, job, SYSTEM_ACTOR, "export.failed", details, outcome=Outcome.failure)
+            return job
+
+    async def _release(self, export_id: uuid.UUID) -> ExportJob:
+        async with self.database.unit_of_work() as session:
+            job = await self._mine(session, export_id)
+            if job is None:
+                return await session.get_one(ExportJob, export_id)
+            job.status, job.lease_owner, job.lease_expires_at = ExportStatus.queued, None, None
+            job.attempts -= 1  # stopping is not the job's fault
+            job.rows_written = job.bytes_written = 0
+            return job
+
+    async def _mine(self, session, export_id: uuid.UUID) -> ExportJob | None:
+        query = select(ExportJob).where(ExportJob.id == export_id, ExportJob.lease_owner == self.name)
+        return await session.scalar(query.with_for_update())
+
+
+def _finish(job: ExportJob, status: ExportStatus) -> None:
+    job.status, job.lease_owner, job.lease_expires_at, job.finished_at = status, None, None, func.now()
+
+
+async def _terms(session, job: ExportJob, scope: service.Scope, dataset: Dataset) -> dict[str, str]:
+    """The Parquet key-value metadata: the terms the file travels with and where it came from."""
+    agreement, version, distribution = scope.agreement, scope.version, scope.distribution
+    parties = Institution.id.in_([agreement.provider_institution_id, agreement.recipient_institution_id])
+    slugs = dict((await session.execute(select(Institution.id, Institution.slug).where(parties))).all())
+    of_version = DataUseCondition.dataset_version_id == version.id
+    conditions = await session.execute(select(DataUseCondition.term, DataUseCondition.parameter).where(of_version))
+    terms = {
+        "export_id": str(job.id), "dua_id": str(agreement.id),
+        "recipient": slugs[agreement.recipient_institution_id], "recipient_subject": agreement.recipient_subject,
+        "provider": slugs[agreement.provider_institution_id], "purpose": json.dumps(agreement.purpose),
+        "effective_on": agreement.effective_on.isoformat(), "expires_on": agreement.expires_on.isoformat(),
+        "duo_terms": json.dumps([{"term": t, "parameter": p} for t, p in conditions.all()]),
+        "onward_transfer": agreement.onward_transfer.value, "no_reidentification": "true",
+        "publication_terms": agreement.publication_terms or "", "end_of_term": agreement.end_of_term.value,
+        "dataset_id": dataset.accession, "dataset_version": str(version.version),
+        "source": f"distribution:{distribution.file_name}" if distribution else "catalogue:batches_with_qc_results",
+        "source_sha256": (distribution.sha256 or "") if distribution else "",
+        "policy": json.dumps([plan.describe() for plan in scope.plans]), "filter": json.dumps(job.row_filter),
+        "platform_version": installed_version("cellcommons"),
+    }  # fmt: skip
+    return {f"cellcommons.{key}": value for key, value in terms.items()}

@@ -1,0 +1,116 @@
+"""Parquet out of a stream of record batches, read by the multipart upload as it is written.
+
+The upload pulls: `put_object` reads a part (16 MiB) at a time from `ParquetStream`, which pulls batches from
+the source through the policy and filter only until it holds that many bytes. One thread, no queue; memory
+holds one row group being encoded plus one part, whatever the row count. An exception while pulling (a bad row,
+a changed source, a stop request) propagates out of `read`, and the SDK aborts the multipart upload, so no
+half-written object remains. Row groups gather batches up to ROW_GROUP_BYTES of Arrow data or ROW_GROUP_ROWS
+rows (large enough for scans to skip and read efficiently, small enough for the memory bound); zstd.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROW_GROUP_ROWS = 1_000_000
+ROW_GROUP_BYTES = 48 * 1024 * 1024
+COMPRESSION = "zstd"
+
+
+class _Sink:
+    """Where the Parquet writer puts its bytes: the stream's buffer, hashed and counted on the way."""
+
+    def __init__(self, buffer: bytearray):
+        self.buffer = buffer
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.buffer += data
+        self.digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ParquetStream(io.RawIOBase):
+    def __init__(
+        self,
+        batches: Iterator[pa.RecordBatch],
+        schema: pa.Schema,
+        on_row_group: Callable[[int, int], None] = lambda rows, size: None,
+    ):
+        self._batches = batches
+        self._buffer = bytearray()
+        self._sink = _Sink(self._buffer)
+        self._writer = pq.ParquetWriter(self._sink, schema, compression=COMPRESSION)
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_bytes = 0
+        self._done = False
+        self._on_row_group = on_row_group
+        self.rows = 0
+
+    @property
+    def sha256(self) -> str:
+        return self._sink.digest.hexdigest()
+
+    @property
+    def size(self) -> int:
+        return self._sink.size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._done and (size < 0 or len(self._buffer) < size):
+            self._advance()
+        size = len(self._buffer) if size < 0 else min(size, len(self._buffer))
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return chunk
+
+    def readinto(self, buffer) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def _advance(self) -> None:
+        batch = next(self._batches, None)
+        if batch is None:
+            self._flush()
+            self._writer.close()
+            self._done = True
+            return
+        if batch.num_rows:
+            self._pending.append(batch)
+            self._pending_bytes += batch.nbytes
+        if self._pending_bytes >= ROW_GROUP_BYTES or sum(b.num_rows for b in self._pending) >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending)
+        self._pending, self._pending_bytes = [], 0
+        self._writer.write_table(table, row_group_size=table.num_rows)
+        self.rows += table.num_rows
+        self._on_row_group(self.rows, self.size)
+
+
+def with_terms(schema: pa.Schema, terms: dict[str, str]) -> pa.Schema:
+    """The schema carrying the export's terms as Parquet key-value metadata."""
+    return schema.with_metadata({key.encode(): value.encode() for key, value in terms.items()})
