@@ -155,8 +155,8 @@ def form_errors(exc: CellCommonsError, controls: Iterable[str], rename: dict[str
         for prefix, replacement in (rename or {}).items():
             if path.startswith(prefix):
                 path = replacement + path[len(prefix) :]
-        message = _readable(finding, path)
         owner = next((c for c in controls if path == c or path.startswith((c + ".", c + "["))), None)
+        message = _readable(finding, path, owner or "")
         if owner is None:
             errors.general.append(message)
         else:
@@ -164,12 +164,18 @@ def form_errors(exc: CellCommonsError, controls: Iterable[str], rename: dict[str
     return errors
 
 
-def _readable(finding: Any, path: str) -> str:
-    if getattr(finding, "code", None) == "missing":
-        return "This is required"
-    message = finding.message
-    # The services name the field first ("lay_summary: …"); next to the control it is already clear.
+_PART = re.compile(r"\[(\d+)\]|([A-Za-z_]+)")
+
+
+def _readable(finding: Any, path: str, owner: str) -> str:
+    """The message without the field name the services put first; a part inside the control is named
+    ("Item 2, sensitivity: this is required")."""
+    message = "this is required" if getattr(finding, "code", None) == "missing" else finding.message
     for name in {finding.field, path} - {None, ""}:
         if message.startswith(name + ": "):
             message = message[len(name) + 2 :]
+    inside = path[len(owner) :] if owner and path.startswith(owner) else ""
+    words = [f"item {int(index) + 1}" if index else name.replace("_", " ") for index, name in _PART.findall(inside)]
+    if words:
+        message = f"{', '.join(words)}: {message}"
     return message[:1].upper() + message[1:]

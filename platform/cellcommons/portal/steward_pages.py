@@ -72,10 +72,12 @@ def register(portal: FastAPI, pages: Pages) -> None:
         principal = pages.principal(request, Role.steward)
         async with pages.db() as db:
             view = await loaders.request_view(db, principal, pages.key(ref, REQUEST, "access request"))
-        if not view.awaits(principal) and status == 200:
+        awaiting = view.awaits(principal)
+        if not awaiting and status == 200:
             return RedirectResponse(f"/requests/{ref}", status_code=303)
         return pages.render(
             request, "steward_request.html", status=status, view=view, ref=ref, errors=errors or FormErrors(),
+            awaiting=awaiting,
             terms=terms or TermsForm.proposed(view), sensitivities=list(Sensitivity),
             treatments=[(t.value, TREATMENT_WORDS[t]) for t in ColumnTreatment],
             mechanisms=options(TransferMechanism), onward=options(OnwardTransfer), ends=options(EndOfTerm),

@@ -1,0 +1,210 @@
+"""The portal's forms over HTTP, in process, on a seeded database of this module's own (committed): what the
+browser journey does not go through. Each visitor carries a signed session cookie as sign-in would set it (the
+sign-in itself is exercised in tests/e2e), so every POST still needs the session's CSRF token."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+from tests.graphql.conftest import api, seeded_settings  # noqa: F401  (the in-process app on its own database)
+
+from cellcommons.auth.principal import Principal, Role
+from cellcommons.catalogue.models import Institution
+from cellcommons.db import Database
+from cellcommons.portal.session import SESSION_COOKIE, PortalSession, Sessions
+
+CSRF = "a-csrf-token-of-this-session"
+CELLS = b"donor,marker,percent_positive\nD-1,CD73,98.1\n"
+START = date.today()
+
+
+@dataclass
+class Visitor:
+    client: httpx.AsyncClient
+    cookie: str
+
+    async def get(self, path: str) -> httpx.Response:
+        return await self.client.get(path, headers={"Cookie": self.cookie})
+
+    async def post(self, path: str, form: dict | None = None, csrf: str | None = CSRF) -> httpx.Response:
+        data = dict(form or {}) | ({"csrf": csrf} if csrf is not None else {})
+        return await self.client.post(path, data=data, headers={"Cookie": self.cookie})
+
+
+@pytest.fixture(scope="module")
+async def visit(api):  # noqa: F811
+    """visit(slug, *roles) → a Visitor signed in as a member of that institution."""
+    database = Database(api.settings)
+    async with database.sessions() as session:
+        institutions = {i.slug: i.id for i in await session.scalars(select(Institution))}
+    await database.dispose()
+    sessions = Sessions(api.settings.secret_key.get_secret_value(), secure=False)
+
+    def visitor(slug: str, *roles: Role, subject: str = "person") -> Visitor:
+        principal = Principal(institutions[slug], slug, f"{subject}-{slug}", frozenset({Role.reader, *roles}))
+        session = PortalSession(principal=principal, csrf=CSRF, expires_at=time.time() + 3600)
+        return Visitor(api.client, f"{SESSION_COOKIE}={sessions.dump(session)}")
+
+    return visitor
+
+
+def dataset_form(title: str, columns: str = "donor, string, quasi_identifier\nmarker, string, plain") -> dict:
+    return {
+        "title": title, "description": "Marker panels of bone-marrow MSC lots.", "data_types": "flow cytometry",
+        "tissue": "UBERON:0002371", "cell_type": "CL:0002540", "personal_data_level": "pseudonymised",
+        "access_rights": "restricted", "primary": "DUO:0000006", "distributions[0].file_name": "cells.csv",
+        "distributions[0].media_type": "text/csv", "distributions[0].columns": columns,
+    }  # fmt: skip
+
+
+def request_form(accession: str, step: str = "submit", **changes) -> dict:
+    return {
+        "dataset": accession, "purpose": "DUO:0000006", "commercial_use": "no", "lay_summary": "Marker panels.",
+        "period_start": START.isoformat(), "period_end": (START + timedelta(days=365)).isoformat(), "step": step,
+        **changes,
+    }  # fmt: skip
+
+
+def error_at(html: str, control: str) -> str:
+    """The error shown under a control, which the control names in aria-describedby."""
+    assert re.search(rf'id="{re.escape(control)}"[^>]*aria-describedby="[^"]*{re.escape(control)}-error', html), control
+    found = re.search(rf'id="{re.escape(control)}-error">(.*?)</p>', html, re.S)
+    assert found, f"no error at {control}"
+    return re.sub(r"<[^>]+>", "", found.group(1)).strip()
+
+
+async def published_dataset(visit, title: str) -> str:
+    """A Leiden dataset registered and published through the curation pages; its accession."""
+    sam = visit("leiden-scgt", Role.submitter, subject="sam")
+    saved = await sam.post("/curate/new", dataset_form(title))
+    assert saved.status_code == 303, saved.text
+    accession = saved.headers["location"].rsplit("/", 1)[-1]
+    assert (await sam.post(f"/curate/{accession}/publish")).status_code == 303
+    return accession
+
+
+async def submitted_request(visit, accession: str, requester: Visitor) -> str:
+    response = await requester.post("/requests/new", request_form(accession))
+    assert response.status_code == 303, response.text
+    return response.headers["location"]
+
+
+async def test_forms_need_the_sessions_csrf_token_and_pages_their_role(visit):
+    reader = visit("lowlands-regmed")
+    assert (await reader.post("/requests/new", request_form("CCD-X"), csrf="forged")).status_code == 403
+    assert (await reader.post("/requests/new", request_form("CCD-X"), csrf=None)).status_code == 403
+    for path in ("/steward", "/curate", "/curate/new"):  # a reader is no steward or submitter: no such page
+        response = await reader.get(path)
+        assert response.status_code == 404 and "<h1>Not found</h1>" in response.text, path
+    anonymous = await reader.client.get("/requests")
+    assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/sign-in")
+
+
+async def test_a_bad_dataset_form_comes_back_with_the_errors_at_their_fields_and_saves_nothing(visit):
+    sam = visit("leiden-scgt", Role.submitter, subject="sam")
+    form = dataset_form("", columns="donor, string\nmarker, string, plain") | {"primary": ""}
+    response = await sam.post("/curate/new", form)
+    assert response.status_code == 422
+    assert error_at(response.text, "title") == "Error: This is required"
+    assert error_at(response.text, "distributions-0-columns") == "Error: Item 1, sensitivity: this is required"
+    assert error_at(response.text, "conditions")  # no primary data-use term
+    assert 'value="flow cytometry"' in response.text  # what was typed stays
+    assert "Marker panels of bone-marrow" not in (await sam.get("/curate")).text
+
+
+async def test_a_question_sends_the_request_back_and_the_requester_resubmits_then_is_rejected(visit):
+    accession = await published_dataset(visit, "BM-MSC panel for a clarification")
+    alice = visit("lowlands-regmed", subject="alice")
+    stella = visit("leiden-scgt", Role.steward, subject="stella")
+    page = await submitted_request(visit, accession, alice)
+    ref = page.rsplit("/", 1)[-1]
+    assert "Marker panels." in (await stella.get("/steward")).text
+
+    empty = await stella.post(f"/steward/requests/{ref}/clarify", {"message": "  "})
+    assert empty.status_code == 422 and "1 to 5000 characters" in error_at(empty.text, "message")
+    asked = await stella.post(f"/steward/requests/{ref}/clarify", {"message": "Which lots exactly?"})
+    assert asked.status_code == 303
+    assert "Which lots exactly?" in (await alice.get("/notifications")).text
+    draft = (await alice.get(page)).text
+    assert "Draft" in draft and f"/requests/{ref}/edit" in draft and "Which lots exactly?" in draft
+
+    resubmitted = await alice.post(f"/requests/{ref}/edit", request_form(accession, lay_summary="Lots L1 and L2."))
+    assert resubmitted.status_code == 303
+    assert "Lots L1 and L2." in (await stella.get("/steward")).text
+    rejected = await stella.post(f"/steward/requests/{ref}/reject", {"reason": "Out of scope for this cohort."})
+    assert rejected.status_code == 303
+    assert "Rejected" in (await alice.get(page)).text
+    assert "rejected your access request: Out of scope" in (await alice.get("/notifications")).text
+    again = await stella.post(f"/steward/requests/{ref}/reject", {"reason": "Twice."})  # decided already
+    assert again.status_code == 409 and "A rejected request cannot be decided" in again.text
+    assert "/reject" not in again.text  # no forms for a request that waits for no decision
+
+
+async def test_terms_that_break_the_rules_come_back_at_their_fields_then_approval_makes_the_agreement(visit):
+    accession = await published_dataset(visit, "BM-MSC panel for terms")
+    alice = visit("lowlands-regmed", subject="alice")
+    stella = visit("leiden-scgt", Role.steward, subject="stella")
+    ref = (await submitted_request(visit, accession, alice)).rsplit("/", 1)[-1]
+    terms = {
+        "expires_on": START.isoformat(), "effective_on": (START + timedelta(days=2)).isoformat(),
+        "onward_transfer": "prohibited", "end_of_term": "destroy", "export_policy.direct_identifier": "keep",
+        "export_policy.quasi_identifier": "pseudonymise", "export_policy.sensitive": "drop",
+        "export_policy.plain": "keep",
+    }  # fmt: skip
+    refused = await stella.post(f"/steward/requests/{ref}/approve", terms)
+    assert refused.status_code == 422
+    assert "never exported" in error_at(refused.text, "export_policy-direct_identifier")
+    assert "expire after it takes effect" in error_at(refused.text, "expires_on")
+    assert 'value="keep" selected' in refused.text  # the steward's choices stay
+    approved = await stella.post(
+        f"/steward/requests/{ref}/approve",
+        terms | {"export_policy.direct_identifier": "drop", "expires_on": (START + timedelta(days=90)).isoformat(),
+                 "effective_on": ""},
+    )  # fmt: skip
+    assert approved.status_code == 303
+    agreements = (await alice.get("/agreements")).text
+    assert accession in agreements and "direct identifier: drop" in agreements and "In force until" in agreements
+    assert "expires soon" not in agreements
+
+
+async def test_uploads_answer_the_pages_script_in_json_and_a_wrong_checksum_is_refused(visit, api):  # noqa: F811
+    sam = visit("leiden-scgt", Role.submitter, subject="sam")
+    saved = await sam.post("/curate/new", dataset_form("BM-MSC panel for uploads"))
+    accession = saved.headers["location"].rsplit("/", 1)[-1]
+    page = (await sam.get(f"/curate/{accession}")).text
+    start = re.search(r'action="(/curate/files/[^"]+/uploads)"', page).group(1)
+
+    bad = await sam.post(start, {"sha256": "not-a-checksum", "size_bytes": "3"})
+    assert bad.status_code == 422 and bad.json()["field"] == "sha256"
+    declared = {"sha256": hashlib.sha256(CELLS).hexdigest(), "size_bytes": str(len(CELLS))}
+    ticket = (await sam.post(start, declared)).json()
+    early = await sam.post(ticket["complete"])
+    assert early.status_code == 409 and "nothing has been uploaded" in early.json()["message"]
+    async with httpx.AsyncClient() as http:
+        assert (await http.put(ticket["url"], content=CELLS[::-1])).status_code == 200  # not the declared bytes
+    wrong = await sam.post(ticket["complete"])
+    assert wrong.status_code == 422 and wrong.json()["code"] == "checksum_mismatch"
+    again = await sam.post(ticket["complete"])  # the rejection was recorded
+    assert again.status_code == 409 and "already rejected" in again.json()["message"]
+
+    ticket = (await sam.post(start, declared)).json()
+    async with httpx.AsyncClient() as http:
+        assert (await http.put(ticket["url"], content=CELLS)).status_code == 200
+    done = await sam.post(ticket["complete"])
+    assert done.json() == {"sha256": declared["sha256"], "size_bytes": len(CELLS)}
+    assert declared["sha256"] in (await sam.get(f"/curate/{accession}")).text
+
+    assert (await sam.post(f"/curate/{accession}/publish")).status_code == 303
+    manifest = await sam.post(f"/datasets/{accession}/manifest", {"version": "1", "format": "json"})
+    assert manifest.headers["content-disposition"] == f'attachment; filename="{accession}-v1.json"'
+    (entry,) = manifest.json()["files"]
+    assert entry["sha256"] == declared["sha256"] and entry["size_bytes"] == len(CELLS)
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(entry["url"])).content == CELLS
