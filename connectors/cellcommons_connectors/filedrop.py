@@ -7,17 +7,10 @@ streamed (CSV straight from S3; XLSX and Parquet through a temporary file, since
 memory stays flat whatever the file's size.
 
 A column-mapping file (JSON, `mapping` in the source's configuration; default `<prefix>mapping.json`) says
-which file column feeds which catalogue field; columns it does not name are ignored:
-
-    {"columns": {"Lot": "lot_number", "Product": "product_name", "Cell type": "cell_type", ...},
-     "constants": {"cell_type": "CL:0010020"},
-     "qc_results": [{"fields": {"test_type": "viability", "timepoint": "post_thaw", "unit": "%"},
-                     "columns": {"value": "Viability (%)", "passed": "Viability pass"}}],
-     "updated_at": "Last modified", "deleted": "Withdrawn", "list_separator": ";"}
-
-Each `qc_results` entry turns a group of columns of the row into one QC result (empty columns: no result).
-`updated_at` names the column with the record's last-modified time (default: the file's), `deleted` a column
-that marks a row as withdrawn (a tombstone). Source configuration: `bucket`, `prefix`, optionally `mapping`,
+which file column feeds which catalogue field, with enum and unit conversions (the shared mapping of
+`cellcommons_connectors.mapping`; columns it does not name are ignored). Without an `updated_at` column a
+row's time is its file's last-modified time.
+Source configuration: `bucket`, `prefix`, optionally `mapping`,
 and `endpoint` (+ secrets `access_key`, `secret_key`) for a bucket outside the platform's object storage.
 """
 
@@ -28,55 +21,20 @@ import io
 import json
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
 from typing import Any
 
 import pyarrow.parquet as pq
 from minio import Minio
 from openpyxl import load_workbook
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cellcommons.catalogue.schemas import BatchIn
 from cellcommons.errors import InvalidInput
 from cellcommons.storage import ObjectStore
-from cellcommons.sync.sdk import (
-    Bookmark,
-    Connector,
-    Page,
-    Record,
-    SourceError,
-    Stream,
-    pages_in_thread,
-    parse_timestamp,
-)
+from cellcommons.sync.sdk import Bookmark, Connector, Page, Record, SourceError, Stream, pages_in_thread
+from cellcommons_connectors.mapping import Mapping, parse_mapping
 
 PAGE_SIZE = 1000
 SUFFIXES = (".csv", ".xlsx", ".parquet")
-# Fields that take a list: a file cell holds them joined by the mapping's separator.
-LIST_FIELDS = {"clinical_trial_ids"}
-TRUE = {"1", "true", "yes", "y", "x"}
-
-
-class QcColumns(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    fields: dict[str, Any] = {}
-    columns: dict[str, str]
-
-
-class Mapping(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    columns: dict[str, str]
-    constants: dict[str, Any] = {}
-    qc_results: list[QcColumns] = []
-    updated_at: str | None = None
-    deleted: str | None = None
-    list_separator: str = ";"
-
-    def needed(self) -> set[str]:
-        named = set(self.columns) | {c for qc in self.qc_results for c in qc.columns.values()}
-        return named | {c for c in (self.updated_at, self.deleted) if c}
 
 
 class BatchFiles(Stream):
@@ -135,24 +93,17 @@ class FileDrop(Connector):
         return sorted(found, key=lambda o: o.object_name)
 
     def _mapping(self, client: Minio) -> Mapping:
+        response = client.get_object(self.bucket, self.mapping_key)
         try:
-            response = client.get_object(self.bucket, self.mapping_key)
-            try:
-                mapping = Mapping.model_validate(json.loads(response.read()))
-            finally:
-                response.close()
-                response.release_conn()
-        except ValidationError as exc:
-            problem = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in problem["loc"])
-            raise InvalidInput(f"mapping file {self.mapping_key}: {where}: {problem['msg']}", field="mapping") from None
+            body = response.read()
+        finally:
+            response.close()
+            response.release_conn()
+        try:
+            content = json.loads(body)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"mapping file {self.mapping_key} is not JSON: {exc}", field="mapping") from None
-        unknown = sorted(set(mapping.columns.values()) - set(BatchIn.model_fields))
-        if unknown:
-            message = f"mapping file {self.mapping_key}: {', '.join(unknown)} are not batch fields"
-            raise InvalidInput(message, field="mapping.columns")
-        return mapping
+        return parse_mapping(content, f"file {self.mapping_key}")
 
     def _file_pages(self, client: Minio, mapping: Mapping, item, resume: int, done: dict) -> Iterator[Page]:
         key, etag = item.object_name, item.etag
@@ -161,7 +112,7 @@ class FileDrop(Connector):
         for row_number, raw in enumerate(_rows(client, self.bucket, key, mapping), start=1):
             if row_number <= resume:
                 continue
-            page.append(_record(raw, mapping, item.last_modified))
+            page.append(mapping.record(raw, item.last_modified))
             if len(page) == PAGE_SIZE:
                 yield Page(page, {"done": dict(done), "current": {"key": key, "etag": etag, "row": row_number}})
                 page = []
@@ -216,25 +167,3 @@ def _xlsx_rows(path: str) -> Iterator[dict[str, Any]]:
 def _parquet_rows(path: str) -> Iterator[dict[str, Any]]:
     for batch in pq.ParquetFile(path).iter_batches(batch_size=PAGE_SIZE):
         yield from batch.to_pylist()
-
-
-def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _record(raw: dict[str, Any], mapping: Mapping, file_modified: datetime | None) -> Record:
-    data = {field: raw[column] for column, field in mapping.columns.items() if not _blank(raw.get(column))}
-    for field, value in mapping.constants.items():
-        data.setdefault(field, value)
-    for field in LIST_FIELDS & data.keys():
-        if isinstance(data[field], str):
-            data[field] = [part.strip() for part in data[field].split(mapping.list_separator) if part.strip()]
-    if mapping.qc_results:
-        data["qc_results"] = [
-            qc.fields | {f: raw[c] for f, c in qc.columns.items() if not _blank(raw.get(c))}
-            for qc in mapping.qc_results
-            if any(not _blank(raw.get(c)) for c in qc.columns.values())
-        ]
-    stamp = parse_timestamp(raw.get(mapping.updated_at), mapping.updated_at) if mapping.updated_at else file_modified
-    deleted = mapping.deleted is not None and str(raw.get(mapping.deleted) or "").strip().lower() in TRUE
-    return Record(data=data, updated_at=stamp, deleted=deleted)
