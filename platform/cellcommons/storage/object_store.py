@@ -1,6 +1,8 @@
 """Object storage (S3 / MinIO) behind a small interface, through the `minio` SDK.
 
-The SDK is synchronous; async callers run these methods with `asyncio.to_thread`.
+The SDK is synchronous; async callers run these methods with `asyncio.to_thread`. Its multipart calls are
+private, so multipart uploads are driven by requests the SDK presigns (`get_presigned_url` with the S3 query
+parameters): the same signature the clients' part URLs carry, sent from here for initiate, complete and abort.
 """
 
 from __future__ import annotations
@@ -12,20 +14,27 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
 from urllib.parse import quote
+from xml.etree import ElementTree
 
+import urllib3
 from minio import Minio
 from minio.commonconfig import REPLACE, CopySource
 from minio.error import S3Error
 from urllib3.exceptions import HTTPError
 
-from cellcommons.errors import Conflict, InvalidInput, NotFound, Unavailable
+from cellcommons.errors import CellCommonsError, Conflict, InvalidInput, NotFound, Unavailable
 from cellcommons.settings import Settings
 
 # S3 signature V4 allows at most seven days; the platform's own limits (≤ 15 min downloads) sit below.
 MAX_PRESIGN_EXPIRY = timedelta(days=7)
 PART_SIZE = 16 * 1024 * 1024
 CHUNK_SIZE = 1024 * 1024
-_MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject"}
+_MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "NoSuchUpload"}
+# What S3 answers to a completion whose parts are not the ones uploaded.
+_REFUSED_PARTS = {"InvalidPart", "InvalidPartOrder", "EntityTooSmall"}
+_S3_XML = "http://s3.amazonaws.com/doc/2006-03-01/"
+# Requests this module signs and sends itself: short-lived, since they are sent at once.
+_OWN_REQUEST_EXPIRY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ class ObjectInfo:
 class ObjectStore:
     def __init__(self, client: Minio):
         self.client = client
+        self._http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=300), retries=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ObjectStore:
@@ -159,6 +169,50 @@ class ObjectStore:
         with _translated(bucket, key):
             return self.client.presigned_put_object(bucket, key, expires=_checked(expires))
 
+    def start_multipart(self, bucket: str, key: str) -> str:
+        """CreateMultipartUpload; returns the S3 UploadId."""
+        body = self._signed("POST", bucket, key, {"uploads": ""})
+        return ElementTree.fromstring(body).findtext(f"{{{_S3_XML}}}UploadId") or ""
+
+    def presign_part(self, bucket: str, key: str, upload_id: str, part_number: int, expires: timedelta) -> str:
+        """A signed UploadPart: PUT the part's bytes; the response's ETag header names the part at completion."""
+        query = {"partNumber": str(part_number), "uploadId": upload_id}
+        with _translated(bucket, key):
+            return self.client.get_presigned_url("PUT", bucket, key, _checked(expires), extra_query_params=query)
+
+    def complete_multipart(self, bucket: str, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        """CompleteMultipartUpload with the parts' numbers and ETags, in order."""
+        document = ElementTree.Element("CompleteMultipartUpload", xmlns=_S3_XML)
+        for number, etag in parts:
+            part = ElementTree.SubElement(document, "Part")
+            ElementTree.SubElement(part, "PartNumber").text = str(number)
+            ElementTree.SubElement(part, "ETag").text = f'"{etag.strip(chr(34))}"'
+        body = self._signed("POST", bucket, key, {"uploadId": upload_id}, ElementTree.tostring(document))
+        # S3 may answer 200 with an error document when the assembly fails after it began.
+        if ElementTree.fromstring(body).tag.endswith("Error"):
+            self._refused(bucket, key, body)
+
+    def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+        """AbortMultipartUpload: the parts go; an upload already gone is no error."""
+        try:
+            self._signed("DELETE", bucket, key, {"uploadId": upload_id})
+        except NotFound:
+            pass
+
+    def _signed(self, method: str, bucket: str, key: str, query: dict[str, str], body: bytes | None = None) -> bytes:
+        """Send a request presigned by the SDK; the response body, or the S3 error as a domain error."""
+        with _translated(bucket, key):
+            url = self.client.get_presigned_url(method, bucket, key, _OWN_REQUEST_EXPIRY, extra_query_params=query)
+            response = self._http.request(method, url, body=body)
+        if response.status >= 300:
+            self._refused(bucket, key, response.data)
+        return response.data
+
+    @staticmethod
+    def _refused(bucket: str, key: str, body: bytes) -> None:
+        code = ElementTree.fromstring(body).findtext("Code") if body else None
+        raise _refusal(code, f"{bucket}/{key}")
+
 
 def _connection(settings: Settings) -> tuple[str, str, str, bool, str]:
     if not settings.s3_endpoint:
@@ -189,6 +243,17 @@ def _checked(expires: timedelta) -> timedelta:
     return expires
 
 
+def _refusal(code: str | None, where: str) -> CellCommonsError:
+    """The domain error for an S3 error code about `where`."""
+    if code in _MISSING:
+        return NotFound(f"no object {where}")
+    if code == "PreconditionFailed":
+        return Conflict(f"object {where} changed while it was being read")
+    if code in _REFUSED_PARTS:
+        return InvalidInput(f"the parts are not those uploaded ({code})", field="parts")
+    return Unavailable(f"object storage refused {where}: {code}")
+
+
 class _translated:
     """Turns SDK and transport errors into domain errors that name the object."""
 
@@ -202,11 +267,7 @@ class _translated:
         if exc is None:
             return False
         if isinstance(exc, S3Error):
-            if exc.code in _MISSING:
-                raise NotFound(f"no object {self.where}") from None
-            if exc.code == "PreconditionFailed":
-                raise Conflict(f"object {self.where} changed while it was being read") from None
-            raise Unavailable(f"object storage refused {self.where}: {exc.code}") from None
+            raise _refusal(exc.code, self.where) from None
         if isinstance(exc, HTTPError | OSError):
             raise Unavailable(f"object storage unreachable for {self.where}: {exc}") from None
         return False

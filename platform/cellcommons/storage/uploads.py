@@ -5,6 +5,12 @@ key. `complete_upload` streams the staged object once to hash it, and only when 
 copies exactly the version it hashed (ETag precondition) to the file's own key and records size and checksum
 on the distribution. A mismatch deletes the staged bytes and marks the upload rejected: nothing is left behind.
 Only submitters of the owning institution upload, and only into draft versions (published ones are immutable).
+
+Files above 5 GiB (or any file, if the submitter prefers) go as a multipart upload into the same staging key:
+`request_multipart_upload` starts it and hands out a presigned PUT per part (`upload_part_urls` re-signs parts
+whose URLs expired), and `complete_upload` with the parts' ETags assembles the object before the same
+verification. `abort_upload` abandons an upload and deletes what was sent; uploads never completed are expired
+by the staging cleanup (`storage.cleanup`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from cellcommons.catalogue.enums import VersionStatus
 from cellcommons.catalogue.models import Distribution
 from cellcommons.errors import Conflict, InvalidInput, NotFound
 from cellcommons.settings import Settings
-from cellcommons.storage import buckets, repository
+from cellcommons.storage import buckets, multipart, repository
 from cellcommons.storage.models import FileUpload, UploadStatus
 from cellcommons.storage.object_store import ObjectStore
 
@@ -54,12 +60,29 @@ def _no_upload() -> NotFound:
     return NotFound("no upload with this id", field="uploadId")
 
 
-def _declared(sha256: str, size_bytes: int) -> tuple[str, int]:
+@dataclass(frozen=True)
+class PartUrl:
+    part_number: int
+    url: str
+    offset: int  # where the part's bytes start in the file
+    size: int
+
+
+@dataclass(frozen=True)
+class MultipartTicket:
+    upload_id: uuid.UUID
+    part_size: int
+    part_count: int
+    parts: list[PartUrl]  # the first parts' URLs (all of them up to 1,000); `upload_part_urls` for the rest
+    expires_at: datetime
+
+
+def _declared(sha256: str, size_bytes: int, smallest: int, largest: int, unit: str) -> tuple[str, int]:
     checksum = sha256.strip().lower() if isinstance(sha256, str) else ""
     if not SHA256.fullmatch(checksum):
         raise InvalidInput("must be the file's SHA-256 as 64 hexadecimal characters", field="sha256")
-    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or not 0 <= size_bytes <= MAX_UPLOAD_BYTES:
-        raise InvalidInput(f"must be a whole number of bytes from 0 to {MAX_UPLOAD_BYTES} (5 GiB)", field="sizeBytes")
+    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or not smallest <= size_bytes <= largest:
+        raise InvalidInput(f"must be a whole number of bytes from {smallest} to {largest} ({unit})", field="sizeBytes")
     return checksum, size_bytes
 
 
@@ -79,6 +102,40 @@ async def _editable(
     return view
 
 
+async def _open(
+    session: AsyncSession,
+    store: ObjectStore,
+    settings: Settings,
+    principal: Principal | None,
+    distribution_id: uuid.UUID,
+    checksum: str,
+    size: int,
+    part_size: int | None = None,
+) -> tuple[FileUpload, str]:
+    """Record and audit a new upload of the distribution (a multipart one when `part_size` is given); its bucket."""
+    view = await _editable(session, settings, principal, distribution_id)
+    bucket = buckets.institution_bucket(settings, view.custodian_id)
+    await asyncio.to_thread(store.ensure_bucket, bucket)
+    upload_id = uuid.uuid4()
+    upload = FileUpload(
+        id=upload_id, distribution_id=distribution_id, institution_id=view.custodian_id,
+        requested_by=principal.actor, declared_sha256=checksum, declared_size=size,
+        staging_key=buckets.staging_key(upload_id), status=UploadStatus.pending,
+        url_expires_at=datetime.now(UTC) + UPLOAD_URL_LIFETIME, part_size=part_size,
+    )  # fmt: skip
+    if part_size is not None:
+        upload.multipart_id = await asyncio.to_thread(store.start_multipart, bucket, upload.staging_key)
+    try:
+        session.add(upload)
+        await session.flush()
+        extra = {"part_size": part_size} if part_size is not None else {}
+        await _audit(session, principal, "file.upload_requested", view, upload, sha256=checksum, size=size, **extra)
+    except BaseException:
+        await asyncio.to_thread(discard_staged, store, bucket, upload)  # no multipart upload without its row
+        raise
+    return upload, bucket
+
+
 async def request_upload(
     session: AsyncSession,
     store: ObjectStore,
@@ -89,40 +146,87 @@ async def request_upload(
     sha256: str,
     size_bytes: int,
 ) -> UploadTicket:
-    checksum, size = _declared(sha256, size_bytes)
-    view = await _editable(session, settings, principal, distribution_id)
-    bucket = buckets.institution_bucket(settings, view.custodian_id)
-    await asyncio.to_thread(store.ensure_bucket, bucket)
-    upload_id = uuid.uuid4()
-    expires_at = datetime.now(UTC) + UPLOAD_URL_LIFETIME
-    upload = FileUpload(
-        id=upload_id,
-        distribution_id=distribution_id,
-        institution_id=view.custodian_id,
-        requested_by=principal.actor,
-        declared_sha256=checksum,
-        declared_size=size,
-        staging_key=buckets.staging_key(upload_id),
-        status=UploadStatus.pending,
-        url_expires_at=expires_at,
-    )
-    session.add(upload)
-    await session.flush()
-    await _audit(session, principal, "file.upload_requested", view, upload, sha256=checksum, size=size)
+    checksum, size = _declared(sha256, size_bytes, 0, MAX_UPLOAD_BYTES, "5 GiB; larger files go in parts")
+    upload, bucket = await _open(session, store, settings, principal, distribution_id, checksum, size)
     url = store.presign_put(bucket, upload.staging_key, UPLOAD_URL_LIFETIME)
-    return UploadTicket(upload_id=upload_id, url=url, method="PUT", expires_at=expires_at)
+    return UploadTicket(upload_id=upload.id, url=url, method="PUT", expires_at=upload.url_expires_at)
 
 
-async def complete_upload(
-    session: AsyncSession, store: ObjectStore, settings: Settings, principal: Principal | None, upload_id: uuid.UUID
-) -> Distribution:
+async def request_multipart_upload(
+    session: AsyncSession,
+    store: ObjectStore,
+    settings: Settings,
+    principal: Principal | None,
+    distribution_id: uuid.UUID,
+    *,
+    sha256: str,
+    size_bytes: int,
+    part_size: int | None = None,
+) -> MultipartTicket:
+    checksum, size = _declared(sha256, size_bytes, 1, multipart.MAX_OBJECT_BYTES, "5 TiB")
+    chosen = multipart.part_size_for(size, part_size)
+    upload, bucket = await _open(session, store, settings, principal, distribution_id, checksum, size, chosen)
+    count = multipart.part_count(size, chosen)
+    first = range(1, min(count, multipart.MAX_PARTS_PER_REQUEST) + 1)
+    return MultipartTicket(
+        upload_id=upload.id, part_size=chosen, part_count=count, parts=_part_urls(store, bucket, upload, first),
+        expires_at=upload.url_expires_at,
+    )  # fmt: skip
+
+
+async def upload_part_urls(
+    session: AsyncSession,
+    store: ObjectStore,
+    settings: Settings,
+    principal: Principal | None,
+    upload_id: uuid.UUID,
+    part_numbers: list[int],
+) -> list[PartUrl]:
+    """Fresh URLs for parts of a pending multipart upload (those handed out live 15 minutes)."""
+    upload, view = await _pending(session, settings, principal, upload_id)
+    if upload.multipart_id is None:
+        raise InvalidInput("this upload is a single PUT, not a multipart upload", field="uploadId")
+    bucket = buckets.institution_bucket(settings, view.custodian_id)
+    return _part_urls(store, bucket, upload, part_numbers)
+
+
+def _part_urls(store: ObjectStore, bucket: str, upload: FileUpload, numbers) -> list[PartUrl]:
+    return [
+        PartUrl(part.number, store.presign_part(bucket, upload.staging_key, upload.multipart_id, part.number,
+                                                UPLOAD_URL_LIFETIME), part.offset, part.size)
+        for part in multipart.parts(upload.declared_size, upload.part_size, numbers)
+    ]  # fmt: skip
+
+
+async def _pending(
+    session: AsyncSession, settings: Settings, principal: Principal | None, upload_id: uuid.UUID
+) -> tuple[FileUpload, repository.FileView]:
+    """The principal's institution's upload, locked, if it may still change the file and the upload is pending."""
     upload = await repository.own_upload_for_update(session, principal, upload_id) if principal else None
     if upload is None:
         raise _no_upload()
     view = await _editable(session, settings, principal, upload.distribution_id)
     if upload.status is not UploadStatus.pending:
         raise Conflict(f"this upload is already {upload.status.value}; request a new one", field="uploadId")
+    return upload, view
+
+
+async def complete_upload(
+    session: AsyncSession,
+    store: ObjectStore,
+    settings: Settings,
+    principal: Principal | None,
+    upload_id: uuid.UUID,
+    parts: list[tuple[int, str]] | None = None,
+) -> Distribution:
+    """Verify the upload and move it into place; a multipart upload is first assembled from `parts`
+    (part number, ETag)."""
+    upload, view = await _pending(session, settings, principal, upload_id)
     bucket = buckets.institution_bucket(settings, view.custodian_id)
+    if upload.multipart_id is not None:
+        await _assemble(store, bucket, upload, parts)
+    elif parts:
+        raise InvalidInput("only a multipart upload is completed with parts", field="parts")
     try:
         found = await asyncio.to_thread(store.sha256, bucket, upload.staging_key)
     except NotFound:
@@ -141,6 +245,33 @@ async def complete_upload(
     await session.flush()
     await _audit(session, principal, "file.upload_completed", view, upload, sha256=found.sha256, size=found.size)
     return distribution
+
+
+async def _assemble(store: ObjectStore, bucket: str, upload: FileUpload, parts: list[tuple[int, str]] | None) -> None:
+    """Complete the multipart upload into the staging key, unless an earlier completion did and its
+    transaction was lost afterwards (S3 forgets the upload id once it assembled the object)."""
+    listed = multipart.completed_parts(parts, multipart.part_count(upload.declared_size, upload.part_size))
+    if not await asyncio.to_thread(store.exists, bucket, upload.staging_key):
+        await asyncio.to_thread(store.complete_multipart, bucket, upload.staging_key, upload.multipart_id, listed)
+
+
+async def abort_upload(
+    session: AsyncSession, store: ObjectStore, settings: Settings, principal: Principal | None, upload_id: uuid.UUID
+) -> FileUpload:
+    """Abandon a pending upload: what was sent is deleted (a multipart upload's parts with it)."""
+    upload, view = await _pending(session, settings, principal, upload_id)
+    await asyncio.to_thread(discard_staged, store, buckets.institution_bucket(settings, view.custodian_id), upload)
+    _finish(upload, UploadStatus.aborted)
+    await session.flush()
+    await _audit(session, principal, "file.upload_aborted", view, upload)
+    return upload
+
+
+def discard_staged(store: ObjectStore, bucket: str, upload: FileUpload) -> None:
+    """Delete whatever the upload left in staging; harmless when nothing was sent."""
+    if upload.multipart_id is not None:
+        store.abort_multipart(bucket, upload.staging_key, upload.multipart_id)
+    store.delete(bucket, upload.staging_key)
 
 
 async def _reject(session, store, principal, view, upload, bucket, found) -> None:
