@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.storage.files import get, published_file, put
 
@@ -16,6 +18,7 @@ from cellcommons.storage import ObjectStore
 LEIDEN, MAPLE = "leiden-scgt", "maple-ccrm"
 OPERATIONS = Path(__file__).resolve().parents[2] / "graphql_schema" / "operations"
 CONTENT = b"donor,marker,percent_positive\nD-01,CD73,98.2\n" * 200
+PART = 5 * 1024 * 1024  # S3's smallest part
 
 REQUEST = """mutation($d: ID!, $sha: String!, $size: Float!) {
   requestUpload(distributionId: $d, sha256: $sha, sizeBytes: $size) { uploadId url method expiresAt } }"""
@@ -151,3 +154,63 @@ async def test_the_documented_file_operations_run(api, files):
     body = {"query": upload, "variables": {"uploadId": ticket["uploadId"]}, "operationName": "CompleteUpload"}
     done = (await api.client.post("/graphql", json=body, headers=sam)).json()["data"]["completeUpload"]
     assert done["sha256"] == variables["sha256"]
+
+
+async def _operation(api, document: str, name: str, variables: dict, headers) -> dict:
+    body = {"query": document, "variables": variables, "operationName": name}
+    return (await api.client.post("/graphql", json=body, headers=headers)).json()
+
+
+async def test_the_documented_multipart_operations_upload_in_parts_and_abort(api):
+    """Three parts (5 MiB, 5 MiB, the rest) PUT to their presigned URLs, completed with their ETags."""
+    large = os.urandom(2 * PART + 999)
+    operations = (OPERATIONS / "upload_a_large_file.graphql").read_text()
+    sam = api.token(LEIDEN, "sam")
+    declared = {"distributionId": await _draft_distribution(api, sam), "sha256": hashlib.sha256(large).hexdigest(),
+                "sizeBytes": len(large), "partSizeBytes": PART}  # fmt: skip
+    ticket = (await _operation(api, operations, "RequestMultipartUpload", declared, sam))["data"]
+    ticket = ticket["requestMultipartUpload"]
+    assert (ticket["partCount"], ticket["partSizeBytes"], len(ticket["parts"])) == (3, PART, 3)
+    fresh = await _operation(api, operations, "UploadPartUrls", {"uploadId": ticket["uploadId"], "partNumbers": [3]},
+                             sam)  # fmt: skip
+    assert fresh["data"]["uploadPartUrls"][0]["offset"] == 2 * PART
+    parts = []
+    async with httpx.AsyncClient(timeout=120) as http:
+        for part in ticket["parts"]:
+            start, size = int(part["offset"]), int(part["sizeBytes"])
+            answer = await http.put(part["url"], content=large[start : start + size])
+            parts.append({"partNumber": part["partNumber"], "etag": answer.headers["etag"]})
+    done = await _operation(api, operations, "CompleteMultipartUpload", {"uploadId": ticket["uploadId"],
+                                                                        "parts": parts}, sam)  # fmt: skip
+    assert done["data"]["completeUpload"]["sha256"] == declared["sha256"]
+    assert done["data"]["completeUpload"]["sizeBytes"] == len(large)
+
+    again = (await _operation(api, operations, "RequestMultipartUpload", declared, sam))["data"]
+    upload_id = again["requestMultipartUpload"]["uploadId"]
+    assert (await _operation(api, operations, "AbortUpload", {"uploadId": upload_id}, sam))["data"] == {
+        "abortUpload": upload_id
+    }
+    late = _error(await _operation(api, operations, "CompleteMultipartUpload", {"uploadId": upload_id, "parts": parts},
+                                   sam))  # fmt: skip
+    assert late["code"] == "conflict" and "aborted" in late["message"]
+
+
+async def test_multipart_arguments_and_other_institutions_uploads_answer_by_field(api):
+    sam, maple = api.token(LEIDEN, "sam"), api.token(MAPLE, "sam")
+    operations = (OPERATIONS / "upload_a_large_file.graphql").read_text()
+    declared = {"distributionId": await _draft_distribution(api, sam), "sha256": "a" * 64, "sizeBytes": 10 * 1024**3,
+                "partSizeBytes": 1024}  # fmt: skip
+    small = _error(await _operation(api, operations, "RequestMultipartUpload", declared, sam))
+    assert (small["code"], small["field"]) == ("invalid_input", "partSizeBytes")
+    ticket = await _operation(api, operations, "RequestMultipartUpload", {**declared, "partSizeBytes": None}, sam)
+    upload_id = ticket["data"]["requestMultipartUpload"]["uploadId"]
+    assert ticket["data"]["requestMultipartUpload"]["partCount"] == 160  # 10 GiB in 64 MiB parts
+    wrong = _error(await _operation(api, operations, "CompleteMultipartUpload", {"uploadId": upload_id, "parts": []},
+                                    sam))  # fmt: skip
+    assert (wrong["code"], wrong["field"]) == ("invalid_input", "parts")
+    for name, variables in [("UploadPartUrls", {"uploadId": upload_id, "partNumbers": [1]}),
+                            ("AbortUpload", {"uploadId": upload_id}),
+                            ("CompleteMultipartUpload", {"uploadId": upload_id, "parts": []})]:  # fmt: skip
+        stranger = _error(await _operation(api, operations, name, variables, maple))
+        assert (stranger["code"], stranger["field"]) == ("not_found", "uploadId")
+    assert (await _operation(api, operations, "AbortUpload", {"uploadId": upload_id}, sam))["data"]
