@@ -40,7 +40,7 @@ class PartnerServer:
     def __init__(self):
         self.requests: list[Request] = []
         self.faults: list[tuple[str, Answer]] = []  # (path prefix, answer), each used once
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):

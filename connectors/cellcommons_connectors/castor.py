@@ -1,0 +1,134 @@
+"""The `castor` connector: batch records kept as participants of a Castor EDC study.
+
+Castor's API takes an OAuth 2 client-credentials token from `POST /oauth/token` (client id and secret in the
+form; the answer has `access_token` and `expires_in`), renewed when it expires or is refused (401). The study's
+values come from its export endpoints, which answer `;`-separated CSV: `GET /api/study/{id}/export/structure`
+names each field's variable (`Field ID` → `Field Variable Name`), `GET /api/study/{id}/export/data` holds one
+row per value (`Participant ID`, `Form Type`, `Field ID`, `Value`); the study-form values of a participant make
+its record, by variable name, for the mapping. The participants themselves come from
+`GET /api/study/{id}/participant`, HAL JSON pages (`_embedded.participants`, `_links.next.href`, `page`,
+`page_count`, `total_items`), each with `participant_id`, `updated_on` and `archived`.
+
+Every run is a full pass: each participant page is one commit (its bookmark the next page, so a crash resumes
+there); an archived participant is a tombstone, and a participant gone from the study is deleted once a pass
+completes without it (the runtime's snapshot rule). Records whose content did not change write nothing.
+
+Source configuration: `url` (e.g. https://data.castoredc.com), `study_id`, `mapping` (see
+`cellcommons_connectors.mapping`). Secrets: `client_id`, `client_secret`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+from cellcommons.catalogue.schemas import BatchIn
+from cellcommons.errors import InvalidInput
+from cellcommons.sync.sdk import (
+    Bookmark,
+    Connector,
+    ConnectorContext,
+    Page,
+    Record,
+    SourceError,
+    Stream,
+    decoded,
+    parse_timestamp,
+)
+from cellcommons.sync.tokens import ClientCredentials
+from cellcommons_connectors.mapping import load_mapping
+
+HAL = {"Accept": "application/hal+json"}
+
+
+class Participants(Stream):
+    name = "participants"
+    target = "batch"
+    natural_key = ("lot_number",)
+    schema = BatchIn
+    full_snapshot = True
+
+    def __init__(self, connector: Castor):
+        self.connector = connector
+
+    async def read_pages(self, bookmark: Bookmark) -> AsyncIterator[Page]:
+        castor = self.connector
+        values = await castor.study_values()
+        url = castor.api(f"participant?page={int((bookmark or {}).get('page', 1))}")
+        while url:
+            body = await castor.hal(url)
+            page = body.get("page")
+            participants = (body.get("_embedded") or {}).get("participants")
+            if not isinstance(participants, list) or not isinstance(page, int):
+                raise SourceError(f"{url}: not a HAL page of participants")
+            records = [castor.record(p, values) for p in participants if isinstance(p, dict)]
+            url = ((body.get("_links") or {}).get("next") or {}).get("href")
+            yield Page([r for r in records if r is not None], {"page": page + 1} if url else None)
+
+
+class Castor(Connector):
+    required_config = ("url", "study_id", "mapping")
+
+    def __init__(self, context: ConnectorContext):
+        super().__init__(context)
+        config, secrets = context.config, context.secrets
+        self.url = str(config["url"]).rstrip("/")
+        self.study = str(config["study_id"])
+        self.mapping = load_mapping(config["mapping"])
+        if not secrets.get("client_id") or not secrets.get("client_secret"):
+            raise InvalidInput("the castor connector needs the secrets client_id and client_secret", field="secrets")
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0))
+        self.tokens = ClientCredentials(self.http, f"{self.url}/oauth/token", secrets["client_id"],
+                                        secrets["client_secret"], method="post")  # fmt: skip
+
+    def streams(self) -> list[Stream]:
+        return [Participants(self)]
+
+    def api(self, path: str) -> str:
+        return f"{self.url}/api/study/{self.study}/{path}"
+
+    async def hal(self, url: str) -> dict[str, Any]:
+        body = decoded(await self.tokens.request("GET", urljoin(self.url, url), headers=HAL))
+        if not isinstance(body, dict):
+            raise SourceError(f"{url}: not a HAL object")
+        return body
+
+    async def export(self, what: str, columns: set[str]) -> list[dict[str, str]]:
+        response = await self.tokens.request("GET", self.api(f"export/{what}"))
+        if response.status_code >= 400:
+            decoded(response)  # raises, with Castor's message
+        rows = list(csv.DictReader(io.StringIO(response.text), delimiter=";"))
+        if rows and not columns <= set(rows[0]):
+            raise SourceError(
+                f"the study's {what} export lacks the column(s) {', '.join(sorted(columns - set(rows[0])))}"
+            )
+        return rows
+
+    async def study_values(self) -> dict[str, dict[str, str]]:
+        """Each participant's study-form values by variable name."""
+        names = {r["Field ID"]: r["Field Variable Name"]
+                 for r in await self.export("structure", {"Field ID", "Field Variable Name"})}  # fmt: skip
+        values: dict[str, dict[str, str]] = {}
+        for row in await self.export("data", {"Participant ID", "Form Type", "Field ID", "Value"}):
+            if row["Form Type"] == "Study" and row["Field ID"] in names:
+                values.setdefault(row["Participant ID"], {})[names[row["Field ID"]]] = row["Value"]
+        missing = sorted(self.mapping.needed() - set(names.values()))
+        if missing:
+            raise SourceError(f"the Castor study has no variable(s) {', '.join(missing)} that the mapping names")
+        return values
+
+    def record(self, participant: dict[str, Any], values: dict[str, dict[str, str]]) -> Record | None:
+        """A participant's record; None for one without study values yet (nothing to catalogue)."""
+        raw = values.get(str(participant.get("participant_id")))
+        if not raw:
+            return None
+        record = self.mapping.record(raw, parse_timestamp(participant.get("updated_on"), "updated_on"))
+        return Record(record.data, record.updated_at, deleted=record.deleted or bool(participant.get("archived")))
+
+    async def close(self) -> None:
+        await self.http.aclose()
