@@ -232,7 +232,11 @@ class SyncRuntime:
         source's specification or the mapping); those that pass land. Returns (landed, still quarantined)."""
         async with self.database.unit_of_work() as session:
             source = await self._view(session, await repository.source_by_name(session, name))
-        streams = {stream.name: stream for stream in self.connector(source).streams()}
+        connector = self.connector(source)
+        try:
+            streams = {stream.name: stream for stream in connector.streams()}
+        finally:
+            await connector.close()  # replay only needs the streams' declarations
         landed = kept = 0
         after = None
         while True:
