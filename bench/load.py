@@ -5,6 +5,8 @@ cost, without the platform's work).
 Open loop: every client sends on a fixed schedule whether or not earlier answers came back, and latency counts
 from the scheduled send time, so a slow server cannot hide its queueing by slowing the clients down
 (coordinated omission). The clients run on the same machine as the server and take some of its CPU.
+
+`seed` and `served` are shared with `bench graphql`, whose concurrency part drives the same server.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from rich.console import Console
+from sqlalchemy import create_engine
 
 from bench.report import Measure, Report
 from cellcommons.auth.dev_idp import DevIdentityProvider
@@ -68,16 +74,30 @@ class Run:
         )
 
 
-async def _seed(settings: Settings, idp: DevIdentityProvider) -> None:
+async def seed(settings: Settings, scale: Scale, idp: DevIdentityProvider) -> None:
+    """The consortium at `scale`, the dev issuers trusted, and fresh planner statistics."""
     database = Database(settings)
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             async with database.unit_of_work() as session:
-                await seed_bulk(session, Consortium(SCALE, seed=2026), origin=settings.node_id)
+                await seed_bulk(session, Consortium(scale, seed=2026), origin=settings.node_id)
             async with database.unit_of_work() as session:
                 await register_dev_issuers(session, http, idp)
     finally:
         await database.dispose()
+    _analyze(settings)
+
+
+def _analyze(settings: Settings) -> None:
+    # As the owner: the application role may not ANALYZE the tables (PostgreSQL skips them with a warning), and
+    # the bench server runs without autovacuum, so a bulk-loaded database would otherwise have no statistics.
+    engine = create_engine(settings.owner_url)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("ANALYZE")
+            connection.commit()
+    finally:
+        engine.dispose()
 
 
 def _environment(settings: Settings) -> dict[str, str]:
@@ -93,19 +113,36 @@ def _environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def _serve(settings: Settings, port: int) -> subprocess.Popen:
+@contextmanager
+def served(settings: Settings, workers: int = WORKERS) -> Iterator[str]:
+    """`cellcommons serve --workers N` on a free port; yields its base URL, stops it afterwards.
+
+    The server's log (JSON lines on stderr) goes to a file: a pipe that nobody reads fills up after 64 KiB and
+    then blocks every worker writing its request log, which would measure the pipe, not the platform."""
     cli = shutil.which("cellcommons") or str(Path(sys.executable).parent / "cellcommons")
-    command = [cli, "serve", "--port", str(port), "--workers", str(WORKERS)]
-    return subprocess.Popen(
-        command, env=_environment(settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    port = free_port()
+    command = [cli, "serve", "--port", str(port), "--workers", str(workers)]
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen(command, env=_environment(settings), stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait_ready(server, base, log)
+            yield base
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
-def _wait_ready(server: subprocess.Popen, base: str, timeout: float = 60.0) -> None:
+def _wait_ready(server: subprocess.Popen, base: str, log, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"cellcommons serve exited: {server.stderr.read()[-2000:]}")
+            log.seek(0)
+            raise RuntimeError(f"cellcommons serve exited: {log.read()[-2000:]}")
         try:
             if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                 return
@@ -169,18 +206,10 @@ def run(stack: ScratchStack, quick: bool, console: Console) -> Report:
     settings = stack.new_database()
     with DevIdentityProvider(None, Settings(_env_file=None, environment=Environment.test)) as idp:
         with console.status("seeding and registering the dev issuers…"):
-            asyncio.run(_seed(settings, idp))
+            asyncio.run(seed(settings, SCALE, idp))
         token = idp.issue_access_token("leiden-scgt", "alice", lifetime=3600)
-        port = free_port()
-        server = _serve(settings, port)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_ready(server, base)
-            with console.status(f"{CLIENTS} open-loop clients for {duration:g} s, twice…"):
-                ours, baseline = asyncio.run(_drive(base, token, duration))
-        finally:
-            server.terminate()
-            server.wait(30)
+        with served(settings) as base, console.status(f"{CLIENTS} open-loop clients for {duration:g} s, twice…"):
+            ours, baseline = asyncio.run(_drive(base, token, duration))
     p99 = ours.percentile(99)
     verdict = "ok" if p99 <= P99_TARGET_MS and ours.errors == 0 else "MISSED"
     report = Report(

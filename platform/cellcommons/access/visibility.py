@@ -8,11 +8,13 @@ both agree on every seeded row. `get_visible` loads one row or raises the same N
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence, Set
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
+from sqlalchemy import ColumnElement, Executable, and_, bindparam, exists, false, or_, select, true
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -51,6 +53,32 @@ from cellcommons.catalogue.models import (
 )
 
 Visibility = Callable[..., ColumnElement[bool]]
+Statement = TypeVar("Statement", bound=Executable)
+VIEWER = "viewer_institution_id"
+
+
+def standing_in(roles: frozenset[Role]) -> Principal:
+    """A principal whose institution is the bound parameter VIEWER. Only for rules that read nothing of the
+    principal but its institution and roles (the catalogue's), never for audit events or access requests."""
+    return Principal(institution_id=bindparam(VIEWER, type_=UUID), institution_slug="", subject="", roles=roles)
+
+
+def per_viewer(build: Callable[..., Statement]) -> Callable[..., Statement]:
+    """`build(principal, *args)` built once per set of roles (and once for anonymous callers), the caller's
+    institution bound to the copy each call returns: building the policy's SQL, and SQLAlchemy's cache key for
+    it, costs more CPU than the database spends running it. `args` must be hashable and few (models, names)."""
+
+    @functools.cache
+    def template(roles: frozenset[Role] | None, *args: Any) -> Statement:
+        return build(None if roles is None else standing_in(roles), *args)
+
+    @functools.wraps(build)
+    def statement(principal: Principal | None, *args: Any) -> Statement:
+        if principal is None:
+            return template(None, *args)
+        return template(principal.roles, *args).params({VIEWER: principal.institution_id})
+
+    return statement
 
 
 def _signed_in(principal: Principal | None, entity: Any = None) -> ColumnElement[bool]:
@@ -84,9 +112,15 @@ def _shared_version(version: Any) -> ColumnElement[bool]:
     return and_(version.status == VersionStatus.published, version.access_rights != AccessRights.non_public)
 
 
-def visible_dataset_versions(principal: Principal | None, version: Any = DatasetVersion) -> ColumnElement[bool]:
+def visible_dataset_versions(
+    principal: Principal | None, version: Any = DatasetVersion, dataset: Any = None
+) -> ColumnElement[bool]:
+    """`dataset`: the version's dataset where the query already joins it; the custodian is then read from that
+    row instead of a correlated EXISTS, which the planner can only check row by row."""
     if principal is None:
         return false()
+    if dataset is not None:
+        return or_(_shared_version(version), dataset.institution_id == principal.institution_id)
     custodian = aliased(Dataset)
     owned = exists().where(custodian.id == version.dataset_id, custodian.institution_id == principal.institution_id)
     return or_(_shared_version(version), owned)

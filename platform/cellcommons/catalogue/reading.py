@@ -2,17 +2,23 @@
 
 Everything here takes the principal and puts `access.visibility` filters into the query itself, so a hidden row
 is never fetched; callers (GraphQL dataloaders, portal routes) only shape the results.
+
+The batched lookups are the hot path of every nested page: each statement is built once per shape of principal
+(`visibility.per_viewer`) with the ids as one array parameter, and returns plain rows that read like the model's
+instances (same attribute names) without the ORM's identity map and instance construction.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Label, Select, and_, any_, bindparam, false, func, inspect, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons.access import visibility
@@ -178,24 +184,42 @@ def batches_query(principal: Principal | None, tissue: str | None = None) -> Sel
     return query.where(Batch.tissue == tissue) if tissue else query
 
 
+@functools.cache
+def _columns(model: Any) -> tuple[Label, ...]:
+    """The model's mapped columns, labelled with their attribute names."""
+    return tuple(column.label(name) for name, column in inspect(model).columns.items())
+
+
+def _any_id(column: ColumnElement) -> ColumnElement[bool]:
+    return column == any_(bindparam("ids", type_=ARRAY(UUID)))
+
+
+@visibility.per_viewer
+def _by_ids(principal: Principal | None, model: Any) -> Select:
+    return select(*_columns(model)).where(_any_id(model.id), visibility.VISIBLE[model](principal, model))
+
+
 async def by_ids(session: AsyncSession, principal: Principal | None, model: Any, ids: Ids) -> dict:
     """Visible rows of `model` by id; hidden and missing ids are simply absent."""
-    rows = await session.scalars(select(model).where(model.id.in_(ids), visibility.VISIBLE[model](principal, model)))
+    rows = await session.execute(_by_ids(principal, model), {"ids": list(ids)})
     return {row.id: row for row in rows}
 
 
 def _children_of(model: Any, parent: str, order: str):
     """A batched lookup: each parent's visible `model` rows in `order`, the policy's filter inside the SELECT."""
+    parent_column = getattr(model, parent)
 
-    async def load(session: AsyncSession, principal: Principal | None, parent_ids: Ids) -> dict[uuid.UUID, list]:
-        parent_column = getattr(model, parent)
-        query = (
-            select(model)
-            .where(parent_column.in_(parent_ids), visibility.VISIBLE[model](principal, model))
+    @visibility.per_viewer
+    def statement(principal: Principal | None) -> Select:
+        return (
+            select(*_columns(model))
+            .where(_any_id(parent_column), visibility.VISIBLE[model](principal, model))
             .order_by(parent_column, getattr(model, order))
         )
+
+    async def load(session: AsyncSession, principal: Principal | None, parent_ids: Ids) -> dict[uuid.UUID, list]:
         grouped: dict[uuid.UUID, list] = defaultdict(list)
-        for row in await session.scalars(query):
+        for row in await session.execute(statement(principal), {"ids": list(parent_ids)}):
             grouped[getattr(row, parent)].append(row)
         return grouped
 
@@ -209,18 +233,22 @@ distributions_of = _children_of(Distribution, "dataset_version_id", "file_name")
 conditions_of = _children_of(DataUseCondition, "dataset_version_id", "term")
 
 
-async def batches_of(session: AsyncSession, principal: Principal | None, version_ids: Ids) -> dict:
-    """Each version's visible batches, in (created_at, id) order."""
+@visibility.per_viewer
+def _linked_batches(principal: Principal | None) -> Select:
     link = dataset_version_batch
-    rows = await session.execute(
-        select(link.c.dataset_version_id, Batch)
+    return (
+        select(link.c.dataset_version_id.label("linked_version_id"), *_columns(Batch))
         .join(Batch, Batch.id == link.c.batch_id)
-        .where(link.c.dataset_version_id.in_(version_ids), visibility.visible_batches(principal))
+        .where(_any_id(link.c.dataset_version_id), visibility.visible_batches(principal))
         .order_by(link.c.dataset_version_id, Batch.created_at, Batch.id)
     )
+
+
+async def batches_of(session: AsyncSession, principal: Principal | None, version_ids: Ids) -> dict:
+    """Each version's visible batches, in (created_at, id) order (rows with the batch's attributes)."""
     grouped: dict[uuid.UUID, list] = defaultdict(list)
-    for version_id, batch in rows:
-        grouped[version_id].append(batch)
+    for row in await session.execute(_linked_batches(principal), {"ids": list(version_ids)}):
+        grouped[row.linked_version_id].append(row)
     return grouped
 
 
