@@ -1,7 +1,8 @@
 """The portal's access journey in headless Chromium, on the real PostgreSQL and S3 server: a submitter registers
 a dataset, uploads its file from the browser (presigned PUT straight to object storage) and publishes it; a
 researcher of another institution requests access and sees the matcher's verdict first; the owner's steward
-approves with DUA terms; the researcher downloads the file (bytes checked) and its manifest. Focused tests:
+approves with DUA terms; the researcher downloads the file (bytes checked) and its manifest, then requests a
+Parquet export, follows it while the worker runs it, downloads it and reads it back with pyarrow. Focused tests:
 a member of a third institution editing URLs meets the same 404 as for things that do not exist, and bad
 input re-renders the form with each error next to its field."""
 
@@ -13,6 +14,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import pyarrow.parquet as pq
 import pytest
 from tests.e2e.conftest import ARTIFACTS, axe_violations, sign_in
 from tests.storage.files import institution, member, published_file
@@ -20,10 +22,11 @@ from tests.storage.files import institution, member, published_file
 from cellcommons.access import requests
 from cellcommons.catalogue.models import Dataset, DatasetVersion
 from cellcommons.db import Database
+from cellcommons.exports.worker import ExportWorker
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.storage.object_store import ObjectStore
 
-CELLS = b"donor,marker,percent_positive\nD-0001,CD73,98.1\nD-0001,CD90,97.4\nD-0002,CD105,96.0\n" * 50
+CELLS = b"donor,marker,percent_positive\n" + b"D-0001,CD73,98.1\nD-0001,CD90,97.4\nD-0002,CD105,96.0\n" * 50
 HMB_LABEL = re.compile(r"\(HMB\)")
 
 
@@ -136,6 +139,48 @@ def test_register_upload_publish_request_approve_and_download(person, served, tm
     alice.get_by_role("button", name="Manifest of all files").click()
     assert sha256 in alice.locator("table.manifest").inner_text()
     _shot(alice, "manifest")
+
+    # And a Parquet export under the agreement: requested, followed while the worker runs it, read back.
+    alice.get_by_role("link", name="My agreements").click()
+    alice.get_by_role("link", name=f"Export {accession} as Parquet").click()
+    assert alice.locator("#source").get_by_label("cells.csv").is_checked()
+    assert axe_violations(alice) == []
+    alice.get_by_role("button", name="Request the export").click()
+    alice.wait_for_url(re.compile(r"/exports/Export_"))
+    assert alice.get_by_role("status").inner_text() == "Waiting for a worker to start it."
+    assert axe_violations(alice) == []
+    assert _run_export_worker(served.settings) == "succeeded"
+    download_button = alice.get_by_role("button", name="Download the Parquet file")
+    download_button.wait_for()  # the page's script saw the job finish and reloaded it
+    assert alice.get_by_role("status").inner_text() == "Finished: 150 rows written."
+    _shot(alice, "export-finished")
+    with alice.expect_download() as download:
+        download_button.click()
+    table = pq.read_table(download.value.path())
+    assert table.column_names == ["donor", "marker", "percent_positive"]
+    assert table.num_rows == 150
+    donors = set(table.column("donor").to_pylist())
+    assert len(donors) == 2 and not donors & {"D-0001", "D-0002"}  # pseudonyms keyed to this agreement
+    assert table.column("percent_positive").to_pylist()[:3] == [98.1, 97.4, 96.0]
+    terms = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+    assert terms["cellcommons.recipient"] == "lowlands-regmed" and terms["cellcommons.dataset_id"] == accession
+    assert terms["cellcommons.source_sha256"] == sha256
+
+
+def _run_export_worker(settings) -> str:
+    """What `cellcommons worker` does for one queued job, in a thread of its own (Playwright's sync API keeps an
+    event loop running in the test's thread)."""
+
+    async def run() -> str:
+        database = Database(settings)
+        try:
+            job = await ExportWorker(database, ObjectStore.shared(settings), settings).run_next()
+            return " ".join(str(x) for x in (job.status.value, job.error_code, job.error_message) if x)
+        finally:
+            await database.dispose()
+
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, run()).result()
 
 
 # ---- a third institution editing URLs, and bad input --------------------------------------------------------

@@ -173,6 +173,29 @@ async def test_terms_that_break_the_rules_come_back_at_their_fields_then_approva
     assert accession in agreements and "direct identifier: drop" in agreements and "In force until" in agreements
     assert "expires soon" not in agreements
 
+    # An export under it: queued for the worker; for another institution the job does not exist.
+    start = re.search(r'href="(/exports/new\?agreement=[^"]+)"', agreements).group(1).replace("&amp;", "&")
+    form = await alice.get(start)
+    assert form.status_code == 200 and 'value="catalogue" checked' in form.text  # no uploaded file: the lots
+    agreement_ref = re.search(r'name="agreement" value="([^"]+)"', form.text).group(1)
+    queued = await alice.post("/exports/new", {"agreement": agreement_ref, "dataset": accession, "source": "catalogue"})
+    assert queued.status_code == 303
+    job = queued.headers["location"]
+    assert (await alice.get(f"{job}/status")).json() == {
+        "status": "queued",
+        "finished": False,
+        "words": "Waiting for a worker to start it.",
+    }
+    early = await alice.post(f"{job}/download")
+    assert early.status_code == 409 and "only a succeeded export has a file" in early.text
+    stranger = visit("stroma-bio", subject="eve")
+    for path in (job, f"{job}/status", "/exports/Export_AAAAAAAAAAAAAAAAAAAAAA"):
+        assert (await stranger.get(path)).status_code == 404, path
+    refused = await stranger.post(
+        "/exports/new", {"agreement": agreement_ref, "dataset": accession, "source": "catalogue"}
+    )
+    assert refused.status_code == 404 and "<h1>Not found</h1>" in refused.text
+
 
 async def test_uploads_answer_the_pages_script_in_json_and_a_wrong_checksum_is_refused(visit, api):  # noqa: F811
     sam = visit("leiden-scgt", Role.submitter, subject="sam")

@@ -21,7 +21,15 @@ from cellcommons.catalogue.ontology import label
 from cellcommons.errors import CellCommonsError, InvalidInput
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.institutions.service import list_issuers
-from cellcommons.portal import access_pages, curation_pages, file_pages, presenters, signin, steward_pages
+from cellcommons.portal import (
+    access_pages,
+    curation_pages,
+    export_pages,
+    file_pages,
+    presenters,
+    signin,
+    steward_pages,
+)
 from cellcommons.portal.pages import Pages, SignInRequired, signed_in
 from cellcommons.portal.session import LOGIN_COOKIE, MAX_SESSION_SECONDS, SESSION_COOKIE, PortalSession, Sessions
 from cellcommons.settings import Settings
@@ -162,7 +170,7 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
             file_ref=lambda d: pages.link(file_pages.FILE, d.id),
         )  # fmt: skip
 
-    for module in (access_pages, steward_pages, file_pages, curation_pages):
+    for module in (access_pages, steward_pages, file_pages, curation_pages, export_pages):
         module.register(portal, pages)
     return portal
 

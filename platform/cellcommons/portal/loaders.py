@@ -138,6 +138,18 @@ async def request_view(session: AsyncSession, principal: Principal, request_id: 
 
 async def my_agreements(session: AsyncSession, principal: Principal) -> list[AgreementView]:
     rows = await _newest(session, repository.my_agreements_query(principal), models.Agreement)
+    return await _agreement_views(session, principal, rows)
+
+
+async def agreement_view(session: AsyncSession, principal: Principal, agreement_id: uuid.UUID) -> AgreementView:
+    """One agreement the principal's institution is a party to; NotFound alike for missing and hidden."""
+    row = await get_visible(session, principal, models.Agreement, agreement_id)
+    return (await _agreement_views(session, principal, [row]))[0]
+
+
+async def _agreement_views(
+    session: AsyncSession, principal: Principal, rows: list[models.Agreement]
+) -> list[AgreementView]:
     links = await repository.parts_of(session, models.AgreementDataset, "agreement_id", [a.id for a in rows])
     parties = {a.provider_institution_id for a in rows} | {a.recipient_institution_id for a in rows}
     names = await _institution_names(session, principal, parties)
