@@ -116,6 +116,12 @@ async def env(fresh_settings: Settings):
     await sync_env.database.dispose()
 
 
+@pytest.fixture
+def sleeps() -> list[float]:
+    """The backoff delays a runtime waited, when it is given a `sleep` that records instead of sleeping."""
+    return []
+
+
 async def existing_env(settings: Settings) -> SyncEnv:
     """A SyncEnv over a database where `make_env` already added the institution."""
     database = Database(settings)

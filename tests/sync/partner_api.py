@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from cellcommons.sync.resilience import RetryPolicy
+from cellcommons.sync.runtime import SyncRuntime
+
 
 @dataclass
 class Request:
@@ -91,3 +94,10 @@ class PartnerServer:
 
 
 THROTTLED = Answer(429, {"error": "too many requests"}, {"Retry-After": "2"})
+
+
+def recording_runtime(env, sleeps: list[float]) -> SyncRuntime:
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    return SyncRuntime(env.database, env.settings, retry=RetryPolicy(attempts=3, base=0.1, cap=5), sleep=sleep)

@@ -13,14 +13,12 @@ import secrets
 import pytest
 from sqlalchemy import func, select
 from tests.sync.conftest import BM_MSC, BONE_MARROW, SLUG
-from tests.sync.partner_api import THROTTLED, Answer, PartnerServer, Request
+from tests.sync.partner_api import THROTTLED, Answer, PartnerServer, Request, recording_runtime
 
 from cellcommons.catalogue.models import Batch
 from cellcommons.sync import service
 from cellcommons.sync.models import RunStatus, SyncRecord
 from cellcommons.sync.pages import TOMBSTONE
-from cellcommons.sync.resilience import RetryPolicy
-from cellcommons.sync.runtime import SyncRuntime
 
 STUDY = "1B2C3D4E-5F60-4A7B-8C9D-0E1F2A3B4C5D"
 CLIENT_ID, CLIENT_SECRET = "C0FFEE00-1111-2222-3333-444455556666", "s3cr3t-castor-client"
@@ -130,11 +128,6 @@ def castor():
     server.close()
 
 
-@pytest.fixture
-def sleeps():
-    return []
-
-
 async def add_source(env, castor, client_secret=CLIENT_SECRET) -> None:
     async with env.database.unit_of_work() as session:
         await service.add_source(
@@ -142,13 +135,6 @@ async def add_source(env, castor, client_secret=CLIENT_SECRET) -> None:
             schedule="0 * * * *", config={"url": castor.url, "study_id": STUDY, "mapping": MAPPING},
             secrets={"client_id": CLIENT_ID, "client_secret": client_secret},
         )  # fmt: skip
-
-
-def runtime(env, sleeps) -> SyncRuntime:
-    async def sleep(seconds):
-        sleeps.append(seconds)
-
-    return SyncRuntime(env.database, env.settings, retry=RetryPolicy(attempts=3, base=0.1, cap=5), sleep=sleep)
 
 
 def five(castor: Castor) -> None:
@@ -160,7 +146,7 @@ def five(castor: Castor) -> None:
 async def test_participants_over_hal_pages_land_through_the_mapping(env, castor, sleeps):
     five(castor)
     await add_source(env, castor)
-    run = await runtime(env, sleeps).run("castor-lots")
+    run = await recording_runtime(env, sleeps).run("castor-lots")
     assert (run.status, run.read_count, run.upserted_count) == (RunStatus.ok, 4, 4)
     assert await env.lots() == ["CA-1", "CA-2", "CA-3", "CA-4"]
     assert float(await env.scalar(select(Batch.storage_temperature_c).where(Batch.lot_number == "CA-1"))) == -196.0
@@ -172,7 +158,7 @@ async def test_a_token_expiring_mid_run_is_renewed_and_the_run_goes_on(env, cast
     five(castor)
     castor.token_uses = 3  # structure, data, page 1; page 2 meets an expired token
     await add_source(env, castor)
-    run = await runtime(env, sleeps).run("castor-lots")
+    run = await recording_runtime(env, sleeps).run("castor-lots")
     assert run.status is RunStatus.ok and len(await env.lots()) == 4
     assert sum(r.path == "/oauth/token" for r in castor.requests) == 2
     assert castor.pages_asked() == [1, 2, 2, 3]  # page 2 once refused, once answered
@@ -182,7 +168,7 @@ async def test_a_429_is_retried_after_retry_after_and_resumes_at_the_page(env, c
     five(castor)
     await add_source(env, castor)
     castor.fail_next("/oauth/token", THROTTLED)
-    run = await runtime(env, sleeps).run("castor-lots")
+    run = await recording_runtime(env, sleeps).run("castor-lots")
     assert run.status is RunStatus.ok and sleeps[0] >= 2
     castor.requests.clear()
     castor.add("110001", study_values("CA-1", passage="4"))
@@ -195,7 +181,7 @@ async def test_a_429_is_retried_after_retry_after_and_resumes_at_the_page(env, c
         return original(request)
 
     castor.answer = throttle_page_two
-    run = await runtime(env, sleeps).run("castor-lots")
+    run = await recording_runtime(env, sleeps).run("castor-lots")
     assert (run.status, run.upserted_count) == (RunStatus.ok, 1)
     assert castor.pages_asked() == [1, 2, 2, 3]  # page 1 is not read again: it was committed
     assert len(sleeps) == 2 and sleeps[1] >= 2
@@ -204,7 +190,7 @@ async def test_a_429_is_retried_after_retry_after_and_resumes_at_the_page(env, c
 async def test_archived_and_removed_participants_are_deleted(env, castor, sleeps):
     five(castor)
     await add_source(env, castor)
-    sync = runtime(env, sleeps)
+    sync = recording_runtime(env, sleeps)
     assert (await sync.run("castor-lots")).upserted_count == 4
     castor.archive("110002")
     del castor.participants["110003"]  # deleted at the source
@@ -227,7 +213,7 @@ async def test_a_malformed_page_fails_the_run_and_keeps_the_pages_before_it(env,
         return original(request)
 
     castor.answer = broken_page_two
-    run = await runtime(env, sleeps).run("castor-lots")
+    run = await recording_runtime(env, sleeps).run("castor-lots")
     assert run.status is RunStatus.failed
     assert (
         run.error == f"SourceError: {castor.url}/api/study/{STUDY}/participant?page=2: not a HAL page of participants"
@@ -238,7 +224,7 @@ async def test_a_malformed_page_fails_the_run_and_keeps_the_pages_before_it(env,
 async def test_wrong_client_credentials_are_named(env, castor, sleeps):
     five(castor)
     await add_source(env, castor, client_secret="wrong")
-    run = await runtime(env, sleeps).run("castor-lots")
+    run = await recording_runtime(env, sleeps).run("castor-lots")
     assert run.status is RunStatus.failed
     assert run.error == (
         f"SourceError: the token endpoint refused the client credentials ({castor.url}/oauth/token: HTTP 401: "

@@ -11,13 +11,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 from tests.sync.conftest import BM_MSC, BONE_MARROW, SLUG
-from tests.sync.partner_api import THROTTLED, Answer, PartnerServer, Request
+from tests.sync.partner_api import THROTTLED, Answer, PartnerServer, Request, recording_runtime
 
 from cellcommons.catalogue.models import Batch, QcResult
 from cellcommons.sync import service
 from cellcommons.sync.models import QuarantinedRecord, RunStatus
-from cellcommons.sync.resilience import RetryPolicy
-from cellcommons.sync.runtime import SyncRuntime
 
 TOKEN = "8E66DB6844D58E990075AFB51658A002"
 FIELDS = ["lot_id", "product", "passage", "cells_m", "status", "viab", "viab_ok", "trials", "operator"]
@@ -82,11 +80,6 @@ def redcap():
     server.close()
 
 
-@pytest.fixture
-def sleeps():
-    return []
-
-
 async def add_source(env, redcap, mapping=MAPPING) -> None:
     async with env.database.unit_of_work() as session:
         await service.add_source(
@@ -96,19 +89,12 @@ async def add_source(env, redcap, mapping=MAPPING) -> None:
         )  # fmt: skip
 
 
-def runtime(env, sleeps) -> SyncRuntime:
-    async def sleep(seconds):
-        sleeps.append(seconds)
-
-    return SyncRuntime(env.database, env.settings, retry=RetryPolicy(attempts=3, base=0.1, cap=5), sleep=sleep)
-
-
 async def test_records_land_through_the_mapping_and_bad_ones_are_quarantined(env, redcap, sleeps):
     redcap.put(row("RC-1"))
     redcap.put(row("RC-2", viab="0.88", cells_m="95"))
     redcap.put(row("RC-3", status="7"))  # a code the mapping does not know
     await add_source(env, redcap)
-    run = await runtime(env, sleeps).run("redcap-lots")
+    run = await recording_runtime(env, sleeps).run("redcap-lots")
     assert (run.status, run.read_count, run.upserted_count, run.quarantined_count) == (RunStatus.partial, 3, 2, 1)
     async with env.database.unit_of_work() as session:
         batch = await session.scalar(select(Batch).where(Batch.lot_number == "RC-1"))
@@ -127,7 +113,7 @@ async def test_incremental_reads_follow_date_range_begin_and_the_deletion_log(en
     for lot in ("RC-1", "RC-2", "RC-3"):
         redcap.put(row(lot), when=an_hour_ago)
     await add_source(env, redcap)
-    sync = runtime(env, sleeps)
+    sync = recording_runtime(env, sleeps)
     assert (await sync.run("redcap-lots")).upserted_count == 3
 
     redcap.put(row("RC-2", passage="4"))
@@ -147,7 +133,7 @@ async def test_a_429_is_retried_after_the_servers_retry_after(env, redcap, sleep
     redcap.put(row("RC-1"))
     redcap.fail_next("/api/", THROTTLED)
     await add_source(env, redcap)
-    run = await runtime(env, sleeps).run("redcap-lots")
+    run = await recording_runtime(env, sleeps).run("redcap-lots")
     assert run.status is RunStatus.ok and await env.lots() == ["RC-1"]
     assert sleeps and sleeps[0] >= 2  # Retry-After: 2
 
@@ -156,11 +142,11 @@ async def test_a_malformed_answer_fails_the_run_with_a_clear_error_and_no_token(
     redcap.put(row("RC-1"))
     redcap.fail_next("/api/", Answer(200, "<html>REDCap is down for maintenance</html>"))
     await add_source(env, redcap)
-    run = await runtime(env, sleeps).run("redcap-lots")
+    run = await recording_runtime(env, sleeps).run("redcap-lots")
     assert run.status is RunStatus.failed
     assert run.error == f"SourceError: {redcap.url}/api/: the answer is not JSON"
     redcap.fail_next("/api/", Answer(200, {"not": "a list"}))
-    run = await runtime(env, sleeps).run("redcap-lots")
+    run = await recording_runtime(env, sleeps).run("redcap-lots")
     assert run.error == "SourceError: REDCap's metadata export is not a list of objects"
 
 
@@ -169,7 +155,7 @@ async def test_a_token_revoked_mid_run_stops_the_run_and_names_redcaps_reason(en
     await add_source(env, redcap)
     redcap.fail_next("/api/", Answer(200, [{"field_name": f} for f in FIELDS]))  # metadata still answers
     redcap.token = "REVOKED"
-    run = await runtime(env, sleeps).run("redcap-lots")
+    run = await recording_runtime(env, sleeps).run("redcap-lots")
     assert run.status is RunStatus.failed
     assert run.error == f"SourceError: {redcap.url}/api/: HTTP 403: You do not have permissions to use the API"
     assert TOKEN not in run.error and await env.lots() == []
@@ -179,6 +165,6 @@ async def test_the_record_id_field_must_map_to_the_lot_number(env, redcap, sleep
     mapping = {**MAPPING, "columns": {k: v for k, v in MAPPING["columns"].items() if k != "lot_id"}
                | {"product": "lot_number"}}  # fmt: skip
     await add_source(env, redcap, mapping)
-    run = await runtime(env, sleeps).run("redcap-lots")
+    run = await recording_runtime(env, sleeps).run("redcap-lots")
     assert run.status is RunStatus.failed
     assert run.error == "the mapping must map the project's record ID field 'lot_id' to lot_number"

@@ -84,11 +84,6 @@ def api_connector(url: str) -> type[Connector]:
     return Api
 
 
-@pytest.fixture
-def sleeps():
-    return []
-
-
 def runtime(env, url, sleeps, **options):
     async def sleep(seconds):
         sleeps.append(seconds)
