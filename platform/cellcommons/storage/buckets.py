@@ -13,6 +13,7 @@ from cellcommons.errors import InvalidInput
 from cellcommons.settings import Settings
 
 MAX_BUCKET_NAME = 63  # S3
+INSTITUTION_PREFIX = "inst-"
 
 
 def _named(settings: Settings, name: str) -> str:
@@ -23,14 +24,19 @@ def _named(settings: Settings, name: str) -> str:
 
 
 def institution_bucket(settings: Settings, institution_id: uuid.UUID) -> str:
-    return _named(settings, f"inst-{institution_id.hex}")
+    return _named(settings, f"{INSTITUTION_PREFIX}{institution_id.hex}")
+
+
+def institution_bucket_prefix(settings: Settings) -> str:
+    """What every institution bucket's name starts with."""
+    return settings.bucket(INSTITUTION_PREFIX)
 
 
 def exports_bucket(settings: Settings) -> str:
     return _named(settings, "exports")
 
 
-def staging_key(upload_id: uuid.UUID) -> str:
+def staging_key(upload_id: uuid.UUID | str) -> str:
     return f"staging/{upload_id}"
 
 

@@ -37,6 +37,7 @@ class FileUpload(Base):
     staging_key: Mapped[str] = mapped_column(String(1024))
     status: Mapped[UploadStatus] = mapped_column(pg_enum(UploadStatus, "upload_status"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # When the last URL handed out for it expires (re-signed part URLs move it): its last sign of life.
     url_expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A multipart upload's S3 UploadId (internal, never shown) and its part size; NULL for a single PUT.
@@ -48,6 +49,6 @@ class FileUpload(Base):
         CheckConstraint("declared_size >= 0", name="size_non_negative"),
         CheckConstraint("(status = 'pending') = (finished_at IS NULL)", name="finished_iff_not_pending"),
         CheckConstraint("(multipart_id IS NULL) = (part_size IS NULL)", name="multipart_has_part_size"),
-        # What the staging cleanup looks for: pending uploads by age.
-        Index("ix_file_upload_pending_created_at", "created_at", postgresql_where=text("status = 'pending'")),
+        # What the staging cleanup looks for: pending uploads whose last URL expired long ago.
+        Index("ix_file_upload_pending_url_expires_at", "url_expires_at", postgresql_where=text("status = 'pending'")),
     )

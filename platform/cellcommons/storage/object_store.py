@@ -199,6 +199,31 @@ class ObjectStore:
         except NotFound:
             pass
 
+    def bucket_names(self, prefix: str) -> list[str]:
+        with _translated(prefix):
+            return [found.name for found in self.client.list_buckets() if found.name.startswith(prefix)]
+
+    def keys_older_than(self, bucket: str, prefix: str, before: datetime) -> list[str]:
+        """Keys under `prefix` last written before `before`."""
+        with _translated(bucket, prefix):
+            found = self.client.list_objects(bucket, prefix=prefix, recursive=True)
+            return [o.object_name for o in found if o.last_modified is not None and o.last_modified < before]
+
+    def multipart_older_than(self, bucket: str, prefix: str, before: datetime) -> list[tuple[str, str]]:
+        """(key, UploadId) of unfinished multipart uploads under `prefix` started before `before`.
+
+        The one private SDK call here: S3's ListMultipartUploads is a bucket request, which the SDK cannot presign.
+        """
+        found, markers = [], {}
+        with _translated(bucket, prefix):
+            while True:
+                page = self.client._list_multipart_uploads(bucket, prefix=prefix, **markers)
+                found += [(u.object_name, u.upload_id) for u in page.uploads if u.initiated_time and
+                          u.initiated_time < before]  # fmt: skip
+                if not page.is_truncated:
+                    return found
+                markers = {"key_marker": page.next_key_marker, "upload_id_marker": page.next_upload_id_marker}
+
     def _signed(self, method: str, bucket: str, key: str, query: dict[str, str], body: bytes | None = None) -> bytes:
         """Send a request presigned by the SDK; the response body, or the S3 error as a domain error."""
         with _translated(bucket, key):

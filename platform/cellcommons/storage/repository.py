@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, Date, Select, and_, bindparam, exists, or_, select
 from sqlalchemy.dialects.postgresql import UUID
@@ -27,7 +28,7 @@ from cellcommons.access.visibility import (
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.catalogue.enums import VersionStatus
 from cellcommons.catalogue.models import Dataset, DatasetVersion, Distribution, Institution
-from cellcommons.storage.models import FileUpload
+from cellcommons.storage.models import FileUpload, UploadStatus
 
 
 @dataclass(frozen=True)
@@ -162,3 +163,22 @@ async def own_upload_for_update(session: AsyncSession, principal: Principal, upl
         .where(FileUpload.id == upload_id, FileUpload.institution_id == principal.institution_id)
         .with_for_update()
     )
+
+
+async def abandoned_uploads(session: AsyncSession, before: datetime, limit: int) -> list[tuple[FileUpload, str]]:
+    """Pending uploads whose last URL expired before `before`, oldest first, with their institution's slug;
+    locked, skipping any that a completion (or another cleanup) holds."""
+    rows = await session.execute(
+        select(FileUpload, Institution.slug)
+        .join(Institution, Institution.id == FileUpload.institution_id)
+        .where(FileUpload.status == UploadStatus.pending, FileUpload.url_expires_at < before)
+        .order_by(FileUpload.url_expires_at)
+        .limit(limit)
+        .with_for_update(of=FileUpload, skip_locked=True)
+    )
+    return [tuple(row) for row in rows]
+
+
+async def pending_staging_keys(session: AsyncSession) -> set[str]:
+    """The staging keys that pending uploads may still fill or complete."""
+    return set(await session.scalars(select(FileUpload.staging_key).where(FileUpload.status == UploadStatus.pending)))

@@ -10,7 +10,7 @@ Files above 5 GiB (or any file, if the submitter prefers) go as a multipart uplo
 `request_multipart_upload` starts it and hands out a presigned PUT per part (`upload_part_urls` re-signs parts
 whose URLs expired), and `complete_upload` with the parts' ETags assembles the object before the same
 verification. `abort_upload` abandons an upload and deletes what was sent; uploads never completed are expired
-by the staging cleanup (`storage.cleanup`).
+by the staging cleanup (`storage.cleanup`) a day after their last URL expired.
 """
 
 from __future__ import annotations
@@ -187,7 +187,10 @@ async def upload_part_urls(
     if upload.multipart_id is None:
         raise InvalidInput("this upload is a single PUT, not a multipart upload", field="uploadId")
     bucket = buckets.institution_bucket(settings, view.custodian_id)
-    return _part_urls(store, bucket, upload, part_numbers)
+    urls = _part_urls(store, bucket, upload, part_numbers)
+    upload.url_expires_at = datetime.now(UTC) + UPLOAD_URL_LIFETIME  # still alive: the staging cleanup waits
+    await session.flush()
+    return urls
 
 
 def _part_urls(store: ObjectStore, bucket: str, upload: FileUpload, numbers) -> list[PartUrl]:

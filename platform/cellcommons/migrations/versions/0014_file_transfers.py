@@ -54,15 +54,15 @@ def upgrade() -> None:
         op.f("ck_file_upload_multipart_has_part_size"), "file_upload", "(multipart_id IS NULL) = (part_size IS NULL)"
     )
     op.create_index(
-        op.f("ix_file_upload_pending_created_at"),
+        op.f("ix_file_upload_pending_url_expires_at"),
         "file_upload",
-        ["created_at"],
+        ["url_expires_at"],
         postgresql_where=sa.text("status = 'pending'"),
     )
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_file_upload_pending_created_at"), table_name="file_upload")
+    op.drop_index(op.f("ix_file_upload_pending_url_expires_at"), table_name="file_upload")
     op.drop_constraint(op.f("ck_file_upload_multipart_has_part_size"), "file_upload", type_="check")
     op.drop_column("file_upload", "part_size")
     op.drop_column("file_upload", "multipart_id")
