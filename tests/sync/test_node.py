@@ -55,6 +55,7 @@ DATASET = DatasetIn(
                     "sha256": "a" * 64, "columns": [{"name": "protein", "type": "string", "sensitivity": "plain"}]}],
 )  # fmt: skip
 DELETE = "mutation($id: ID!) { result: deleteRecord(id: $id) { __typename ... on Forbidden { message } } }"
+SAVE = "mutation($input: BatchInput!) { result: saveBatch(input: $input) { __typename ... on Forbidden { message } } }"
 FEED_SIZE = "{ changes(first: 0) { totalCount } }"
 FAST_RETRY = RetryPolicy(attempts=8, base=0.2, cap=1.0)
 
@@ -206,12 +207,16 @@ async def test_local_edits_of_harvested_copies_are_refused(federation):
         submitter = await clients.add_client(session, institution_slug=LEIDEN["slug"], roles=["submitter"])
     copy_id = local_id(PEER, await _global_id_at_peer(federation, "A-1"))
     ids = Identifiers(b.settings.secret_key.get_secret_value())
-    answer = await b.graphql(DELETE, {"id": ids.global_id("Batch", copy_id)}, await b.token(submitter))
-    assert answer["data"]["result"] == {
+    token = await b.token(submitter)
+    refused = {
         "__typename": "Forbidden",
         "message": "this batch is a read-only copy harvested from another node; only its origin node changes it",
     }
-    assert await b.scalar(select(func.count()).select_from(Batch).where(Batch.id == copy_id)) == 1
+    answer = await b.graphql(DELETE, {"id": ids.global_id("Batch", copy_id)}, token)
+    assert answer["data"]["result"] == refused
+    edit = {"lotNumber": "A-1", "productName": "BM-MSC lot A-1 (edited)", "cellType": BM_MSC, "tissue": BONE_MARROW}
+    assert (await b.graphql(SAVE, {"input": edit}, token))["data"]["result"] == refused
+    assert await b.scalar(select(Batch.product_name).where(Batch.id == copy_id)) == "BM-MSC lot A-1"
 
 
 async def _global_id_at_peer(federation: Federation, lot_number: str) -> str:
