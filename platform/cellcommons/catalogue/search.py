@@ -401,19 +401,28 @@ def _latest_visible(principal: Principal | None, row: DatasetRow) -> ColumnEleme
     )
 
 
+ROW = DatasetRow(Dataset, DatasetVersion)
+
+
+@visibility.per_viewer
+def _latest_versions(principal: Principal | None) -> Select:
+    return select(Dataset).join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id).where(
+        _latest_visible(principal, ROW)
+    )
+
+
 def dataset_rows(principal: Principal | None) -> tuple[Select, DatasetRow]:
     """Visible datasets joined with their latest visible version, one row each.
 
     A dataset with a visible version is itself visible (`visible_datasets`), so the version's rule is the whole
     policy here; the custodian is read from the joined dataset, which lets the planner walk datasets in index
     order and probe each one's versions instead of materialising every visible version first."""
-    row = DatasetRow(Dataset, DatasetVersion)
-    query = (
-        select(Dataset)
-        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
-        .where(_latest_visible(principal, row))
-    )
-    return query, row
+    return _latest_versions(principal), ROW
+
+
+@visibility.per_viewer
+def _visible_batches(principal: Principal | None) -> Select:
+    return select(Batch).where(visibility.visible_batches(principal))
 
 
 def _filtered(principal, query: Select, row, fields, request: Query) -> tuple[Select, ColumnElement | None]:
@@ -475,7 +484,7 @@ def find_datasets(principal: Principal | None, request: Query) -> Found:
 
 
 def find_batches(principal: Principal | None, request: Query) -> Found:
-    base = select(Batch).where(visibility.visible_batches(principal))
+    base = _visible_batches(principal)
     query, rank = _filtered(principal, base, Batch, BATCH_FIELDS, request)
     ordering = _ordering(BATCH_ORDERS, Batch, Batch.id, request, rank)
     hits = _with_hit(query, request, rank, lambda: batch_headline(Batch, request.search))
@@ -525,7 +534,7 @@ def _dataset_set(principal, request: Query, own: str):
 
 
 def _batch_set(principal, request: Query, own: str):
-    base = select(Batch).where(visibility.visible_batches(principal))
+    base = _visible_batches(principal)
     query, _ = _filtered(principal, base, Batch, BATCH_FIELDS, _without(request, own))
     return query.with_only_columns(
         Batch.id, Batch.institution_id, Batch.tissue, Batch.cell_type, Batch.release_status, Batch.passage

@@ -84,10 +84,13 @@ class ChangesQuery:
         request = feed_request(first, after, last, before)
         node_id = context.settings.node_id
         page = await context.read(changes.read_feed, context.principal, node_id, request)
-        edges = [Edge(cursor=changes.cursor(changes.position(row)), node=Change.of(row)) for row in page.changes]
+        edges = [
+            Edge(position=changes.position(row), seal=changes.cursor, sealed=None, node=Change.of(row))
+            for row in page.changes
+        ]
         # An empty page keeps the caller where it was, so following the feed is always `after: endCursor`.
-        start = edges[0].cursor if edges else before
-        end = edges[-1].cursor if edges else after
+        start = edges[0].cursor() if edges else before
+        end = edges[-1].cursor() if edges else after
 
         async def total() -> int:
             return await context.read(changes.count_feed, context.principal, node_id)

@@ -27,8 +27,22 @@ class PageInfo:
 
 
 @strawberry.type
-class Edge(Generic[Node]):
-    cursor: str
+class SealedCursor:
+    """An edge's cursor, sealed only when asked for (AES-GCM per edge): a page of nodes rarely needs them all."""
+
+    position: strawberry.Private[Any]
+    seal: strawberry.Private[Callable[[Any], str]]
+    sealed: strawberry.Private[str | None]
+
+    @strawberry.field
+    def cursor(self) -> str:
+        if self.sealed is None:
+            self.sealed = self.seal(self.position)
+        return self.sealed
+
+
+@strawberry.type
+class Edge(SealedCursor, Generic[Node]):
     node: Node
 
 
@@ -64,16 +78,18 @@ def page_request(
 
 
 def _connection(ids, rows: Sequence[Any], cursors: Sequence[reading.Cursor], to_node, has_next, has_previous, total):
-    edges = [Edge(cursor=ids.cursor(c), node=to_node(row)) for row, c in zip(rows, cursors, strict=True)]
+    edges = [
+        Edge(position=c, seal=ids.cursor, sealed=None, node=to_node(row)) for row, c in zip(rows, cursors, strict=True)
+    ]
     return Connection(edges=edges, page_info=page_info(edges, has_next, has_previous), _total=total)
 
 
-def page_info(edges: Sequence[Any], has_next: bool, has_previous: bool) -> PageInfo:
+def page_info(edges: Sequence[Edge], has_next: bool, has_previous: bool) -> PageInfo:
     return PageInfo(
         has_next_page=has_next,
         has_previous_page=has_previous,
-        start_cursor=edges[0].cursor if edges else None,
-        end_cursor=edges[-1].cursor if edges else None,
+        start_cursor=edges[0].cursor() if edges else None,
+        end_cursor=edges[-1].cursor() if edges else None,
     )
 
 

@@ -16,7 +16,7 @@ import strawberry
 from strawberry.utils.str_converters import to_camel_case
 
 from cellcommons.catalogue import reading, search
-from cellcommons.graphql.connection import PageInfo, page_info
+from cellcommons.graphql.connection import PageInfo, SealedCursor, page_info
 from cellcommons.graphql.types import (
     AccessRights,
     Batch,
@@ -390,8 +390,7 @@ class BatchFacets:
 
 
 @strawberry.type(description="An edge of a search: with a search text, also the rank and a highlighted snippet.")
-class Hit(Generic[NodeT]):
-    cursor: str
+class Hit(SealedCursor, Generic[NodeT]):
     node: NodeT
     rank: float | None = strawberry.field(description="full-text relevance; null without a search text")
     highlight: str | None = strawberry.field(
@@ -439,7 +438,7 @@ async def found_connection(
     context = info.context
     page = await context.read(reading.keyset_page, found.query, found.ordering, request)
     edges = [
-        Hit(cursor=context.ids.cursor(c), node=to_node(entity), rank=rank, highlight=headline)
+        Hit(position=c, seal=context.ids.cursor, sealed=None, node=to_node(entity), rank=rank, highlight=headline)
         for (entity, headline, rank), c in zip(page.rows, page.cursors, strict=True)
     ]
 

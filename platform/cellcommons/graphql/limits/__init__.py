@@ -11,7 +11,8 @@
 - the principal's rolling budget (`budget_exhausted`); every response carries
   `extensions.cost = {requested, remaining, resetAt}`;
 - errors: domain errors keep message and code; anything else is "internal error" in production; introspection
-  and "Did you mean …" suggestions are off in production.
+  and "Did you mean …" suggestions are off in production;
+- parsing and validation run once per distinct query text (bounded LRU caches), not once per request.
 
 The context object must have `principal` (a `Principal` or None) and `client_host` (the caller's address).
 """
@@ -21,15 +22,17 @@ from __future__ import annotations
 from functools import partial
 
 from graphql import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import AddValidationRules
+from strawberry.extensions import AddValidationRules, ParserCache
 
 from cellcommons.graphql.limits.body import BodySizeLimit
 from cellcommons.graphql.limits.budget import Balance, Budget, principal_key
 from cellcommons.graphql.limits.config import Limits
-from cellcommons.graphql.limits.errors import ErrorPolicy, ValidateWithoutSuggestions, format_error
+from cellcommons.graphql.limits.errors import CachedValidation, ErrorPolicy, format_error
 from cellcommons.graphql.limits.guard import CostGuard
 from cellcommons.graphql.limits.shape import TokenLimit, shape_rule
 from cellcommons.settings import Environment, Settings
+
+PARSED_DOCUMENTS = 256  # distinct query texts kept parsed (and validated) per process
 
 __all__ = ["Balance", "BodySizeLimit", "Budget", "Limits", "format_error", "principal_key", "protection"]
 
@@ -44,12 +47,11 @@ def protection(settings: Settings, limits: Limits = Limits(), *, budget: Budget 
     rules = [shape_rule(limits)]
     if production:
         rules.append(NoSchemaIntrospectionCustomRule)
-    extensions: list = [
+    return [
         partial(ErrorPolicy, production=production),
-        partial(TokenLimit, limits.max_tokens),
+        partial(TokenLimit, limits.max_tokens),  # before the parser cache: a long text is refused unparsed
+        partial(ParserCache, maxsize=PARSED_DOCUMENTS),
         partial(AddValidationRules, rules),
         partial(CostGuard, limits, budget, hide_suggestions=production),
+        partial(CachedValidation, hide_suggestions=production),
     ]
-    if production:
-        extensions.append(ValidateWithoutSuggestions)
-    return extensions

@@ -1,14 +1,16 @@
 """How errors leave the GraphQL endpoint: domain errors keep their message and code everywhere; anything
 unexpected says only "internal error" in production (the original is still logged by Strawberry's
 `process_errors`, which runs before this); field suggestions ("Did you mean …") are off in production,
-since they let a caller map a schema whose introspection is disabled.
+since they let a caller map a schema whose introspection is disabled (validation runs here for that, and is
+cached per document).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
-from graphql import GraphQLError, validate
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, validate
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
@@ -61,15 +63,23 @@ class ErrorPolicy(SchemaExtension):
             result.errors = [format_error(e, production=self.production) for e in result.errors]
 
 
-class ValidateWithoutSuggestions(SchemaExtension):
-    """Runs validation itself with graphql-core's `hide_suggestions`; Strawberry then skips its own run."""
+class CachedValidation(SchemaExtension):
+    """Runs validation itself, once per distinct document (Strawberry's ParserCache hands back the same document
+    for the same query text, and a client repeats a handful of queries), without "Did you mean …" suggestions
+    where `hide_suggestions`; Strawberry then skips its own run."""
+
+    def __init__(self, *, hide_suggestions: bool):
+        self.hide_suggestions = hide_suggestions
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
-        context.pre_execution_errors = validate(
-            context.schema._schema,  # the graphql-core schema; Strawberry's own ValidationCache reads it the same way
-            context.graphql_document,
-            (*context.validation_rules, *_STRAWBERRY_RULES),
-            hide_suggestions=True,
-        )
+        # The graphql-core schema, as Strawberry's own ValidationCache reads it.
+        found = _validate(context.schema._schema, context.graphql_document, tuple(context.validation_rules),
+                          self.hide_suggestions)  # fmt: skip
+        context.pre_execution_errors = list(found)
         yield
+
+
+@functools.lru_cache(maxsize=256)
+def _validate(schema: GraphQLSchema, document: DocumentNode, rules: tuple, hide_suggestions: bool) -> tuple:
+    return tuple(validate(schema, document, (*rules, *_STRAWBERRY_RULES), hide_suggestions=hide_suggestions))
