@@ -24,6 +24,7 @@ from cellcommons.access.schemas import TermsIn
 from cellcommons.access.visibility import get_visible
 from cellcommons.catalogue import models as catalogue
 from cellcommons.catalogue.service import parse
+from cellcommons.db import committed
 from cellcommons.errors import Forbidden, InvalidInput, NotFound
 from cellcommons.graphql.connection import Connection, page_request, sql_connection
 from cellcommons.graphql.types import Dataset, DatasetVersion, Institution, Node
@@ -322,16 +323,7 @@ def _terms_in(terms: AgreementTermsInput | None) -> TermsIn:
 async def _committed(info: strawberry.Info, work: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     """One transaction per mutation: commit what `work` did, or roll back everything and re-raise."""
 
-    async def unit(session: AsyncSession) -> Any:
-        try:
-            result = await work(session, info.context.principal, *args)
-        except BaseException:
-            await session.rollback()
-            raise
-        await session.commit()
-        return result
-
-    return await info.context.read(unit)
+    return await info.context.read(committed, work, info.context.principal, *args)
 
 
 def _signed_in(info: strawberry.Info) -> None:

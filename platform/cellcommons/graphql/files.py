@@ -11,11 +11,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import strawberry
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from cellcommons.db import committed
 from cellcommons.errors import NotFound
 from cellcommons.graphql.types import Distribution
 from cellcommons.storage import downloads, uploads
@@ -73,20 +74,9 @@ async def _committed(info: strawberry.Info, work: Callable[..., Awaitable[Any]],
     """Run a service call in the request's session and commit it; roll back on failure, except that a
     rejected upload is committed first (the rejection is recorded) and then reported."""
 
-    async def unit(session: AsyncSession) -> Any:
-        try:
-            settings = info.context.settings
-            result = await work(session, ObjectStore.shared(settings), settings, *args, **kwargs)
-        except uploads.UploadRejected:
-            await session.commit()
-            raise
-        except BaseException:
-            await session.rollback()
-            raise
-        await session.commit()
-        return result
-
-    return await info.context.read(unit)
+    settings = info.context.settings
+    unit = partial(committed, keep_on=(uploads.UploadRejected,), **kwargs)
+    return await info.context.read(unit, work, ObjectStore.shared(settings), settings, *args)
 
 
 def _key(info: strawberry.Info, global_id: str, type_name: str, field: str, label: str) -> uuid.UUID:

@@ -16,9 +16,9 @@ from cellcommons.access.matcher import PURPOSE_EXTRA, PURPOSE_PRIMARY
 from cellcommons.auth.principal import Principal
 from cellcommons.catalogue import ontology
 from cellcommons.catalogue.dataset_page import dataset_page
-from cellcommons.errors import CellCommonsError, InvalidInput
+from cellcommons.errors import InvalidInput
 from cellcommons.portal import loaders, presenters
-from cellcommons.portal.pages import FormErrors, Pages, form_errors
+from cellcommons.portal.pages import CORRECTABLE, FormErrors, Pages, form_errors
 
 REQUEST = "AccessRequest"
 CONTROLS = ("datasets", "purpose_terms", "disease", "methods_development", "commercial_use", "lay_summary",
@@ -128,9 +128,7 @@ def register(portal: FastAPI, pages: Pages) -> None:
                     verdicts = await requests.preview(db, principal, parsed)
                 return show_form(request, form, datasets, action, verdicts=[v for _, _, v in verdicts])
             saved = await pages.committed(_save_and_submit, principal, request_id, parsed)
-        except CellCommonsError as exc:
-            if exc.status not in (409, 422):
-                raise
+        except CORRECTABLE as exc:
             return show_form(request, form, datasets, action, status=422, errors=form_errors(exc, CONTROLS))
         return RedirectResponse(f"/requests/{pages.link(REQUEST, saved.id)}", status_code=303)
 
@@ -187,9 +185,7 @@ def register(portal: FastAPI, pages: Pages) -> None:
             if not reason:
                 raise InvalidInput("say why you withdraw the request", field="reason")
             await pages.committed(requests.withdraw, principal, key, reason)
-        except CellCommonsError as exc:
-            if exc.status not in (409, 422):
-                raise
+        except CORRECTABLE as exc:
             return await show_request(request, ref, exc.status, form_errors(exc, ["reason"]))
         return RedirectResponse(f"/requests/{ref}", status_code=303)
 

@@ -28,7 +28,7 @@ from cellcommons.errors import CellCommonsError
 from cellcommons.portal import loaders, presenters
 from cellcommons.portal.access_pages import disease_choices
 from cellcommons.portal.file_pages import FILE
-from cellcommons.portal.pages import FormErrors, Pages, form_errors
+from cellcommons.portal.pages import CORRECTABLE, FormErrors, Pages, form_errors
 from cellcommons.storage import uploads
 
 UPLOAD = "FileUpload"
@@ -142,9 +142,7 @@ def register(portal: FastAPI, pages: Pages) -> None:
         form = DatasetForm.read(data)
         try:
             saved = await pages.committed(_submit, principal, pages.settings.node_id, form.raw(), dataset_id)
-        except CellCommonsError as exc:
-            if exc.status not in (409, 422):
-                raise
+        except CORRECTABLE as exc:
             errors = form_errors(exc, CONTROLS)
             return show_form(request, form, action, status=exc.status, errors=errors, accession=accession)
         return RedirectResponse(f"/curate/{saved.record.accession}", status_code=303)

@@ -15,13 +15,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from cellcommons.auth.principal import Principal
 from cellcommons.catalogue.dataset_page import dataset_page
-from cellcommons.errors import CellCommonsError, InvalidInput
+from cellcommons.errors import InvalidInput
 from cellcommons.exports import service as exports
 from cellcommons.exports.models import BadRows, ExportStatus
 from cellcommons.exports.sources import is_tabular
 from cellcommons.portal import loaders
 from cellcommons.portal.file_pages import FILE
-from cellcommons.portal.pages import FormErrors, Pages, form_errors
+from cellcommons.portal.pages import CORRECTABLE, FormErrors, Pages, form_errors
 
 EXPORT, AGREEMENT = "Export", "Agreement"
 CATALOGUE = "catalogue"  # the source choice for the linked lots and their QC results
@@ -61,9 +61,7 @@ def register(portal: FastAPI, pages: Pages) -> None:
                 distribution_id=None if source == CATALOGUE else pages.key(source, FILE, "file"),
                 bad_rows=_bad_rows(data.get("bad_rows")),
             )  # fmt: skip
-        except CellCommonsError as exc:
-            if exc.status not in (409, 422):
-                raise
+        except CORRECTABLE as exc:
             errors = form_errors(exc, ["source", "bad_rows"], {"distributionId": "source", "badRows": "bad_rows"})
             return await form_page(request, principal, agreement_ref, accession, status=exc.status, errors=errors,
                                    chosen=source)  # fmt: skip
@@ -98,10 +96,7 @@ def register(portal: FastAPI, pages: Pages) -> None:
 
     @portal.post("/exports/{ref}/download")
     async def download(request: Request, ref: str) -> Response:
-        principal, _ = await pages.form(request)
-        key = pages.key(ref, EXPORT, "export")
-        found = await pages.committed(exports.issue_export_download_url, pages.store(), pages.settings, principal, key)
-        return RedirectResponse(found.url, status_code=303, headers={"Cache-Control": "no-store"})
+        return await pages.presigned(request, ref, EXPORT, "export", exports.issue_export_download_url)
 
 
 def progress_words(job) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 from cellcommons.catalogue.dataset_page import dataset_page
 from cellcommons.errors import InvalidInput
@@ -21,11 +21,7 @@ FILE = "Distribution"
 def register(portal: FastAPI, pages: Pages) -> None:
     @portal.post("/files/{ref}/download")
     async def download(request: Request, ref: str) -> Response:
-        principal, _ = await pages.form(request)
-        key = pages.key(ref, FILE, "file")
-        link = await pages.committed(downloads.issue_download_url, pages.store(), pages.settings, principal, key)
-        # 303: the browser GETs the presigned URL; its Content-Disposition makes it a download.
-        return RedirectResponse(link.url, status_code=303, headers={"Cache-Control": "no-store"})
+        return await pages.presigned(request, ref, FILE, "file", downloads.issue_download_url)
 
     @portal.post("/datasets/{accession}/manifest")
     async def manifest(request: Request, accession: str) -> Response:

@@ -10,17 +10,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 
 from cellcommons.auth.principal import Principal, Role
-from cellcommons.errors import CellCommonsError, Forbidden, NotFound, ValidationFailed
+from cellcommons.db import committed
+from cellcommons.errors import CellCommonsError, Conflict, Forbidden, InvalidInput, NotFound, ValidationFailed
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.portal.session import MAX_SESSION_SECONDS, SESSION_COOKIE, PortalSession, Sessions, csrf_ok
 from cellcommons.settings import Settings
 from cellcommons.storage.object_store import ObjectStore
+
+# What a form answers on its own page, at the fields: input to correct (422), or a state that changed under the
+# person (409). Anything else (403, 404, 503) is the error page.
+CORRECTABLE = (InvalidInput, ValidationFailed, Conflict)
 
 
 class SignInRequired(CellCommonsError):
@@ -84,19 +89,17 @@ class Pages:
         return self.resources().database.sessions()
 
     async def committed(self, work: Callable[..., Awaitable[Any]], *args: Any, keep_on: tuple = (), **kw: Any) -> Any:
-        """One transaction: commit what `work` did, or roll back and re-raise; an error in `keep_on` is a refusal
-        the service recorded (a rejected upload), so it is committed first and then raised."""
+        """`work` in a transaction of its own (`db.committed`)."""
         async with self.db() as session:
-            try:
-                result = await work(session, *args, **kw)
-            except keep_on:
-                await session.commit()
-                raise
-            except BaseException:
-                await session.rollback()
-                raise
-            await session.commit()
-            return result
+            return await committed(session, work, *args, keep_on=keep_on, **kw)
+
+    async def presigned(self, request: Request, ref: str, type_name: str, what: str, issue: Callable) -> Response:
+        """A download button: `issue` (a service that audits and signs) gives a fresh URL, the browser goes there."""
+        principal, _ = await self.form(request)
+        key = self.key(ref, type_name, what)
+        issued = await self.committed(issue, self.store(), self.settings, principal, key)
+        # 303: the browser GETs it straight from object storage; a URL is a credential, so it is never cached.
+        return RedirectResponse(issued.url, status_code=303, headers={"Cache-Control": "no-store"})
 
     def store(self) -> ObjectStore:
         return ObjectStore.shared(self.settings)

@@ -16,10 +16,10 @@ from cellcommons.access.schemas import DEFAULT_EXPORT_POLICY, ColumnTreatment, T
 from cellcommons.auth.principal import Role
 from cellcommons.catalogue.enums import Sensitivity
 from cellcommons.catalogue.service import parse
-from cellcommons.errors import CellCommonsError, InvalidInput
+from cellcommons.errors import InvalidInput
 from cellcommons.portal import loaders
 from cellcommons.portal.access_pages import REQUEST
-from cellcommons.portal.pages import FormErrors, Pages, form_errors
+from cellcommons.portal.pages import CORRECTABLE, FormErrors, Pages, form_errors
 
 TERMS = ("effective_on", "expires_on", "transfer_mechanism", "onward_transfer", "end_of_term", "publication_terms",
          "document_reference", "covers_later_versions")  # fmt: skip
@@ -93,9 +93,7 @@ def register(portal: FastAPI, pages: Pages) -> None:
         terms = terms_of(data) if terms_of else None
         try:
             await pages.committed(work, principal, key, read(data, terms))
-        except CellCommonsError as exc:
-            if exc.status not in (409, 422):
-                raise
+        except CORRECTABLE as exc:
             errors = form_errors(exc, controls, {"terms.": ""})
             return await show(request, ref, status=exc.status, errors=errors, terms=terms)
         return RedirectResponse("/steward", status_code=303)
