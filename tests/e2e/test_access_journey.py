@@ -105,12 +105,15 @@ def test_register_upload_publish_request_approve_and_download(person, served, tm
     alice.wait_for_url(re.compile(r"/requests/AccessRequest_"))
     assert "Submitted" in alice.locator("main .meta").first.inner_text()
     assert "submitted by user:" in alice.locator("ol.history").inner_text()
+    assert axe_violations(alice) == []
     alice.get_by_role("link", name="My requests").click()
     assert alice.locator("tbody tr").count() == 1
+    assert axe_violations(alice) == []
 
     # Leiden's steward decides, with the export treatment of each column tag.
     stella = person("leiden-scgt", "Stella Steward")
     stella.get_by_role("link", name="Requests to decide").click()
+    assert axe_violations(stella) == []
     stella.get_by_role("link", name=re.compile("Compare marker panels")).click()
     assert stella.locator(".verdict").first.inner_text().startswith("Compatible")
     stella.get_by_label("Quasi identifier columns").select_option("pseudonymise")
@@ -130,6 +133,7 @@ def test_register_upload_publish_request_approve_and_download(person, served, tm
     agreement = alice.locator("article.agreement").first
     assert "In force until" in agreement.inner_text() and accession in agreement.inner_text()
     assert "quasi identifier: pseudonymise" in agreement.inner_text()
+    assert axe_violations(alice) == []
     _shot(alice, "agreements")
     alice.goto(f"{served}/datasets/{accession}")
     with alice.expect_download() as download:
@@ -138,6 +142,7 @@ def test_register_upload_publish_request_approve_and_download(person, served, tm
     assert open(download.value.path(), "rb").read() == CELLS
     alice.get_by_role("button", name="Manifest of all files").click()
     assert sha256 in alice.locator("table.manifest").inner_text()
+    assert axe_violations(alice) == []
     _shot(alice, "manifest")
 
     # And a Parquet export under the agreement: requested, followed while the worker runs it, read back.
