@@ -26,17 +26,11 @@ CONTROLS = ("datasets", "purpose_terms", "disease", "methods_development", "comm
 
 
 def purpose_choices() -> list[tuple[str, str, str]]:
-    """(CURIE, name, what it allows) for the primary purposes, in the order DUO lists them."""
-    return _choices(PURPOSE_PRIMARY)
+    return presenters.duo_choices(lambda t: t.shorthand in PURPOSE_PRIMARY)
 
 
 def extra_choices() -> list[tuple[str, str, str]]:
-    return _choices(PURPOSE_EXTRA)
-
-
-def _choices(shorthands: frozenset[str]) -> list[tuple[str, str, str]]:
-    terms = [t for t in ontology.duo_terms().values() if t.shorthand in shorthands]
-    return [(t.curie, f"{t.label} ({t.shorthand})", presenters.PLAIN_DUO.get(t.shorthand, "")) for t in terms]
+    return presenters.duo_choices(lambda t: t.shorthand in PURPOSE_EXTRA)
 
 
 def disease_choices() -> list[tuple[str, str]]:

@@ -49,10 +49,7 @@ def _terms(prefix: str) -> list[tuple[str, str]]:
 
 def _condition_choices(primary: bool) -> list[tuple[str, str, str]]:
     """DUO terms a form can state without a parameter (and DS, whose disease has its own select)."""
-    terms = [
-        t for t in ontology.duo_terms().values() if t.is_primary == primary and (not t.parameter or t.shorthand == "DS")
-    ]
-    return [(t.curie, f"{t.label} ({t.shorthand})", presenters.PLAIN_DUO.get(t.shorthand, "")) for t in terms]
+    return presenters.duo_choices(lambda t: t.is_primary == primary and (not t.parameter or t.shorthand == "DS"))
 
 
 @dataclass

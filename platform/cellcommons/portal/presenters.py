@@ -6,12 +6,13 @@ a dot on a 0–100 % scale, the specification limit as a line, pass/fail in word
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from html import escape
 
-from cellcommons.catalogue.ontology import duo_term, label
+from cellcommons.catalogue.ontology import DuoTerm, duo_term, duo_terms, label
 
 PLAIN_DUO = {
     "NRES": "No restriction on use.",
@@ -59,6 +60,15 @@ def condition_text(term: str, parameter: dict) -> str:
         if parameter.get(key):
             details.append(", ".join(parameter[key]))
     return f"{text} ({'; '.join(details)})" if details else text
+
+
+def duo_choices(keep: Callable[[DuoTerm], bool]) -> list[tuple[str, str, str]]:
+    """(CURIE, name, what it means) of the DUO terms a form offers, in the order DUO lists them."""
+    return [
+        (t.curie, f"{t.label[:1].upper()}{t.label[1:]} ({t.shorthand})", PLAIN_DUO.get(t.shorthand, ""))
+        for t in duo_terms().values()
+        if keep(t)
+    ]
 
 
 def file_size(size: int | None) -> str:

@@ -1,6 +1,7 @@
 // Uploads a file straight to object storage: SHA-256 in the browser, a presigned PUT, then the platform checks it.
 (function () {
   "use strict";
+  const MAX_BYTES = 1024 * 1024 * 1024;
   function hex(buffer) {
     return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
   }
@@ -15,6 +16,8 @@
   async function upload(form, say) {
     const file = form.querySelector("input[type=file]").files[0];
     if (!file) throw new Error("choose a file first");
+    // The browser hashes the file in memory (Web Crypto has no streaming digest): larger files go by script.
+    if (file.size > MAX_BYTES) throw new Error("files over 1 GB are uploaded by script (GraphQL requestMultipartUpload)");
     const csrf = form.dataset.csrf;
     say("Computing the SHA-256 checksum…");
     const sha256 = hex(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()));
