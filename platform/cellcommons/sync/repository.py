@@ -15,6 +15,7 @@ from cellcommons.access.policy import not_found
 from cellcommons.access.visibility import visible_sync_sources
 from cellcommons.auth.principal import Principal
 from cellcommons.errors import NotFound
+from cellcommons.sync.bulk import insert_rows
 from cellcommons.sync.models import QuarantinedRecord, SyncBookmark, SyncRecord, SyncRun, SyncSource
 
 ABSENT_CHUNK = 1000
@@ -94,13 +95,12 @@ async def remember(session: AsyncSession, source_id: uuid.UUID, stream: str, ent
     """entries: record_key, source_updated_at, content_hash, snapshot_pass."""
     if not entries:
         return
-    statement = pg_insert(SyncRecord)
+    statement = insert_rows(SyncRecord.__table__, [{"source_id": source_id, "stream": stream, **e} for e in entries])
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=["source_id", "stream", "record_key"],
             set_={c: statement.excluded[c] for c in ("source_updated_at", "content_hash", "snapshot_pass")},
-        ),
-        [{"source_id": source_id, "stream": stream, **e} for e in entries],
+        )
     )
 
 

@@ -13,8 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, literal_column, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import delete, exists, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -26,6 +25,7 @@ from cellcommons.catalogue.service import parse, specification_in
 from cellcommons.catalogue.validation import BatchContext, validate_batch
 from cellcommons.catalogue.validation.findings import error
 from cellcommons.errors import ValidationFailed
+from cellcommons.sync.bulk import insert_rows
 
 
 @dataclass(frozen=True)
@@ -92,16 +92,14 @@ class BatchTarget:
         if not records:
             return set()
         table = Batch.__table__
-        statement = pg_insert(table)
+        common = {"institution_id": scope.institution_id, "origin_node": scope.origin}
+        statement = insert_rows(table, [{"id": uuid.uuid4(), **common, **r.row} for r in records])
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.institution_id, table.c.lot_number],
             set_={name: statement.excluded[name] for name in _UPDATED} | {"updated_at": func.now()},
             where=table.c.origin_node == statement.excluded.origin_node,
-        )
-        common = {"institution_id": scope.institution_id, "origin_node": scope.origin}
-        rows = [{"id": uuid.uuid4(), **common, **r.row} for r in records]
-        statement = statement.returning(table.c.id, table.c.lot_number, CREATED)
-        result = (await session.execute(statement, rows)).all()
+        ).returning(table.c.id, table.c.lot_number, CREATED)
+        result = (await session.execute(statement)).all()
         written = {lot: batch_id for batch_id, lot, _ in result}
         await replace_qc_results(session, {written[r.key]: r.children for r in records if r.key in written})
         changed = [(batch_id, scope.institution_id, upserted(new)) for batch_id, _, new in result]
@@ -161,7 +159,7 @@ async def replace_qc_results(session: AsyncSession, results: dict[uuid.UUID, lis
     await session.execute(delete(QcResult).where(QcResult.batch_id.in_(list(results))))
     rows = [{"id": uuid.uuid4(), "batch_id": batch_id, **row} for batch_id, rows in results.items() for row in rows]
     if rows:
-        await session.execute(insert(QcResult.__table__), rows)
+        await session.execute(insert_rows(QcResult.__table__, rows))
 
 
 def upserted(created: bool) -> Operation:
@@ -184,7 +182,7 @@ async def log_changes(
              "operation": operation.value, "origin_node": origin, "shared": shared}
             for record_id, institution_id, operation in rows
         ]  # fmt: skip
-        await session.execute(insert(Change), entries)
+        await session.execute(insert_rows(Change.__table__, entries))
 
 
 TARGETS = {target.name: target for target in (BatchTarget(),)}
