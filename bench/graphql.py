@@ -1,9 +1,10 @@
 """GraphQL search at bench scale: a page query (filter + search + nested batches and QC results) and a facet
 query, each against hand-written SQL fetching the same data in the same run; then 20 concurrent clients.
 
-The GraphQL side runs through the real schema, context and DataLoaders on one session per request (what a
-request costs minus HTTP); the concurrency part goes through the whole app (ASGI, bearer tokens from the dev
-identity provider, protection, budget) with 20 clients at once.
+The GraphQL side runs through the real schema with the endpoint's protection extensions, context and
+DataLoaders on one session per request (what a request costs minus HTTP and the token); the concurrency part
+drives `cellcommons serve` with several workers (HTTP, bearer tokens from the dev identity provider,
+protection, budget) with 20 clients at once, each sending its next request when the last one is answered.
 """
 
 from __future__ import annotations
@@ -17,23 +18,24 @@ import httpx
 from rich.console import Console
 from sqlalchemy import event, select
 
+from bench.load import Run, seed, served
 from bench.report import Measure, Report
-from cellcommons.api.app import create_app
 from cellcommons.auth.dev_idp import DevIdentityProvider
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.catalogue.models import Institution
 from cellcommons.db import Database
-from cellcommons.demo.consortium import SCALES, Consortium, Scale
-from cellcommons.demo.identity import register_dev_issuers
+from cellcommons.demo.consortium import SCALES, Scale
 from cellcommons.demo.scratch import ScratchStack
-from cellcommons.demo.seed import driver_connection, seed_bulk
+from cellcommons.demo.seed import driver_connection
 from cellcommons.graphql.context import Context
 from cellcommons.graphql.ids import Identifiers
+from cellcommons.graphql.limits import protection
 from cellcommons.graphql.schema import build_schema
 from cellcommons.settings import Environment, Settings
 
 QUICK = Scale("quick", batches_per_institution=2_000, datasets_per_institution=400)
 CALLER = "maple-ccrm"
+WORKERS = 4
 SEARCH, TISSUE = "MSC", "UBERON:0002371"  # what PAGE and FACETS ask for
 
 PAGE = """
@@ -97,7 +99,7 @@ class Bench:
         self.settings = settings
         self.rounds = rounds
         self.database = Database(settings)
-        self.schema = build_schema()
+        self.schema = build_schema(protection(settings))  # as the endpoint serves it
         self.ids = Identifiers(settings.secret_key.get_secret_value())
         self.statements = Counter()
         event.listen(self.database.engine.sync_engine, "before_cursor_execute", self._count)
@@ -152,39 +154,34 @@ class Bench:
         return samples[2:]
 
 
-async def _seed(settings: Settings, scale: Scale, idp: DevIdentityProvider) -> None:
-    database = Database(settings)
-    async with httpx.AsyncClient(timeout=5) as http, database.unit_of_work() as session:
-        await seed_bulk(session, Consortium(scale, seed=2026), origin=settings.node_id)
-        await register_dev_issuers(session, http, idp)
-    async with database.unit_of_work() as session:
-        connection = await driver_connection(session)
-        for table in ("dataset", "dataset_version", "batch", "qc_result", "dataset_version_batch"):
-            await connection.execute(f"ANALYZE {table}")
-    await database.dispose()
-
-
-async def _concurrent(settings: Settings, idp: DevIdentityProvider, clients: int, requests: int) -> tuple[float, int]:
-    app = create_app(settings)
-    headers = {"Authorization": f"Bearer {idp.issue_access_token(CALLER, 'stella', lifetime=3600)}"}
+async def _concurrent(base: str, token: str, clients: int, requests: int) -> Run:
+    """`clients` clients each asking for the 20-dataset page `requests` times, one request at a time."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"query": PAGE, "variables": {"first": 20, "batches": 5}}
+    latencies: list[float] = []
     errors = 0
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as client:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
 
-            async def worker() -> int:
-                failed = 0
-                for _ in range(requests):
-                    response = await client.post(
-                        "/graphql", json={"query": PAGE, "variables": {"first": 20, "batches": 5}}, headers=headers
-                    )
-                    failed += response.status_code != 200 or "errors" in response.json()
-                return failed
+        async def client(count: int) -> None:
+            nonlocal errors
+            for _ in range(count):
+                start = time.perf_counter()
+                try:
+                    response = await http.post("/graphql", json=body, headers=headers)
+                    ok = response.status_code == 200 and not response.json().get("errors")
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    latencies.append((time.perf_counter() - start) * 1000)
+                else:
+                    errors += 1
 
-            start = time.perf_counter()
-            errors = sum(await asyncio.gather(*(worker() for _ in range(clients))))
-            elapsed = time.perf_counter() - start
-    return clients * requests / elapsed, errors
+        await asyncio.gather(*(client(1) for _ in range(clients)))  # warm every worker; not counted
+        latencies.clear()
+        start = time.perf_counter()
+        await asyncio.gather(*(client(requests) for _ in range(clients)))
+        return Run(latencies, errors, time.perf_counter() - start)
 
 
 async def _run(stack: ScratchStack, quick: bool, console: Console) -> Report:
@@ -193,7 +190,7 @@ async def _run(stack: ScratchStack, quick: bool, console: Console) -> Report:
     report = Report("graphql")
     with DevIdentityProvider(None, Settings(_env_file=None, environment=Environment.test)) as idp:
         with console.status(f"seeding the {scale.name} scale…"):
-            await _seed(settings, scale, idp)
+            await seed(settings, scale, idp)
         bench = Bench(settings, rounds=5 if quick else 30)
         principal = await bench.principal()
         for first, nested in ((20, 5), (100, 10)):
@@ -216,9 +213,10 @@ async def _run(stack: ScratchStack, quick: bool, console: Console) -> Report:
             f"p95 {p95:.1f} ms, {statements} statements; hand-written SQL p50 {s50:.1f} ms, p95 {s95:.1f} ms"
         )
         await bench.database.dispose()
-        rate, errors = await _concurrent(settings, idp, clients=20, requests=3 if quick else 10)
-        report.notes.append(f"20 concurrent clients through the app (ASGI, tokens, limits): {rate:.1f} pages/s, "
-                            f"{errors} errors")  # fmt: skip
+        token = idp.issue_access_token(CALLER, "stella", lifetime=3600)
+        with served(settings, WORKERS) as base, console.status("20 concurrent clients…"):
+            run = await _concurrent(base, token, clients=20, requests=3 if quick else 20)
+        report.notes.append(run.summary(f"20 concurrent clients, 20×5 page, `cellcommons serve --workers {WORKERS}`"))
         report.notes.append(
             f"scale {scale.name}: {4 * scale.batches_per_institution:,} batches, "
             f"{4 * scale.datasets_per_institution:,} datasets; caller: a reader of {CALLER}"

@@ -13,7 +13,9 @@ from cellcommons.access.visibility import (
     describe,
     downloadable_dataset_versions,
     get_visible,
+    per_viewer,
     visible_batches,
+    visible_dataset_versions,
     visible_qc_results,
 )
 from cellcommons.audit import service as audit
@@ -153,6 +155,28 @@ async def test_what_each_institution_sees(session, world):
         who: len(await _visible_ids(session, p[who], AuditEvent)) for who in ["A reader", "A steward", "B steward"]
     }
     assert events == {"A reader": 1, "A steward": 3, "B steward": 2}
+
+
+async def test_statements_built_once_per_shape_of_principal_see_what_each_caller_sees(session, world):
+    """One statement serves every principal with the same roles (A's and B's readers share one), the caller's
+    institution bound at execution; it returns exactly what the rule built for that caller returns."""
+    shared = per_viewer(lambda principal, model: select(model.id).where(VISIBLE[model](principal, model)))
+    models = [Dataset, DatasetVersion, Distribution, DataUseCondition, Batch, QcResult, Donor, Collection]
+    for who in WHO:
+        for model in models:
+            expected = await _visible_ids(session, world.principals[who], model)
+            assert set(await session.scalars(shared(world.principals[who], model))) == expected, (who, model)
+
+
+@pytest.mark.parametrize("who", WHO)
+async def test_versions_joined_with_their_dataset_read_the_custodian_from_the_join(session, world, who):
+    principal = world.principals[who]
+    joined = (
+        select(DatasetVersion.id)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(visible_dataset_versions(principal, DatasetVersion, Dataset))
+    )
+    assert set(await session.scalars(joined)) == await _visible_ids(session, principal, DatasetVersion)
 
 
 async def test_harvested_copies_are_read_only(session, world):

@@ -325,6 +325,18 @@ async def test_production_still_applies_the_limits_when_it_validates_itself():
     assert context.calls == []
 
 
+async def test_a_repeated_query_is_refused_every_time_from_its_cached_parse_and_validation():
+    """Parsing and validation run once per distinct text; every request still gets the verdict."""
+    for settings in (PRODUCTION, PRODUCTION, TEST, TEST):
+        result, context = await run("{ item(x: 1) { id } }", settings=settings)
+        assert [e.message for e in result.errors] == ["Unknown argument 'x' on field 'Query.item'."]
+        assert context.calls == []
+        result, context = await run(nested("item", 11), settings=settings)
+        refused(result, context, "query_too_deep")
+    result, context = await run(nested("item", 10), settings=PRODUCTION)
+    assert result.errors is None and context.calls
+
+
 # --- request body size ----------------------------------------------------------------------------------------
 
 
