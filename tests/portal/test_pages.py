@@ -107,7 +107,7 @@ async def test_forms_need_the_sessions_csrf_token_and_pages_their_role(visit):
     assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/sign-in")
 
 
-async def test_a_bad_dataset_form_comes_back_with_the_errors_at_their_fields_and_saves_nothing(visit):
+async def test_a_bad_dataset_form_comes_back_with_errors_at_their_fields_and_warnings_show_where_they_apply(visit):
     sam = visit("leiden-scgt", Role.submitter, subject="sam")
     form = dataset_form("", columns="donor, string\nmarker, string, plain") | {"primary": ""}
     response = await sam.post("/curate/new", form)
@@ -117,6 +117,15 @@ async def test_a_bad_dataset_form_comes_back_with_the_errors_at_their_fields_and
     assert error_at(response.text, "conditions")  # no primary data-use term
     assert 'value="flow cytometry"' in response.text  # what was typed stays
     assert "Marker panels of bone-marrow" not in (await sam.get("/curate")).text
+
+    # A warning does not block the save: it is kept with the version and shown where it applies.
+    columns = "donor, string, quasi_identifier\nhospital_number, string, direct_identifier"
+    saved = await sam.post("/curate/new", dataset_form("BM-MSC panel with a warning", columns=columns))
+    assert saved.status_code == 303
+    page = (await sam.get(saved.headers["location"])).text
+    files = page[page.index('<section aria-labelledby="files">') :]
+    files = files[: files.index("</section>")]
+    assert "column &#39;hospital_number&#39; is a direct identifier" in files and "finding-warning" in files
 
 
 async def test_a_question_sends_the_request_back_and_the_requester_resubmits_then_is_rejected(visit):
