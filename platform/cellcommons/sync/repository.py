@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, text, update
+from sqlalchemy import ARRAY, Select, String, any_, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -80,13 +80,21 @@ async def save_bookmark(
 # ---- the ledger ------------------------------------------------------------------------------------------------
 
 
+def _any_of(keys: Iterable[str]):
+    """`= ANY(array)`: one parameter for a page of keys (an IN list of a thousand parameters plans far slower)."""
+    return any_(bindparam("keys", list(keys), type_=ARRAY(String)))
+
+
 async def ledger(
     session: AsyncSession, source_id: uuid.UUID, stream: str, keys: Iterable[str]
 ) -> dict[str, tuple[datetime | None, str]]:
+    # Joined to the page's keys rather than `IN (…)`/`= ANY(…)`: a filter over a parameter array is checked
+    # row by row against the whole array, which a growing ledger turns quadratic; a join can hash or probe.
+    page = func.unnest(bindparam("keys", list(keys), type_=ARRAY(String))).table_valued("key").render_derived("page")
     rows = await session.execute(
-        select(SyncRecord.record_key, SyncRecord.source_updated_at, SyncRecord.content_hash).where(
-            SyncRecord.source_id == source_id, SyncRecord.stream == stream, SyncRecord.record_key.in_(list(keys))
-        )
+        select(SyncRecord.record_key, SyncRecord.source_updated_at, SyncRecord.content_hash)
+        .join(page, SyncRecord.record_key == page.c.key)
+        .where(SyncRecord.source_id == source_id, SyncRecord.stream == stream)
     )
     return {key: (stamp, content_hash) for key, stamp, content_hash in rows}
 
@@ -110,7 +118,9 @@ async def mark_seen(
     if keys:
         await session.execute(
             update(SyncRecord)
-            .where(SyncRecord.source_id == source_id, SyncRecord.stream == stream, SyncRecord.record_key.in_(keys))
+            .where(
+                SyncRecord.source_id == source_id, SyncRecord.stream == stream, SyncRecord.record_key == _any_of(keys)
+            )
             .values(snapshot_pass=snapshot_pass)
         )
 
@@ -120,7 +130,7 @@ async def forget(session: AsyncSession, source_id: uuid.UUID, stream: str, keys:
     if keys:
         await session.execute(
             delete(SyncRecord).where(
-                SyncRecord.source_id == source_id, SyncRecord.stream == stream, SyncRecord.record_key.in_(keys)
+                SyncRecord.source_id == source_id, SyncRecord.stream == stream, SyncRecord.record_key == _any_of(keys)
             )
         )
 
