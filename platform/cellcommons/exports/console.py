@@ -17,11 +17,14 @@ from cellcommons.errors import Conflict, InvalidInput
 from cellcommons.exports import service
 from cellcommons.exports.models import ExportJob
 from cellcommons.exports.worker import ExportWorker
+from cellcommons.exports.writer import return_freed_memory
 from cellcommons.settings import Settings
 from cellcommons.storage import ObjectStore
 
 
 def _with_worker(settings: Settings, work: Callable[[ExportWorker], Awaitable[Any]], **options: Any) -> Any:
+    return_freed_memory()
+
     async def run() -> Any:
         database = Database(settings)
         try:

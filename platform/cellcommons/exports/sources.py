@@ -35,7 +35,8 @@ from cellcommons.exports.models import BadRows
 from cellcommons.exports.policy import ColumnPlan
 from cellcommons.storage.object_store import ObjectStore
 
-BATCH_ROWS = 65_536
+BATCH_ROWS = 65_536  # catalogue rows (narrow); Parquet batches are sized by bytes, see _parquet_batch_rows
+BATCH_BYTES = 4 * 1024 * 1024
 CSV_BLOCK = 4 * 1024 * 1024
 QUARANTINE_SAMPLE = 100
 PARQUET_TYPES = {"application/vnd.apache.parquet", "application/x-parquet", "application/parquet"}
@@ -213,25 +214,39 @@ def csv_batches(chunks: Iterator[bytes], plans: list[ColumnPlan], sha256: str | 
 
 
 def parquet_batches(chunks: Iterator[bytes], plans: list[ColumnPlan], sha256: str | None):
-    with tempfile.TemporaryFile(prefix="cellcommons-export-") as spool:
+    with tempfile.NamedTemporaryFile(prefix="cellcommons-export-") as spool:
         digest = hashlib.sha256()
         for chunk in chunks:
             digest.update(chunk)
             spool.write(chunk)
+        spool.flush()
         _checked(digest.hexdigest(), sha256)
-        spool.seek(0)
         try:
-            source = pq.ParquetFile(spool)
+            # By path, so Arrow reads into its own pool (a Python file hands over Python bytes); no pre-buffering
+            # of whole column chunks.
+            source = pq.ParquetFile(spool.name, pre_buffer=False)
         except pa.ArrowInvalid as exc:
             raise InvalidInput(f"the Parquet file cannot be read: {exc}", field="distributionId") from None
         present = set(source.schema_arrow.names)
         for plan in plans:
             if plan.name not in present:
                 raise InvalidInput(f"the Parquet file has no column {plan.name!r}", field="distributionId")
-        for batch in source.iter_batches(batch_size=BATCH_ROWS, columns=[plan.name for plan in plans]):
+        names = [plan.name for plan in plans]
+        rows = _parquet_batch_rows(source, names)
+        # One thread: decoding the columns in parallel holds more of the row group at once, for little gain here.
+        for batch in source.iter_batches(batch_size=rows, columns=names, use_threads=False):
             yield pa.RecordBatch.from_arrays(
                 [_cast(batch.column(plan.name), plan) for plan in plans], names=[plan.name for plan in plans]
             )
+
+
+def _parquet_batch_rows(source: pq.ParquetFile, names: list[str]) -> int:
+    """Rows per batch for about BATCH_BYTES of decoded data, measured on the first rows (the file's own sizes
+    are of encoded data: dictionary-encoded text decodes many times larger)."""
+    sample = next(source.iter_batches(batch_size=1024, columns=names), None)
+    if sample is None or sample.num_rows == 0:
+        return BATCH_ROWS
+    return max(1024, min(BATCH_ROWS, BATCH_BYTES * sample.num_rows // max(sample.nbytes, 1)))
 
 
 def _cast(values: pa.Array, plan: ColumnPlan) -> pa.Array:

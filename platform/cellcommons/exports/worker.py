@@ -21,7 +21,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version as installed_version
 
 import pyarrow as pa
@@ -37,7 +37,7 @@ from cellcommons.exports.errors import AttemptsExhausted
 from cellcommons.exports.models import ExportJob, ExportStatus
 from cellcommons.exports.policy import PolicyApplier, pseudonym_key
 from cellcommons.exports.sources import Quarantine, blocking, catalogue_batches, distribution_batches
-from cellcommons.exports.writer import ParquetStream, with_terms
+from cellcommons.exports.writer import PART_SIZE, ParquetStream, with_terms
 from cellcommons.settings import Settings
 from cellcommons.storage import buckets
 from cellcommons.storage.object_store import ObjectStore
@@ -50,6 +50,10 @@ SYSTEM_ACTOR = "system:export-worker"
 
 class Interrupted(Exception):
     """The worker is stopping: the job goes back to the queue."""
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now (this one's lease ran out): leave it alone."""
 
 
 @dataclass
@@ -148,6 +152,9 @@ class ExportWorker:
             return await self._succeeded(prepared, stream, quarantine)
         except Interrupted:
             return await self._release(export_id)
+        except LeaseLost:
+            async with self.database.unit_of_work() as session:
+                return await session.get_one(ExportJob, export_id)
         except Unavailable as exc:
             log.warning("export %s: %s; back to the queue", export_id, exc.message)
             return await self._release(export_id)
@@ -160,13 +167,15 @@ class ExportWorker:
     async def _prepare(self, export_id: uuid.UUID) -> Prepared:
         async with self.database.unit_of_work() as session:
             job = await session.get_one(ExportJob, export_id)
+            if job.lease_owner != self.name:
+                raise LeaseLost
             if job.attempts > MAX_ATTEMPTS:
                 raise AttemptsExhausted(f"the export was tried {MAX_ATTEMPTS} times without finishing", field="id")
             agreement = await session.get_one(Agreement, job.agreement_id)
             scope = await service.scope(session, job.institution_id, agreement, job.dataset_version_id,
                                         job.distribution_id, job.columns)  # fmt: skip
             dataset = await session.get_one(Dataset, scope.version.dataset_id)
-            key = f"{agreement.id}/{job.id}-{job.attempts}.parquet"
+            key = f"{agreement.id}/{job.id}-{uuid.uuid4().hex[:12]}.parquet"  # this attempt's own
             terms = await _terms(session, job, scope, dataset)
             return Prepared(job=job, scope=scope, custodian_id=dataset.institution_id, key=key, terms=terms)
 
@@ -204,7 +213,8 @@ class ExportWorker:
         stream = ParquetStream(exported(), with_terms(policy.schema, prepared.terms))
         bucket = buckets.exports_bucket(self.settings)
         self.store.ensure_bucket(bucket)
-        self.store.put_stream(bucket, prepared.key, stream, content_type="application/vnd.apache.parquet")
+        parquet = "application/vnd.apache.parquet"
+        self.store.put_stream(bucket, prepared.key, stream, content_type=parquet, part_size=PART_SIZE)
         progress.update(stream.rows, stream.size)
         return stream
 
@@ -266,7 +276,7 @@ class ExportWorker:
 
 
 def _finish(job: ExportJob, status: ExportStatus) -> None:
-    job.status, job.lease_owner, job.lease_expires_at, job.finished_at = status, None, None, func.now()
+    job.status, job.lease_owner, job.lease_expires_at, job.finished_at = status, None, None, datetime.now(UTC)
 
 
 async def _terms(session, job: ExportJob, scope: service.Scope, dataset: Dataset) -> dict[str, str]:

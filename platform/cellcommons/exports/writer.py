@@ -12,30 +12,50 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROW_GROUP_ROWS = 1_000_000
-ROW_GROUP_BYTES = 48 * 1024 * 1024
+ROW_GROUP_BYTES = 16 * 1024 * 1024
+PART_SIZE = 8 * 1024 * 1024  # multipart parts: the SDK holds a few copies of one; at most 10 000 parts (80 GB)
 COMPRESSION = "zstd"
 
 
 class _Sink:
-    """Where the Parquet writer puts its bytes: the stream's buffer, hashed and counted on the way."""
+    """Where the Parquet writer puts its bytes: a queue of pieces for `read`, hashed and counted on the way.
+    Pieces rather than one growing buffer, so handing out a part costs one copy and no reallocation."""
 
-    def __init__(self, buffer: bytearray):
-        self.buffer = buffer
+    def __init__(self):
+        self.pieces: deque[bytes] = deque()
+        self.queued = 0
         self.digest = hashlib.sha256()
         self.size = 0
         self.closed = False
 
     def write(self, data) -> int:
-        self.buffer += data
-        self.digest.update(data)
-        self.size += len(data)
-        return len(data)
+        piece = bytes(data)
+        self.pieces.append(piece)
+        self.queued += len(piece)
+        self.digest.update(piece)
+        self.size += len(piece)
+        return len(piece)
+
+    def take(self, size: int) -> bytes:
+        """Up to `size` bytes from the front of the queue, as one bytes object."""
+        taken, wanted = [], min(size, self.queued)
+        while wanted:
+            piece = self.pieces.popleft()
+            if len(piece) > wanted:
+                self.pieces.appendleft(piece[wanted:])
+                piece = piece[:wanted]
+            taken.append(piece)
+            wanted -= len(piece)
+        chunk = b"".join(taken)
+        self.queued -= len(chunk)
+        return chunk
 
     def tell(self) -> int:
         return self.size
@@ -55,8 +75,7 @@ class ParquetStream(io.RawIOBase):
         on_row_group: Callable[[int, int], None] = lambda rows, size: None,
     ):
         self._batches = batches
-        self._buffer = bytearray()
-        self._sink = _Sink(self._buffer)
+        self._sink = _Sink()
         self._writer = pq.ParquetWriter(self._sink, schema, compression=COMPRESSION)
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
@@ -76,12 +95,9 @@ class ParquetStream(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or len(self._buffer) < size):
+        while not self._done and (size < 0 or self._sink.queued < size):
             self._advance()
-        size = len(self._buffer) if size < 0 else min(size, len(self._buffer))
-        chunk = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return chunk
+        return self._sink.take(self._sink.queued if size < 0 else size)
 
     def readinto(self, buffer) -> int:
         chunk = self.read(len(buffer))
@@ -109,6 +125,17 @@ class ParquetStream(io.RawIOBase):
         self._writer.write_table(table, row_group_size=table.num_rows)
         self.rows += table.num_rows
         self._on_row_group(self.rows, self.size)
+
+
+def return_freed_memory() -> None:
+    """Make this process's Arrow allocator jemalloc with immediate decay: Arrow's default allocator keeps freed
+    pages for reuse, so an export's resident memory would grow with the largest row group it ever encoded rather
+    than follow its live data. For processes that run exports (the worker, `export run`, the benchmark)."""
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except NotImplementedError:  # a pyarrow built without jemalloc keeps its default
+        pass
 
 
 def with_terms(schema: pa.Schema, terms: dict[str, str]) -> pa.Schema:

@@ -87,8 +87,10 @@ class ObjectStore:
         stream: BinaryIO,
         length: int = -1,
         content_type: str = "application/octet-stream",
+        part_size: int = PART_SIZE,
     ) -> ObjectInfo:
-        """Upload from a file-like object; an unknown length (-1) streams as a multipart upload."""
+        """Upload from a file-like object; an unknown length (-1) streams as a multipart upload in parts of
+        `part_size` bytes (S3: at least 5 MiB, at most 10 000 parts)."""
         with _translated(bucket, key):
             self.client.put_object(
                 bucket,
@@ -96,7 +98,7 @@ class ObjectStore:
                 stream,
                 length,
                 content_type=content_type,
-                part_size=PART_SIZE if length < 0 else 0,
+                part_size=part_size if length < 0 else 0,
             )
         return self.stat(bucket, key)
 
