@@ -20,6 +20,7 @@ from sqlalchemy import select
 from tests.access.conftest import HMB, INSTITUTIONS, Consortium, person, publish_dataset
 from tests.access.test_agreements import _agreement
 from tests.catalogue.factories import LOT, valid_batch, valid_dataset
+from tests.graphql.conftest import api, seeded_settings  # noqa: F401  (the in-process API, for test_graphql)
 
 from cellcommons.access.models import Agreement
 from cellcommons.auth.principal import Principal
