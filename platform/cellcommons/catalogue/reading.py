@@ -179,6 +179,11 @@ def datasets_query(principal: Principal | None) -> Select:
     return select(Dataset).where(visibility.visible_datasets(principal))
 
 
+def own_datasets_query(principal: Principal) -> Select:
+    """The principal's institution's datasets: what its submitters curate."""
+    return datasets_query(principal).where(Dataset.institution_id == principal.institution_id)
+
+
 def batches_query(principal: Principal | None, tissue: str | None = None) -> Select:
     query = select(Batch).where(visibility.visible_batches(principal))
     return query.where(Batch.tissue == tissue) if tissue else query

@@ -123,7 +123,7 @@ def register(portal: FastAPI, pages: Pages) -> None:
                 return show_form(request, form, datasets, action, verdicts=[v for _, _, v in verdicts])
             saved = await pages.committed(_save_and_submit, principal, request_id, parsed)
         except CORRECTABLE as exc:
-            return show_form(request, form, datasets, action, status=422, errors=form_errors(exc, CONTROLS))
+            return show_form(request, form, datasets, action, status=exc.status, errors=form_errors(exc, CONTROLS))
         return RedirectResponse(f"/requests/{pages.link(REQUEST, saved.id)}", status_code=303)
 
     @portal.get("/datasets/{accession}/request", response_class=HTMLResponse)

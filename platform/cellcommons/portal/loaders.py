@@ -1,6 +1,7 @@
 """What the access pages show, loaded for one principal through the access and catalogue repositories (the
 policy is inside their queries): requests with their parts, decisions, history and agreements; agreements with
-their parties and datasets; notifications. Lists are batched: one query per kind of part, not per row."""
+their parties and datasets; notifications; the institution's own datasets for curation. Lists are batched: one
+query per kind of part, not per row."""
 
 from __future__ import annotations
 
@@ -171,8 +172,7 @@ async def my_notifications(session: AsyncSession, principal: Principal) -> list[
 
 async def own_datasets(session: AsyncSession, principal: Principal) -> list[tuple[Dataset, object]]:
     """The institution's datasets, newest first, each with its latest version (a draft, if one is open)."""
-    query = reading.datasets_query(principal).where(Dataset.institution_id == principal.institution_id)
-    rows = await _newest(session, query, Dataset)
+    rows = await _newest(session, reading.own_datasets_query(principal), Dataset)
     versions = await reading.versions_of(session, principal, [d.id for d in rows])
     return [(d, versions[d.id][-1]) for d in rows if versions.get(d.id)]
 
