@@ -8,7 +8,7 @@ from tests.sync.conftest import batch_record, memory_connector
 
 from cellcommons.audit.models import AuditEvent
 from cellcommons.catalogue.models import Batch
-from cellcommons.sync.models import QuarantinedRecord, RunStatus, SyncBookmark, SyncRun
+from cellcommons.sync.models import QuarantinedRecord, RunStatus, RunTrigger, SyncBookmark, SyncRun
 
 
 class Crash(Exception):
@@ -60,12 +60,23 @@ async def test_quarantine_replay_lands_records_once_fixed_and_keeps_the_others(e
     await env.add_source()
     runtime = env.runtime(memory_connector(rows))
     await runtime.run("lims")
-    assert await runtime.replay_quarantine("lims") == (0, 1)  # still wrong: stays quarantined
+    still_wrong = await runtime.replay_quarantine("lims")
+    assert (still_wrong.status, still_wrong.read_count, still_wrong.upserted_count, still_wrong.quarantined_count) == (
+        RunStatus.partial, 1, 0, 1,
+    )  # fmt: skip
     async with env.database.unit_of_work() as session:
         held = await session.scalar(select(QuarantinedRecord))
         held.payload = {**held.payload, "passage": 4}  # as if the mapping or the source were fixed
-    assert await runtime.replay_quarantine("lims") == (1, 0)
+    fixed = await runtime.replay_quarantine("lims")
+    assert (fixed.status, fixed.trigger, fixed.upserted_count, fixed.quarantined_count) == (
+        RunStatus.ok, RunTrigger.replay, 1, 0,
+    )  # fmt: skip
     assert await env.lots() == ["LOT-1", "LOT-2"]
+    async with env.database.unit_of_work() as session:
+        runs = (await session.scalars(select(SyncRun.trigger).order_by(SyncRun.created_at))).all()
+        events = (await session.scalars(select(AuditEvent).where(AuditEvent.action == "sync.run"))).all()
+    assert runs == [RunTrigger.manual, RunTrigger.replay, RunTrigger.replay]
+    assert [e.details["trigger"] for e in events] == ["manual", "replay", "replay"]
 
 
 async def test_newer_source_timestamp_wins_and_in_page_duplicates_collapse(env):

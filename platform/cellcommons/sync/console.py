@@ -16,6 +16,7 @@ from rich.table import Table
 
 from cellcommons.db import Database
 from cellcommons.settings import Settings
+from cellcommons.storage.cleanup import keep_clean
 from cellcommons.sync import repository, service
 from cellcommons.sync.models import RunTrigger, SyncRun
 from cellcommons.sync.runtime import SyncRuntime
@@ -114,7 +115,7 @@ def run_now(settings: Settings, name: str, console: Console, *, replay_of: str |
         return _with_database(settings, work)
 
 
-def replay_quarantine(settings: Settings, name: str) -> tuple[int, int]:
+def replay_quarantine(settings: Settings, name: str) -> SyncRun:
     return _with_database(settings, lambda database: SyncRuntime(database, settings).replay_quarantine(name))
 
 
@@ -132,6 +133,9 @@ def run_scheduler(settings: Settings, interval: float, console: Console) -> None
             for run in runs:
                 console.print(run_line(str(run.source_id), run), highlight=False)
 
+        # The scheduler process also cleans abandoned uploads out of staging, hourly (storage/cleanup.py).
+        cleaning = asyncio.create_task(keep_clean(database, settings, stop))
         await serve(SyncRuntime(database, settings), interval, stop, report)
+        await cleaning
 
     _with_database(settings, work)

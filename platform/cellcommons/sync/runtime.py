@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -86,6 +87,12 @@ class SyncRuntime:
         self, name: str, *, trigger: RunTrigger = RunTrigger.manual, from_bookmarks: dict | None = None
     ) -> SyncRun | None:
         """Run the source now; None when a scheduled run finds another scheduler got there first."""
+        async with self._source_lock(name):
+            return await self._locked_run(name, trigger, from_bookmarks)
+
+    @asynccontextmanager
+    async def _source_lock(self, name: str) -> AsyncIterator[None]:
+        """One run (or quarantine replay) of a source at a time, across processes: an advisory lock."""
         async with self.database.unit_of_work() as session:
             source_id = (await repository.source_by_name(session, name)).id
         async with self.database.engine.connect() as connection:
@@ -93,7 +100,7 @@ class SyncRuntime:
             if not await repository.try_lock(lock, source_id):
                 raise AlreadyRunning(f"source {name!r} is being synced by another process", field="source")
             try:
-                return await self._locked_run(name, trigger, from_bookmarks)
+                yield
             finally:
                 await repository.unlock(lock, source_id)
 
@@ -201,7 +208,10 @@ class SyncRuntime:
             await repository.save_bookmark(session, work.source_id, work.stream, None, None)
             await _count(session, run_id, outcome)
 
-    async def _finish(self, run_id: uuid.UUID, source: SourceView, status: RunStatus, error: str | None) -> SyncRun:
+    async def _finish(
+        self, run_id: uuid.UUID, source: SourceView, status: RunStatus, error: str | None, *, replay: bool = False
+    ) -> SyncRun:
+        """End the run; a reading run (not a quarantine replay) also moves the source's schedule and breaker."""
         now = datetime.now(UTC)
         async with self.database.unit_of_work() as session:
             run = await session.get(SyncRun, run_id, populate_existing=True)
@@ -209,9 +219,10 @@ class SyncRuntime:
             if status is RunStatus.ok and run.quarantined_count:
                 status = RunStatus.partial
             run.status, run.error, run.finished_at = status, error, now
-            row.consecutive_failures = row.consecutive_failures + 1 if status is RunStatus.failed else 0
-            row.breaker_open_until = self.breaker.open_until(row.consecutive_failures, now)
-            row.next_run_at = next_fire(row.schedule, now)
+            if not replay:
+                row.consecutive_failures = row.consecutive_failures + 1 if status is RunStatus.failed else 0
+                row.breaker_open_until = self.breaker.open_until(row.consecutive_failures, now)
+                row.next_run_at = next_fire(row.schedule, now)
             await session.flush()
             await audit.append(
                 session,
@@ -227,29 +238,48 @@ class SyncRuntime:
 
     # ---- quarantine replay ---------------------------------------------------------------------------------
 
-    async def replay_quarantine(self, name: str) -> tuple[int, int]:
+    async def replay_quarantine(self, name: str) -> SyncRun:
         """Put every open quarantined record of the source through validation again (after a fix at the
-        source's specification or the mapping); those that pass land. Returns (landed, still quarantined)."""
-        async with self.database.unit_of_work() as session:
-            source = await self._view(session, await repository.source_by_name(session, name))
+        source's specification or the mapping); those that pass land. Recorded as a run (trigger `replay`):
+        read = the records replayed, upserted and deleted = those that landed now, quarantined = those still
+        held (the run is `partial` while any are)."""
+        async with self._source_lock(name):
+            async with self.database.unit_of_work() as session:
+                row = await repository.source_by_name(session, name)
+                source = await self._view(session, row)
+                run = SyncRun(source_id=row.id, trigger=RunTrigger.replay, status=RunStatus.running, start_bookmarks={})
+                session.add(run)
+                await session.flush()
+            try:
+                await self._replay(run.id, source)
+            except Exception as exc:  # as for a run: the chunks already landed stay
+                message = exc.message if isinstance(exc, CellCommonsError) else f"{type(exc).__name__}: {exc}"
+                return await self._finish(run.id, source, RunStatus.failed, _redacted(message, source), replay=True)
+            return await self._finish(run.id, source, RunStatus.ok, None, replay=True)
+
+    async def _replay(self, run_id: uuid.UUID, source: SourceView) -> None:
         connector = self.connector(source)
         try:
             streams = {stream.name: stream for stream in connector.streams()}
         finally:
             await connector.close()  # replay only needs the streams' declarations
-        landed = kept = 0
         after = None
         while True:
             async with self.database.unit_of_work() as session:
                 chunk = await repository.open_quarantine(session, source.id, after, REPLAY_CHUNK)
                 if not chunk:
-                    return landed, kept
-                resolved = await self._replay_chunk(session, source, streams, chunk)
+                    return
+                resolved, outcome = await self._replay_chunk(session, source, streams, chunk)
                 await repository.resolve(session, resolved)
-                landed, kept, after = landed + len(resolved), kept + len(chunk) - len(resolved), chunk[-1].id
+                held = len(chunk) - len(resolved)
+                await repository.add_counts(session, run_id, read=len(chunk), upserted=outcome.upserted,
+                                            deleted=outcome.deleted, quarantined=held)  # fmt: skip
+                after = chunk[-1].id
 
-    async def _replay_chunk(self, session, source: SourceView, streams: dict, chunk: list) -> list[uuid.UUID]:
-        resolved = []
+    async def _replay_chunk(
+        self, session, source: SourceView, streams: dict, chunk: list
+    ) -> tuple[list[uuid.UUID], PageOutcome]:
+        resolved, total = [], PageOutcome()
         for stream_name in {q.stream for q in chunk}:
             entries = [q for q in chunk if q.stream == stream_name and stream_name in streams]
             if not entries:
@@ -260,7 +290,8 @@ class SyncRuntime:
             records = [Record(q.payload, q.source_updated_at, q.deleted) for q in entries]
             outcome = await land_page(session, work, records)
             resolved += [q.id for q in entries if q.record_key is not None and q.record_key in outcome.landed]
-        return resolved
+            total.upserted, total.deleted = total.upserted + outcome.upserted, total.deleted + outcome.deleted
+        return resolved, total
 
 
 def _due(source: SyncSource, now: datetime) -> bool:
