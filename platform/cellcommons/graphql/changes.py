@@ -11,7 +11,7 @@ import strawberry
 
 from cellcommons.catalogue import changes, reading
 from cellcommons.errors import InvalidInput
-from cellcommons.graphql.connection import Connection, Edge, PageInfo
+from cellcommons.graphql.connection import Connection, Edge, PageInfo, SealedCursor
 from cellcommons.graphql.types import Institution, Node, as_node
 
 ChangeOperation = strawberry.enum(changes.Operation, name="ChangeOperation")
@@ -89,13 +89,16 @@ class ChangesQuery:
             for row in page.changes
         ]
         # An empty page keeps the caller where it was, so following the feed is always `after: endCursor`.
-        start = edges[0].cursor() if edges else before
-        end = edges[-1].cursor() if edges else after
+        start = edges[0] if edges else _given(before)
+        end = edges[-1] if edges else _given(after)
 
         async def total() -> int:
             return await context.read(changes.count_feed, context.principal, node_id)
 
-        info_ = PageInfo(
-            has_next_page=page.has_next, has_previous_page=page.has_previous, start_cursor=start, end_cursor=end
-        )
+        info_ = PageInfo(has_next_page=page.has_next, has_previous_page=page.has_previous, first=start, last=end)
         return Connection(edges=edges, page_info=info_, _total=total)
+
+
+def _given(cursor: str | None) -> SealedCursor | None:
+    """A cursor the client sent, handed back as it came."""
+    return SealedCursor(position=None, seal=str, sealed=cursor) if cursor else None

@@ -19,14 +19,6 @@ Node = TypeVar("Node")
 
 
 @strawberry.type
-class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
-
-
-@strawberry.type
 class SealedCursor:
     """An edge's cursor, sealed only when asked for (AES-GCM per edge): a page of nodes rarely needs them all."""
 
@@ -39,6 +31,22 @@ class SealedCursor:
         if self.sealed is None:
             self.sealed = self.seal(self.position)
         return self.sealed
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    first: strawberry.Private[SealedCursor | None]
+    last: strawberry.Private[SealedCursor | None]
+
+    @strawberry.field
+    def start_cursor(self) -> str | None:
+        return self.first.cursor() if self.first else None
+
+    @strawberry.field
+    def end_cursor(self) -> str | None:
+        return self.last.cursor() if self.last else None
 
 
 @strawberry.type
@@ -88,8 +96,8 @@ def page_info(edges: Sequence[Edge], has_next: bool, has_previous: bool) -> Page
     return PageInfo(
         has_next_page=has_next,
         has_previous_page=has_previous,
-        start_cursor=edges[0].cursor() if edges else None,
-        end_cursor=edges[-1].cursor() if edges else None,
+        first=edges[0] if edges else None,
+        last=edges[-1] if edges else None,
     )
 
 

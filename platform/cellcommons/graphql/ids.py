@@ -37,12 +37,14 @@ def _unb64(text: str) -> bytes:
 class Identifiers:
     def __init__(self, secret: str):
         material = hashlib.sha256(("cellcommons-ids:" + secret).encode()).digest()
-        self._block = Cipher(algorithms.AES(material[:16]), modes.ECB())
+        # ECB keeps no state between blocks, so one context serves every id (a new one per id cost more than
+        # the encryption); finalize is never called on them.
+        block = Cipher(algorithms.AES(material[:16]), modes.ECB())
+        self._encrypt, self._decrypt = block.encryptor().update, block.decryptor().update
         self._sealer = AESGCM(hashlib.sha256(("cellcommons-cursors:" + secret).encode()).digest())
 
     def global_id(self, type_name: str, key: uuid.UUID) -> str:
-        encryptor = self._block.encryptor()
-        return f"{type_name}_{_b64(encryptor.update(key.bytes) + encryptor.finalize())}"
+        return f"{type_name}_{_b64(self._encrypt(key.bytes))}"
 
     def parse_global_id(self, value: str, field: str = "id") -> tuple[str, uuid.UUID]:
         type_name, _, sealed = value.partition("_")
@@ -52,8 +54,7 @@ class Identifiers:
                 raise ValueError
         except (ValueError, binascii.Error):
             raise InvalidInput(f"{value!r} is not a Cell Commons id", field=field) from None
-        decryptor = self._block.decryptor()
-        return type_name, uuid.UUID(bytes=decryptor.update(block) + decryptor.finalize())
+        return type_name, uuid.UUID(bytes=self._decrypt(block))
 
     def cursor(self, cursor: Cursor) -> str:
         nonce = os.urandom(12)
