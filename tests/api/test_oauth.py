@@ -46,9 +46,10 @@ class ShortLivedPrivateKeyJWT(PrivateKeyJWT):
 class Served:
     """The API on 127.0.0.1 and a free port (uvicorn in a thread, lifespan on), and a Database to set things up."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, port: int = 0):  # a port: serve again where a stopped instance was
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", port))
         self.base_url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
         self.settings = settings.model_copy(update={"public_url": self.base_url})
         self.token_endpoint = f"{self.base_url}/oauth/token"

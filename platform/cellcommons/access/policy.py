@@ -275,9 +275,15 @@ def not_found(label: str, key: object) -> NotFound:
     return NotFound(f"no {label} {key}", field="id")
 
 
+_CHANGES = {Action.create, Action.update, Action.publish}  # what a harvested copy refuses, whoever asks
+
+
 def require(principal: Principal | None, action: Action, resource: Resource) -> None:
     """Raise NotFound if the principal may not even see the resource, Forbidden if it may see but not act."""
     if not visible(principal, resource):
         raise not_found(resource.label, resource.key)
     if not can(principal, action, resource):
+        if getattr(resource, "harvested", False) and action in _CHANGES:
+            raise Forbidden(f"this {resource.label} is a read-only copy harvested from another node; only its origin "
+                            "node changes it")  # fmt: skip
         raise Forbidden(f"you may not {action.value.replace('_', ' ')} this {resource.label}")
