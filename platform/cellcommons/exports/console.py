@@ -84,10 +84,19 @@ def run_one(settings: Settings, export_id: uuid.UUID, console: Console) -> Expor
         return _with_worker(settings, work, on_progress=advance)
 
 
-def status_table(settings: Settings, export_id: uuid.UUID | None, limit: int) -> Table:
+def job_status(settings: Settings, export_id: uuid.UUID) -> str:
+    async def work(worker: ExportWorker) -> ExportJob:
+        async with worker.database.unit_of_work() as session:
+            [job] = await service.operator_listing(session, export_id, 1)
+            return job
+
+    return job_line(_with_worker(settings, work))
+
+
+def status_table(settings: Settings, limit: int) -> Table:
     async def work(worker: ExportWorker) -> list[ExportJob]:
         async with worker.database.unit_of_work() as session:
-            return await service.operator_listing(session, export_id, limit)
+            return await service.operator_listing(session, None, limit)
 
     table = Table("export", "requested", "by", "status", "rows", "bytes", "quarantined", "sha256 / error")
     for job in _with_worker(settings, work):

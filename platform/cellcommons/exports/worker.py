@@ -301,3 +301,39 @@ async def _terms(session, job: ExportJob, scope: service.Scope, dataset: Dataset
         "platform_version": installed_version("cellcommons"),
     }  # fmt: skip
     return {f"cellcommons.{key}": value for key, value in terms.items()}
+
+
+class BackgroundWorker:
+    """An export worker on a thread of its own with its own event loop (the demo runs one beside the API).
+    `stop()` lets the job in progress finish its batch and go back to the queue, its upload aborted."""
+
+    def __init__(self, settings: Settings, interval: float = 1.0):
+        self.settings, self.interval = settings, interval
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), name="export-worker", daemon=True)
+
+    def start(self) -> BackgroundWorker:
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+
+    async def _main(self) -> None:
+        database = Database(self.settings)
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        self._started.set()
+        try:
+            worker = ExportWorker(database, ObjectStore.from_settings(self.settings), self.settings)
+            await worker.serve(self._stop, self.interval)
+        finally:
+            await database.dispose()
