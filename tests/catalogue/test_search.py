@@ -59,6 +59,29 @@ async def test_paging_a_nullable_key_visits_every_row_once_in_order(session, see
     assert [(b.passage, b.id) for b in rows] == expected  # NULLs last either way, ties broken by id
 
 
+async def test_kept_statements_answer_each_request_and_each_caller_as_if_built_for_them(session, seeded):
+    """Found statements are kept per distinct request and set of roles: an equal request of another institution's
+    reader reuses them bound to its own institution; a request differing in one value gets statements of its own."""
+    other = await session.scalar(select(Institution).where(Institution.slug == "lowlands-regmed"))
+    readers = [seeded, Principal(other.id, other.slug, "bob", frozenset({Role.reader}))]
+    requests = [
+        search.Query(search=text, filter=search.Filter("filter", {"passage": search.Comparison("filter.p", gte=n)}))
+        for text in ("MSC", "bone marrow")
+        for n in (1, 4)
+    ]
+    answers = set()
+    for principal in readers:
+        for request in requests:
+            kept = search.find_batches(principal, request)
+            built = search._found_batches.__wrapped__(principal, search.Asked(request))  # for this caller alone
+            ids = {row[0].id for row in await session.execute(kept.query)}
+            assert ids == {row[0].id for row in await session.execute(built.query)}
+            assert await reading.count(session, kept.count_query) == len(ids)
+            answers.add(frozenset(ids))
+    assert len(answers) > 1  # the requests do find different batches
+    assert search.find_batches(seeded, requests[0]) == search.find_batches(seeded, requests[0])
+
+
 async def test_a_cursor_of_another_ordering_is_refused(session, seeded):
     found = search.find_batches(seeded, search.Query(order="lot_number"))
     page = await reading.keyset_page(session, found.query, found.ordering, reading.PageRequest(first=2))

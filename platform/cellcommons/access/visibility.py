@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence, Set
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Executable, and_, bindparam, exists, false, or_, select, true
+from sqlalchemy import ColumnElement, and_, bindparam, exists, false, or_, select, true
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -53,22 +53,28 @@ from cellcommons.catalogue.models import (
 )
 
 Visibility = Callable[..., ColumnElement[bool]]
-Statement = TypeVar("Statement", bound=Executable)
+Statement = TypeVar("Statement")  # an Executable, or anything else with `params(values) -> copy`
 VIEWER = "viewer_institution_id"
+_STANDING = bindparam(VIEWER, type_=UUID)
 
 
 def standing_in(roles: frozenset[Role]) -> Principal:
     """A principal whose institution is the bound parameter VIEWER. Only for rules that read nothing of the
     principal but its institution and roles (the catalogue's), never for audit events or access requests."""
-    return Principal(institution_id=bindparam(VIEWER, type_=UUID), institution_slug="", subject="", roles=roles)
+    return Principal(institution_id=_STANDING, institution_slug="", subject="", roles=roles)
 
 
-def per_viewer(build: Callable[..., Statement]) -> Callable[..., Statement]:
+def per_viewer(build: Callable[..., Statement] | None = None, /, *, kept: int | None = None) -> Any:
     """`build(principal, *args)` built once per set of roles (and once for anonymous callers), the caller's
     institution bound to the copy each call returns: building the policy's SQL, and SQLAlchemy's cache key for
-    it, costs more CPU than the database spends running it. `args` must be hashable and few (models, names)."""
+    it, costs more CPU than the database spends running it. `args` must be hashable; `kept` bounds the cache
+    (least recently used first out) where they come from clients.
 
-    @functools.cache
+    Use as `@per_viewer` or `@per_viewer(kept=N)`."""
+    if build is None:
+        return functools.partial(per_viewer, kept=kept)
+
+    @functools.lru_cache(maxsize=kept)
     def template(roles: frozenset[Role] | None, *args: Any) -> Statement:
         return build(None if roles is None else standing_in(roles), *args)
 
@@ -76,7 +82,9 @@ def per_viewer(build: Callable[..., Statement]) -> Callable[..., Statement]:
     def statement(principal: Principal | None, *args: Any) -> Statement:
         if principal is None:
             return template(None, *args)
-        return template(principal.roles, *args).params({VIEWER: principal.institution_id})
+        built = template(principal.roles, *args)
+        # A principal standing in (another template being built around this one) leaves the parameter unbound.
+        return built if principal.institution_id is _STANDING else built.params({VIEWER: principal.institution_id})
 
     return statement
 

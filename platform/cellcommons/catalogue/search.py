@@ -406,8 +406,10 @@ ROW = DatasetRow(Dataset, DatasetVersion)
 
 @visibility.per_viewer
 def _latest_versions(principal: Principal | None) -> Select:
-    return select(Dataset).join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id).where(
-        _latest_visible(principal, ROW)
+    return (
+        select(Dataset)
+        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+        .where(_latest_visible(principal, ROW))
     )
 
 
@@ -474,8 +476,40 @@ class Found:
     count_query: Select
     request: Query  # what facets over the same set start from
 
+    def params(self, values: dict[str, Any]) -> Found:
+        return Found(self.query.params(values), self.ordering, self.count_query.params(values), self.request)
+
+
+@dataclass(frozen=True, eq=False)
+class Asked:
+    """A request as a cache key: two are the same when written the same. Every value in a request is a string,
+    number, date, enum, or a list or filter of them, so its repr says exactly what was asked."""
+
+    request: Query
+
+    def __hash__(self) -> int:
+        return hash(repr(self.request))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Asked) and repr(other.request) == repr(self.request)
+
+
+FOUND_KEPT = 256  # distinct requests per collection whose statements are kept (clients repeat a few queries)
+
 
 def find_datasets(principal: Principal | None, request: Query) -> Found:
+    """The datasets `request` asks for; the statements are kept per distinct request and set of roles."""
+    return _found_datasets(principal, Asked(request))
+
+
+def find_batches(principal: Principal | None, request: Query) -> Found:
+    """The batches `request` asks for; the statements are kept per distinct request and set of roles."""
+    return _found_batches(principal, Asked(request))
+
+
+@visibility.per_viewer(kept=FOUND_KEPT)
+def _found_datasets(principal: Principal | None, asked: Asked) -> Found:
+    request = asked.request
     base, row = dataset_rows(principal)
     query, rank = _filtered(principal, base, row, DATASET_FIELDS, request)
     ordering = _ordering(DATASET_ORDERS, row, Dataset.id, request, rank)
@@ -483,7 +517,9 @@ def find_datasets(principal: Principal | None, request: Query) -> Found:
     return Found(hits, ordering, query, request)
 
 
-def find_batches(principal: Principal | None, request: Query) -> Found:
+@visibility.per_viewer(kept=FOUND_KEPT)
+def _found_batches(principal: Principal | None, asked: Asked) -> Found:
+    request = asked.request
     base = _visible_batches(principal)
     query, rank = _filtered(principal, base, Batch, BATCH_FIELDS, request)
     ordering = _ordering(BATCH_ORDERS, Batch, Batch.id, request, rank)
