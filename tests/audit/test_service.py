@@ -165,8 +165,11 @@ async def test_concurrent_writers_on_separate_connections_never_fork_the_chain(f
             per_actor = dict(
                 (await session.execute(text("SELECT actor, count(*) FROM audit_event GROUP BY actor"))).all()
             )
+            # The time is taken under the chain head's lock, so it never runs backwards along the chain.
+            times = (await session.scalars(select(AuditEvent.occurred_at).order_by(AuditEvent.id))).all()
     finally:
         await database.dispose()
     assert result.intact, result.summary()
     assert result.count == result.head_seq == writers * each
     assert per_actor == {f"client:writer-{n}": each for n in range(writers)}
+    assert times == sorted(times)
