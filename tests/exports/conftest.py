@@ -102,9 +102,8 @@ class World:
         return [o.object_name for o in self.store.client.list_objects(bucket, prefix=prefix, recursive=True)]
 
 
-@pytest.fixture(scope="module")
-async def world(stack):
-    settings = stack.new_database()
+async def make_world(settings) -> World:
+    """The consortium, the dataset and the agreements, committed in the database `settings` name."""
     database = Database(settings)
     async with database.unit_of_work() as session:
         institutions = {
@@ -124,8 +123,15 @@ async def world(stack):
             )
             for key in ("lowlands", "stroma")
         }
-    yield World(settings, database, ObjectStore.from_settings(settings), consortium, agreements)
-    await database.dispose()
+    return World(settings, database, ObjectStore.from_settings(settings), consortium, agreements)
+
+
+@pytest.fixture(scope="module")
+async def world(stack):
+    settings = stack.new_database()
+    made = await make_world(settings)
+    yield made
+    await made.database.dispose()
     stack.drop(settings)
 
 

@@ -126,7 +126,7 @@ async def test_pseudonyms_agree_within_an_agreement_and_differ_across(world, csv
     assert ids == repeated  # same donor, same agreement: same pseudonym, export after export
     assert ids[0] == ids[2] and len(set(ids)) == 3  # D-001 twice
     assert not set(ids) & set(theirs)  # two recipients cannot join on donor
-    assert all(len(p) == 64 and p not in CSV.decode() for p in ids)
+    assert all(len(p) == 32 and p not in CSV.decode() for p in ids)
 
 
 ROUND_TRIP = pa.table(

@@ -37,7 +37,7 @@ from cellcommons.exports.errors import AttemptsExhausted
 from cellcommons.exports.models import ExportJob, ExportStatus
 from cellcommons.exports.policy import PolicyApplier, pseudonym_key
 from cellcommons.exports.sources import Quarantine, blocking, catalogue_batches, distribution_batches
-from cellcommons.exports.writer import PART_SIZE, ParquetStream, with_terms
+from cellcommons.exports.writer import PART_SIZE, ParquetStream, ReadAhead, with_terms
 from cellcommons.settings import Settings
 from cellcommons.storage import buckets
 from cellcommons.storage.object_store import ObjectStore
@@ -214,7 +214,8 @@ class ExportWorker:
         bucket = buckets.exports_bucket(self.settings)
         self.store.ensure_bucket(bucket)
         parquet = "application/vnd.apache.parquet"
-        self.store.put_stream(bucket, prepared.key, stream, content_type=parquet, part_size=PART_SIZE)
+        with ReadAhead(stream, PART_SIZE) as ahead:
+            self.store.put_stream(bucket, prepared.key, ahead, content_type=parquet, part_size=PART_SIZE)
         progress.update(stream.rows, stream.size)
         return stream
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 
@@ -125,6 +127,64 @@ class ParquetStream(io.RawIOBase):
         self._writer.write_table(table, row_group_size=table.num_rows)
         self.rows += table.num_rows
         self._on_row_group(self.rows, self.size)
+
+
+class ReadAhead(io.RawIOBase):
+    """`source` read in `chunk`-sized pieces on a thread of its own, at most `depth` pieces ahead: producing
+    the next part (reading the source, the policy, encoding) overlaps uploading this one. An exception on that
+    thread comes out of `read`, so the upload aborts as before; `close` stops the thread."""
+
+    def __init__(self, source: io.RawIOBase, chunk: int, depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._rest = b""
+        self._eof = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(source, chunk), name="export-encode", daemon=True)
+        self._thread.start()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        pieces, wanted = [], size
+        while wanted != 0 and self._at_hand():
+            take = len(self._rest) if wanted < 0 else min(wanted, len(self._rest))
+            pieces.append(self._rest[:take])
+            self._rest = self._rest[take:]
+            wanted -= take if wanted > 0 else 0
+        return b"".join(pieces)
+
+    def _at_hand(self) -> bool:
+        """Whether bytes are at hand, waiting for the next piece when need be."""
+        if not self._rest and not self._eof:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            self._rest, self._eof = item, not item
+        return bool(self._rest)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        super().close()
+
+    def _fill(self, source: io.RawIOBase, chunk: int) -> None:
+        try:
+            while not self._stop.is_set():
+                data = source.read(chunk)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._put(exc)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
 
 def return_freed_memory() -> None:
