@@ -15,15 +15,22 @@ from cellcommons.exports.worker import ExportWorker
 from cellcommons.storage import ObjectStore
 
 
-async def agreement_for(api, dataset_id: str, recipient: str, steward_of: str) -> str:
+async def agreement_for(api, recipient: str) -> tuple[str, str]:
+    """The recipient's agreement for a Maple dataset (requested, approved by Maple's steward) and the id of
+    the dataset's latest version."""
+    dataset_id = await dataset_of(api, "maple-ccrm")
     asked = await run(api, "request_access", {"input": request_input(dataset_id)}, api.token(recipient, "alice"))
     assert "errors" not in asked, asked
     request_id = asked["data"]["requestAccess"]["id"]
     terms = {"exportPolicy": {"quasi_identifier": "generalise"}}
-    approved = await run(api, "steward_decides", {"id": request_id, "terms": terms}, api.token(steward_of, "stella"),
+    approved = await run(api, "steward_decides", {"id": request_id, "terms": terms}, api.token("maple-ccrm", "stella"),
                          "ApproveAccessRequest")  # fmt: skip
     assert "errors" not in approved, approved
-    return approved["data"]["approveAccessRequest"]["id"]
+    version = await api.query(
+        "query ($id: ID!) { node(id: $id) { ... on Dataset { latestVersion { id } } } }", {"id": dataset_id},
+        api.token(recipient),
+    )  # fmt: skip
+    return approved["data"]["approveAccessRequest"]["id"], version["data"]["node"]["latestVersion"]["id"]
 
 
 async def run_queued(settings) -> None:
@@ -36,13 +43,7 @@ async def run_queued(settings) -> None:
 
 
 async def test_request_follow_and_download_an_export(api):
-    dataset_id = await dataset_of(api, "maple-ccrm")
-    agreement_id = await agreement_for(api, dataset_id, "lowlands-regmed", "maple-ccrm")
-    version = await api.query(
-        "query ($id: ID!) { node(id: $id) { ... on Dataset { latestVersion { id } } } }", {"id": dataset_id},
-        api.token("lowlands-regmed"),
-    )  # fmt: skip
-    version_id = version["data"]["node"]["latestVersion"]["id"]
+    agreement_id, version_id = await agreement_for(api, "lowlands-regmed")
     alice = api.token("lowlands-regmed", "alice")
 
     columns = ["lot_number", "test_type", "manufactured_on"]
@@ -78,13 +79,7 @@ async def test_request_follow_and_download_an_export(api):
 
 
 async def test_a_forbidden_column_and_an_agreement_not_held_name_the_field(api):
-    dataset_id = await dataset_of(api, "maple-ccrm")
-    agreement_id = await agreement_for(api, dataset_id, "leiden-scgt", "maple-ccrm")
-    version = await api.query(
-        "query ($id: ID!) { node(id: $id) { ... on Dataset { latestVersion { id } } } }", {"id": dataset_id},
-        api.token("leiden-scgt"),
-    )  # fmt: skip
-    version_id = version["data"]["node"]["latestVersion"]["id"]
+    agreement_id, version_id = await agreement_for(api, "leiden-scgt")
     ask = {"agreementId": agreement_id, "datasetVersionId": version_id, "columns": ["lot_number", "no_such_column"]}
     refused = await run(api, "request_export", {"input": ask}, api.token("leiden-scgt"), "RequestExport")
     error = refused["errors"][0]["extensions"]
