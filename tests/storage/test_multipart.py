@@ -208,3 +208,14 @@ def test_a_part_size_outside_s3_limits_is_refused_by_name(size, requested):
     with pytest.raises(InvalidInput) as refused:
         multipart.part_size_for(size, requested)
     assert refused.value.field == "partSizeBytes"
+
+
+def test_part_urls_come_a_thousand_at_most_and_only_for_the_uploads_parts():
+    size = 2000 * PART
+    with pytest.raises(InvalidInput, match="at most 1000") as many:
+        multipart.parts(size, PART, range(1, 1002))
+    assert many.value.field == "partNumbers"
+    for wrong in ([0], [2001], [True], ["1"]):
+        with pytest.raises(InvalidInput):
+            multipart.parts(size, PART, wrong)
+    assert [(p.number, p.offset, p.size) for p in multipart.parts(size + 1, PART, [2001])] == [(2001, size, 1)]

@@ -52,14 +52,15 @@ def part_count(size: int, part_size: int) -> int:
 
 def parts(size: int, part_size: int, numbers: Iterable[int]) -> list[Part]:
     """The byte ranges of these parts, each number checked against the upload's parts."""
+    numbers = list(numbers)
+    if len(numbers) > MAX_PARTS_PER_REQUEST:
+        raise InvalidInput(f"at most {MAX_PARTS_PER_REQUEST} parts at once", field="partNumbers")
     count, found = part_count(size, part_size), []
     for number in numbers:
         if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= count:
             raise InvalidInput(f"part numbers run from 1 to {count} for this upload", field="partNumbers")
         offset = (number - 1) * part_size
         found.append(Part(number, offset, min(part_size, size - offset)))
-    if len(found) > MAX_PARTS_PER_REQUEST:
-        raise InvalidInput(f"at most {MAX_PARTS_PER_REQUEST} parts at once", field="partNumbers")
     return found
 
 

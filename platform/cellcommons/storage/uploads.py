@@ -123,15 +123,17 @@ async def _open(
         staging_key=buckets.staging_key(upload_id), status=UploadStatus.pending,
         url_expires_at=datetime.now(UTC) + UPLOAD_URL_LIFETIME, part_size=part_size,
     )  # fmt: skip
+    extra = {}
     if part_size is not None:
         upload.multipart_id = await asyncio.to_thread(store.start_multipart, bucket, upload.staging_key)
+        extra["part_size"] = part_size
     try:
         session.add(upload)
         await session.flush()
-        extra = {"part_size": part_size} if part_size is not None else {}
         await _audit(session, principal, "file.upload_requested", view, upload, sha256=checksum, size=size, **extra)
     except BaseException:
-        await asyncio.to_thread(discard_staged, store, bucket, upload)  # no multipart upload without its row
+        if upload.multipart_id is not None:  # no multipart upload without its row
+            await asyncio.to_thread(store.abort_multipart, bucket, upload.staging_key, upload.multipart_id)
         raise
     return upload, bucket
 
