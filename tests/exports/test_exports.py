@@ -216,7 +216,7 @@ async def test_a_malformed_csv_row_fails_naming_line_and_column_or_is_quarantine
     if bad_rows is BadRows.fail:
         assert job.status is ExportStatus.failed
         assert (job.error_code, job.error_field) == ("malformed_row", "age")
-        assert job.error_message == "line 6, column 'age': 'forty' is not a int64 value"
+        assert job.error_message == "line 6, column 'age': 'forty' is not a valid int64"
         assert job.result_key is None and world.exported_keys("lowlands") == before  # nothing half-written
     else:
         assert job.status is ExportStatus.succeeded

@@ -68,7 +68,8 @@ def run_worker(settings: Settings, interval: float, console: Console) -> None:
 
 
 def run_one(settings: Settings, export_id: uuid.UUID, console: Console) -> ExportJob:
-    """Claim one queued export and run it here, with a live count of rows and bytes."""
+    """Claim one queued export and run it here, with a live count of rows and bytes; Ctrl-C or SIGTERM puts it
+    back in the queue (its upload aborted)."""
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
         task = bar.add_task(f"export {export_id}: starting")
@@ -77,6 +78,8 @@ def run_one(settings: Settings, export_id: uuid.UUID, console: Console) -> Expor
             bar.update(task, description=f"export {export_id}: {rows:,} rows, {size / 1e6:,.1f} MB")
 
         async def work(worker: ExportWorker) -> ExportJob:
+            for sig in (signal.SIGINT, signal.SIGTERM):  # stop as the worker does: the job back to the queue
+                asyncio.get_running_loop().add_signal_handler(sig, worker.stopping.set)
             if await worker.claim(export_id) is None:
                 raise Conflict("no queued export with this id (running elsewhere, finished, or missing)", field="id")
             return await worker.run(export_id)

@@ -164,7 +164,7 @@ def _typed(batch: pa.RecordBatch, plans: list[ColumnPlan], first_row: int, lines
         if plan.source_type != pa.string():
             for index in _failing(batch.column(plan.name), plan.source_type):
                 value = batch.column(plan.name)[index].as_py()
-                reason = f"{value!r} is not a {plan.source_type} value"
+                reason = f"{value!r} is not a valid {plan.source_type}"
                 problems.append(BadRow(lines.of(first_row + index), plan.name, reason))
                 rejected.add(index)
     if rejected:

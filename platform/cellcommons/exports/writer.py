@@ -10,6 +10,7 @@ rows (large enough for scans to skip and read efficiently, small enough for the 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import queue
@@ -24,6 +25,7 @@ ROW_GROUP_ROWS = 1_000_000
 ROW_GROUP_BYTES = 16 * 1024 * 1024
 PART_SIZE = 8 * 1024 * 1024  # multipart parts: the SDK holds a few copies of one; at most 10 000 parts (80 GB)
 COMPRESSION = "zstd"
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 class _Sink:
@@ -188,13 +190,21 @@ class ReadAhead(io.RawIOBase):
 
 
 def return_freed_memory() -> None:
-    """Make this process's Arrow allocator jemalloc with immediate decay: Arrow's default allocator keeps freed
-    pages for reuse, so an export's resident memory would grow with the largest row group it ever encoded rather
-    than follow its live data. For processes that run exports (the worker, `export run`, the benchmark)."""
+    """For processes that run exports (the worker, `export run`, the benchmark): memory they free goes back to
+    the system, so their resident size follows their live data rather than what they once held.
+
+    Arrow's allocator becomes jemalloc with immediate decay (its default keeps freed pages for reuse). And glibc
+    serves every allocation of 1 MiB or more (the parts handed between threads) by mmap: by default the threshold
+    rises to the largest block freed, after which such blocks come from per-thread heaps that fragment and grow
+    with the number of parts an export has uploaded."""
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
         pa.jemalloc_set_decay_ms(0)
     except NotImplementedError:  # a pyarrow built without jemalloc keeps its default
+        pass
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 1024 * 1024)
+    except (OSError, AttributeError):  # not glibc
         pass
 
 
