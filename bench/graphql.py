@@ -18,7 +18,7 @@ import httpx
 from rich.console import Console
 from sqlalchemy import event, select
 
-from bench.load import Run, seed, served
+from bench.load import Run, graphql_failure, seed, served
 from bench.report import Measure, Report
 from cellcommons.auth.dev_idp import DevIdentityProvider
 from cellcommons.auth.principal import Principal, Role
@@ -160,25 +160,24 @@ async def _concurrent(base: str, token: str, clients: int, requests: int) -> Run
     headers = {"Authorization": f"Bearer {token}"}
     body = {"query": PAGE, "variables": {"first": 20, "batches": 5}}
     latencies: list[float] = []
-    errors = 0
+    errors: Counter[str] = Counter()
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
 
         async def client(count: int) -> None:
-            nonlocal errors
             for _ in range(count):
                 start = time.perf_counter()
                 try:
-                    response = await http.post("/graphql", json=body, headers=headers)
-                    ok = response.status_code == 200 and not response.json().get("errors")
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
+                    failure = graphql_failure(await http.post("/graphql", json=body, headers=headers))
+                except httpx.HTTPError as exc:
+                    failure = type(exc).__name__
+                if failure is None:
                     latencies.append((time.perf_counter() - start) * 1000)
                 else:
-                    errors += 1
+                    errors[failure] += 1
 
         await asyncio.gather(*(client(1) for _ in range(clients)))  # warm every worker; not counted
         latencies.clear()
+        errors.clear()
         start = time.perf_counter()
         await asyncio.gather(*(client(requests) for _ in range(clients)))
         return Run(latencies, errors, time.perf_counter() - start)
