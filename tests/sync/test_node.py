@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from tests.api.test_oauth import Served
 from tests.sync.conftest import BM_MSC, BONE_MARROW, batch_record
 
@@ -58,6 +58,10 @@ DELETE = "mutation($id: ID!) { result: deleteRecord(id: $id) { __typename ... on
 SAVE = "mutation($input: BatchInput!) { result: saveBatch(input: $input) { __typename ... on Forbidden { message } } }"
 FEED_SIZE = "{ changes(first: 0) { totalCount } }"
 FAST_RETRY = RetryPolicy(attempts=8, base=0.2, cap=1.0)
+OLDEST_WRITER = (
+    "SELECT datname, state, now() - xact_start AS open_for, left(query, 80) FROM pg_stat_activity "
+    "WHERE backend_xid IS NOT NULL ORDER BY xact_start LIMIT 1"
+)
 
 
 def lot(name: str, viability: float = 91.5) -> BatchIn:
@@ -113,12 +117,14 @@ class Federation:
         """A change becomes visible once every older transaction of the cluster has ended (the feed's watermark);
         wait for A's feed to show this many before harvesting."""
         token = await self.a.token(self.harvester)
-        for _ in range(300):
+        for _ in range(900):
             answer = await self.a.graphql(FEED_SIZE, {}, token)
             if answer["data"]["changes"]["totalCount"] >= total:
                 return
             await asyncio.sleep(0.1)
-        pytest.fail(f"node A's feed did not reach {total} changes")
+        async with self.a.database.unit_of_work() as session:  # the cluster's oldest writer holds the watermark
+            oldest = (await session.execute(text(OLDEST_WRITER))).first()
+        pytest.fail(f"node A's feed did not reach {total} changes in 90 s; oldest open writer: {oldest}")
 
 
 async def _seed_peer(database: Database) -> clients.NewClient:
