@@ -74,7 +74,15 @@ def _supersedes(record: Record, held: datetime | None) -> bool:
     return _stamp(record.updated_at) > _stamp(held)
 
 
-async def land_page(session: AsyncSession, work: PageWork, records: list[Record]) -> PageOutcome:
+@dataclass
+class CheckedPage:
+    """A page validated (pure work, no database: it may run in a thread while the previous page lands)."""
+
+    outcome: PageOutcome
+    accepted: list[tuple[Record, str, Checked | None]]
+
+
+def check_page(work: PageWork, records: list[Record]) -> CheckedPage:
     outcome = PageOutcome(read=len(records))
     accepted: list[tuple[Record, str, Checked | None]] = []
     for record in records:
@@ -89,7 +97,12 @@ async def land_page(session: AsyncSession, work: PageWork, records: list[Record]
             accepted.append((record, key, work.target.check(record.data, work.scope)))
         except ValidationFailed as exc:
             outcome.rejected.append(Rejected(record, key, [f.model_dump(mode="json") for f in exc.findings]))
-    accepted = _newest(accepted)
+    return CheckedPage(outcome, _newest(accepted))
+
+
+async def land_page(session: AsyncSession, work: PageWork, records: list[Record] | CheckedPage) -> PageOutcome:
+    page = records if isinstance(records, CheckedPage) else check_page(work, records)
+    outcome, accepted = page.outcome, page.accepted
     stored = await repository.ledger(session, work.source_id, work.stream, [key for _, key, _ in accepted])
     await _upserts(session, work, [e for e in accepted if e[2] is not None], stored, outcome)
     await _tombstones(session, work, [e for e in accepted if e[2] is None], stored, outcome)

@@ -27,7 +27,7 @@ from cellcommons.settings import Settings
 from cellcommons.sync import repository
 from cellcommons.sync.harvest import HarvestTarget
 from cellcommons.sync.models import RunStatus, RunTrigger, SyncRun, SyncSource
-from cellcommons.sync.pages import PageOutcome, PageWork, Rejected, land_page
+from cellcommons.sync.pages import CheckedPage, PageOutcome, PageWork, Rejected, check_page, land_page
 from cellcommons.sync.resilience import BreakerPolicy, RetryPolicy
 from cellcommons.sync.schedule import next_fire
 from cellcommons.sync.sdk import Connector, ConnectorContext, Page, Record, Stream, TransientError, connector_class
@@ -163,8 +163,8 @@ class SyncRuntime:
         failures = 0
         while True:
             try:
-                async for page in stream.read_pages(bookmark):
-                    await self._land(run_id, work, page)
+                async for page, checked in _checked_ahead(work, stream.read_pages(bookmark)):
+                    await self._land(run_id, work, page, checked)
                     bookmark, failures = page.bookmark, 0
                     self.progress(stream.name, len(page.records))
                 break
@@ -180,9 +180,9 @@ class SyncRuntime:
         """The node the stream's records originate from: this one, unless the stream harvests a peer."""
         return stream.origin or self.settings.node_id
 
-    async def _land(self, run_id: uuid.UUID, work: PageWork, page: Page) -> None:
+    async def _land(self, run_id: uuid.UUID, work: PageWork, page: Page, checked: CheckedPage) -> None:
         async with self.database.unit_of_work() as session:
-            outcome = await land_page(session, work, page.records)
+            outcome = await land_page(session, work, checked)
             await self._keep_rejected(session, run_id, work, outcome.rejected)
             await repository.save_bookmark(session, work.source_id, work.stream, page.bookmark, work.snapshot_pass)
             await _count(session, run_id, outcome)
@@ -292,6 +292,25 @@ class SyncRuntime:
             resolved += [q.id for q in entries if q.record_key is not None and q.record_key in outcome.landed]
             total.upserted, total.deleted = total.upserted + outcome.upserted, total.deleted + outcome.deleted
         return resolved, total
+
+
+async def _checked_ahead(work: PageWork, pages: AsyncIterator[Page]) -> AsyncIterator[tuple[Page, CheckedPage]]:
+    """Each page with its records validated, the next page's validation running in a thread while the caller
+    lands this one: landing mostly waits on PostgreSQL, validation is pure Python, so the two overlap. A page
+    read before the source failed still lands first, so reading ahead loses nothing."""
+    ahead = None
+    try:
+        async for page in pages:
+            checking = asyncio.ensure_future(asyncio.to_thread(check_page, work, page.records))
+            if ahead is not None:
+                yield ahead[0], await ahead[1]
+            ahead = (page, checking)
+    except Exception:
+        if ahead is not None:
+            yield ahead[0], await ahead[1]
+        raise
+    if ahead is not None:
+        yield ahead[0], await ahead[1]
 
 
 def _due(source: SyncSource, now: datetime) -> bool:
