@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.sync.conftest import SLUG
+
+from cellcommons.sync import service
 from cellcommons.sync.resilience import RetryPolicy
 from cellcommons.sync.runtime import SyncRuntime
 
@@ -94,6 +97,13 @@ class PartnerServer:
 
 
 THROTTLED = Answer(429, {"error": "too many requests"}, {"Retry-After": "2"})
+
+
+async def register(env, name: str, connector: str, config: dict, secrets: dict[str, str]) -> None:
+    """Add a source of the test institution the way `sync add-source` does (secrets sealed)."""
+    async with env.database.unit_of_work() as session:
+        await service.add_source(session, env.settings, name=name, connector=connector, institution_slug=SLUG,
+                                 schedule="0 * * * *", config=config, secrets=secrets)  # fmt: skip
 
 
 def recording_runtime(env, sleeps: list[float]) -> SyncRuntime:

@@ -12,11 +12,10 @@ import secrets
 
 import pytest
 from sqlalchemy import func, select
-from tests.sync.conftest import BM_MSC, BONE_MARROW, SLUG
-from tests.sync.partner_api import THROTTLED, Answer, PartnerServer, Request, recording_runtime
+from tests.sync.conftest import BM_MSC, BONE_MARROW
+from tests.sync.partner_api import THROTTLED, Answer, PartnerServer, Request, recording_runtime, register
 
 from cellcommons.catalogue.models import Batch
-from cellcommons.sync import service
 from cellcommons.sync.models import RunStatus, SyncRecord
 from cellcommons.sync.pages import TOMBSTONE
 
@@ -129,12 +128,8 @@ def castor():
 
 
 async def add_source(env, castor, client_secret=CLIENT_SECRET) -> None:
-    async with env.database.unit_of_work() as session:
-        await service.add_source(
-            session, env.settings, name="castor-lots", connector="castor", institution_slug=SLUG,
-            schedule="0 * * * *", config={"url": castor.url, "study_id": STUDY, "mapping": MAPPING},
-            secrets={"client_id": CLIENT_ID, "client_secret": client_secret},
-        )  # fmt: skip
+    config = {"url": castor.url, "study_id": STUDY, "mapping": MAPPING}
+    await register(env, "castor-lots", "castor", config, {"client_id": CLIENT_ID, "client_secret": client_secret})
 
 
 def five(castor: Castor) -> None:

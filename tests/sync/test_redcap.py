@@ -10,11 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
-from tests.sync.conftest import BM_MSC, BONE_MARROW, SLUG
-from tests.sync.partner_api import THROTTLED, Answer, PartnerServer, Request, recording_runtime
+from tests.sync.conftest import BM_MSC, BONE_MARROW
+from tests.sync.partner_api import THROTTLED, Answer, PartnerServer, Request, recording_runtime, register
 
 from cellcommons.catalogue.models import Batch, QcResult
-from cellcommons.sync import service
 from cellcommons.sync.models import QuarantinedRecord, RunStatus
 
 TOKEN = "8E66DB6844D58E990075AFB51658A002"
@@ -81,12 +80,7 @@ def redcap():
 
 
 async def add_source(env, redcap, mapping=MAPPING) -> None:
-    async with env.database.unit_of_work() as session:
-        await service.add_source(
-            session, env.settings, name="redcap-lots", connector="redcap", institution_slug=SLUG,
-            schedule="0 * * * *", config={"url": f"{redcap.url}/api/", "mapping": mapping},
-            secrets={"token": TOKEN},
-        )  # fmt: skip
+    await register(env, "redcap-lots", "redcap", {"url": f"{redcap.url}/api/", "mapping": mapping}, {"token": TOKEN})
 
 
 async def test_records_land_through_the_mapping_and_bad_ones_are_quarantined(env, redcap, sleeps):
