@@ -123,6 +123,27 @@ def audit_verify_command(
         raise typer.Exit(1)
 
 
+storage_app = typer.Typer(no_args_is_help=True, help="Object storage for dataset files.")
+app.add_typer(storage_app, name="storage")
+
+
+@storage_app.command("clean-staging")
+@_reported
+def storage_clean_staging_command(
+    older_than: Annotated[
+        float, typer.Option(min=1, help="hours after its last URL expired that a pending upload counts as abandoned")
+    ] = 24,
+) -> None:
+    """Expire abandoned uploads and delete what they staged (multipart parts too) and any orphaned staging
+    objects. The scheduler does this every hour."""
+    from datetime import timedelta
+
+    from cellcommons.storage.cleanup import clean_staging_now
+
+    cleaned = clean_staging_now(load_settings(), timedelta(hours=older_than))
+    console.print(cleaned.summary(), highlight=False, soft_wrap=True)
+
+
 @app.command("seed")
 @_reported
 def seed_command(
@@ -438,12 +459,11 @@ def sync_quarantine_command(
     replay: Annotated[bool, typer.Option(help="validate the held records again; those that pass now land")] = False,
 ) -> None:
     """The records a source's runs could not land, with the reasons; --replay retries them."""
-    from cellcommons.sync.console import quarantine_table, replay_quarantine
+    from cellcommons.sync.console import quarantine_table, replay_quarantine, run_line
 
     settings = load_settings()
     if replay:
-        landed, kept = replay_quarantine(settings, source)
-        console.print(f"{landed:,} landed, {kept:,} still quarantined", highlight=False)
+        console.print(run_line(source, replay_quarantine(settings, source)), highlight=False, soft_wrap=True)
     console.print(quarantine_table(settings, source, limit))
 
 
@@ -458,6 +478,48 @@ def sync_replay_command(
 
     replayed = run_now(load_settings(), source, console, replay_of=run)
     console.print(run_line(source, replayed), highlight=False, soft_wrap=True)
+
+
+export_app = typer.Typer(no_args_is_help=True, help="Parquet exports under data-use agreements.")
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("run")
+@_reported
+def export_run_command(export: Annotated[str, typer.Argument(help="the export's id (see `export status`)")]) -> None:
+    """Run one queued export here, in the foreground, with a progress bar; exit 1 if it failed."""
+    from cellcommons.exports.console import job_line, parse_id, run_one
+
+    job = run_one(load_settings(), parse_id(export), console)
+    console.print(job_line(job), highlight=False, soft_wrap=True)
+    if job.status.value != "succeeded":
+        raise typer.Exit(1)
+
+
+@export_app.command("status")
+@_reported
+def export_status_command(
+    export: Annotated[str | None, typer.Argument(help="one export's id (default: the latest)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+) -> None:
+    """Export jobs, newest first: status, rows, bytes, and the SHA-256 or the error (one export: one line)."""
+    from cellcommons.exports.console import job_status, parse_id, status_table
+
+    if export:
+        console.print(job_status(load_settings(), parse_id(export)), highlight=False, soft_wrap=True)
+    else:
+        console.print(status_table(load_settings(), limit))
+
+
+@app.command("worker")
+@_reported
+def worker_command(
+    interval: Annotated[float, typer.Option(min=0.1, help="seconds between checks for queued exports")] = 2,
+) -> None:
+    """Run queued export jobs until stopped (several workers may run at once)."""
+    from cellcommons.exports.console import run_worker
+
+    run_worker(load_settings(), interval, console)
 
 
 @app.command("scheduler")
