@@ -16,9 +16,6 @@ from cellcommons.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("staging", "production")
-# Commands the manifests run that other issues are adding (13: scheduler; exports: worker). They are checked
-# against the CLI as soon as it has them; until then they are only allowed to be missing.
-PENDING_COMMANDS = frozenset({"worker", "scheduler"})
 API_PORT = 8000
 
 
@@ -77,13 +74,11 @@ def cli_commands(group=None) -> dict:
 
 
 def parses(argv: list[str], group=None) -> bool:
-    """Parse `cellcommons <argv>` with the real CLI's parser (nothing runs). False for a pending command that
-    the CLI does not have yet; ValueError for an unknown command, an unknown option or a bad value."""
+    """Parse `cellcommons <argv>` with the real CLI's parser (nothing runs): True, or ValueError for an unknown
+    command, an unknown option or a bad value."""
     name, *args = argv
     commands = cli_commands(group)
     if name not in commands:
-        if name in PENDING_COMMANDS:
-            return False
         raise ValueError(f"cellcommons has no command {name!r}")
     command = commands[name]
     if hasattr(command, "commands"):  # a sub-group such as `audit`

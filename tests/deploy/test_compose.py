@@ -72,8 +72,7 @@ def test_migrations_run_before_the_platform_starts():
 @pytest.mark.parametrize("service", PLATFORM_SERVICES)
 def test_commands_are_ones_the_cli_accepts(rendered, service):
     command = rendered["services"][service]["command"]
-    accepted = parses(command)
-    assert accepted or service in {"worker", "scheduler"}  # pending commands (see PENDING_COMMANDS)
+    assert parses(command)
 
 
 def test_the_api_serves_several_workers_on_the_published_port(rendered):

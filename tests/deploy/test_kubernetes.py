@@ -60,7 +60,7 @@ def test_commands_are_ones_the_cli_accepts(manifests):
         command = container["command"]
         assert command[0] == "cellcommons", manifest["metadata"]["name"]
         component = manifest["metadata"]["labels"]["app.kubernetes.io/component"]
-        assert parses(command[1:]) or component in {"worker", "scheduler"}
+        assert parses(command[1:])
 
 
 def test_the_api_probes_health_and_readiness_on_the_port_it_serves(manifests):
