@@ -14,6 +14,7 @@ from datetime import date, timedelta
 
 import httpx
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
@@ -133,6 +134,21 @@ async def world(stack):
     yield made
     await made.database.dispose()
     stack.drop(settings)
+
+
+class Draws:
+    """Seeded uniform draws from Arrow's generator, for sources of many rows (numpy is not a dependency)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def uniform(self, low: float, high: float, size: int) -> pa.Array:
+        self.seed += 1
+        return pc.add(pc.multiply(pc.random(size, initializer=self.seed), high - low), low)
+
+    def integers(self, low: int, high: int, size: int) -> pa.Array:
+        """From `low` up to `high`, excluded."""
+        return pc.cast(pc.floor(self.uniform(low, high, size)), pa.int64())
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -12,9 +12,9 @@ import io
 import subprocess
 import sys
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tests.exports.conftest import Draws
 from tests.processes import cli_environment
 
 from cellcommons.exports import service
@@ -44,7 +44,8 @@ finally:
 
 def source_of(rows: int) -> tuple[bytes, int]:
     """A Parquet file of `rows` rows, and the bytes those rows take in Arrow once decoded."""
-    rng = np.random.default_rng(12)
+    rng = Draws(12)
+    donors = pa.array([f"D-{i:05d}" for i in range(20_000)])
     protocols = pa.array([f"protocol {i:04d} " + "x" * 180 for i in range(500)])
     remarks = pa.array([f"remark {i:04d} " + "y" * 190 for i in range(500)])
     sink, decoded = io.BytesIO(), 0
@@ -55,7 +56,7 @@ def source_of(rows: int) -> tuple[bytes, int]:
             size = min(CHUNK, rows - start)
             chunk = pa.table(
                 {
-                    "donor_id": pa.array([f"D-{i:05d}" for i in rng.integers(0, 20_000, size)]),
+                    "donor_id": donors.take(rng.integers(0, 20_000, size)),
                     "age": rng.integers(18, 90, size),
                     "protocol": protocols.take(rng.integers(0, 500, size)),
                     "remarks": remarks.take(rng.integers(0, 500, size)),
