@@ -511,23 +511,32 @@ def export_status_command(
         console.print(status_table(load_settings(), limit))
 
 
+# The worker and the scheduler have no HTTP API of their own; these serve their Prometheus metrics.
+MetricsPort = Annotated[int | None, typer.Option(min=1, max=65535, help="serve Prometheus metrics on this port")]
+MetricsHost = Annotated[str, typer.Option(help="address for the metrics port (0.0.0.0 in a container)")]
+
+
 @app.command("worker")
 @_reported
 def worker_command(
     interval: Annotated[float, typer.Option(min=0.1, help="seconds between checks for queued exports")] = 2,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Run queued export jobs until stopped (several workers may run at once)."""
     from cellcommons.exports.console import run_worker
 
-    run_worker(load_settings(), interval, console)
+    run_worker(load_settings(), interval, console, (metrics_host, metrics_port))
 
 
 @app.command("scheduler")
 @_reported
 def scheduler_command(
     interval: Annotated[float, typer.Option(min=1, help="seconds between checks for due sources")] = 30,
+    metrics_port: MetricsPort = None,
+    metrics_host: MetricsHost = "127.0.0.1",
 ) -> None:
     """Run due sync sources on their schedules until stopped (several schedulers may run at once)."""
     from cellcommons.sync.console import run_scheduler
 
-    run_scheduler(load_settings(), interval, console)
+    run_scheduler(load_settings(), interval, console, (metrics_host, metrics_port))

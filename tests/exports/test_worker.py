@@ -8,9 +8,11 @@ import signal
 import subprocess
 import time
 
+import httpx
 from tests.exports.test_refusals import request
 from tests.processes import cli_environment
 
+from cellcommons.demo.stack import free_port
 from cellcommons.exports.models import ExportStatus
 from cellcommons.exports.worker import BackgroundWorker
 
@@ -28,13 +30,18 @@ async def finished(world, export_id, seconds: float = 30):
 async def test_the_worker_command_runs_queued_exports_and_stops_on_sigterm(world):
     job = await request(world, "lowlands")
     env = cli_environment(world.settings)
+    port = free_port()
     worker = await asyncio.to_thread(
-        subprocess.Popen, ["cellcommons", "worker", "--interval", "0.2"], env=env,
+        subprocess.Popen, ["cellcommons", "worker", "--interval", "0.2", "--metrics-port", str(port)], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         done = await finished(world, job.id)
         assert done.status is ExportStatus.succeeded
+        async with httpx.AsyncClient() as http:  # counted after its commit, so it is there once the job is
+            scraped = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        assert 'cellcommons_exports_total{status="succeeded"} 1.0' in scraped
+        assert f"cellcommons_export_rows_total {float(done.rows_written)}" in scraped
     finally:
         worker.send_signal(signal.SIGTERM)
         out, err = await asyncio.to_thread(worker.communicate, timeout=30)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import time
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from sqlalchemy import select
+from tests.processes import cli_environment
 from tests.sync.conftest import batch_record, memory_connector
 
 from cellcommons.db import Database
+from cellcommons.demo.stack import free_port
 from cellcommons.errors import InvalidInput
-from cellcommons.sync.models import RunTrigger, SyncRun, SyncSource
+from cellcommons.sync.models import RunStatus, RunTrigger, SyncRun, SyncSource
 from cellcommons.sync.runtime import AlreadyRunning, SyncRuntime
 from cellcommons.sync.schedule import check_schedule, next_fire
 from cellcommons.sync.scheduler import tick
@@ -62,3 +68,61 @@ def test_schedules_are_five_field_cron_expressions():
         with pytest.raises(InvalidInput) as caught:
             check_schedule(bad)
         assert caught.value.field == "schedule"
+
+
+async def test_a_shutdown_stops_the_run_after_a_committed_page_and_the_next_run_resumes(env):
+    rows = [batch_record(f"LOT-{i:03d}") for i in range(250)]
+    stop = asyncio.Event()
+
+    def shut_down_during_page_two(offset):
+        if offset == 100:
+            stop.set()  # SIGTERM arrives while the second page is read
+
+    await env.add_source(due=True)
+    interrupted = await tick(env.runtime(memory_connector(rows, before_page=shut_down_during_page_two), stop=stop))
+    assert [run.status for run in interrupted] == [RunStatus.interrupted]
+    assert "resumes from its bookmark" in interrupted[0].error
+    # The first page was landing when the signal came (the second is read ahead): it commits, nothing after it.
+    assert len(await env.lots()) == 100
+    async with env.database.unit_of_work() as session:
+        source = await session.scalar(select(SyncSource))
+    assert source.consecutive_failures == 0 and source.next_run_at <= datetime.now(UTC)  # due again, not a failure
+
+    (resumed,) = await tick(env.runtime(memory_connector(rows)))
+    assert (resumed.status, resumed.read_count) == (RunStatus.ok, 150)
+    assert await env.lots() == [r["lot_number"] for r in rows]
+
+
+async def test_a_stopping_scheduler_starts_no_further_source(env):
+    stop = asyncio.Event()
+    stop.set()
+    await env.add_source(due=True)
+    assert await tick(env.runtime(memory_connector([batch_record("LOT-1")]), stop=stop)) == []
+    assert await env.lots() == []
+
+
+def test_the_scheduler_process_serves_its_metrics_and_stops_on_sigterm(fresh_settings):
+    port = free_port()
+    scheduler = subprocess.Popen(
+        ["cellcommons", "scheduler", "--interval", "1", "--metrics-port", str(port)],
+        env=cli_environment(fresh_settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert scheduler.poll() is None and time.monotonic() < deadline, "the scheduler did not serve metrics"
+            try:
+                scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert "# TYPE cellcommons_sync_runs_total counter" in scraped
+        scheduler.send_signal(signal.SIGTERM)
+        output = scheduler.communicate(timeout=30)[0]
+    finally:
+        if scheduler.poll() is None:
+            scheduler.kill()
+    assert scheduler.returncode == 0 and "Traceback" not in output

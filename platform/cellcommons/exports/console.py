@@ -18,6 +18,7 @@ from cellcommons.exports import service
 from cellcommons.exports.models import ExportJob
 from cellcommons.exports.worker import ExportWorker
 from cellcommons.exports.writer import return_freed_memory
+from cellcommons.observability import metrics
 from cellcommons.settings import Settings
 from cellcommons.storage import ObjectStore
 
@@ -53,8 +54,11 @@ def parse_id(text: str) -> uuid.UUID:
         raise InvalidInput(f"{text!r} is not an export id (a UUID)", field="export") from None
 
 
-def run_worker(settings: Settings, interval: float, console: Console) -> None:
-    """Run queued exports until SIGINT/SIGTERM; the job in progress goes back to the queue, its upload aborted."""
+def run_worker(
+    settings: Settings, interval: float, console: Console, metrics_at: tuple[str, int | None] = ("127.0.0.1", None)
+) -> None:
+    """Run queued exports until SIGINT/SIGTERM; the job in progress goes back to the queue, its upload aborted.
+    With a port, its metrics are served there meanwhile."""
 
     async def work(worker: ExportWorker) -> None:
         stop = asyncio.Event()
@@ -64,7 +68,9 @@ def run_worker(settings: Settings, interval: float, console: Console) -> None:
         console.print(f"export worker {worker.name}: polling every {interval:g} s (Ctrl-C stops)", highlight=False)
         await worker.serve(stop, interval, lambda job: console.print(job_line(job), highlight=False))
 
-    _with_worker(settings, work)
+    host, port = metrics_at
+    with metrics.exposed(metrics.Metrics(), port, host):
+        _with_worker(settings, work)
 
 
 def run_one(settings: Settings, export_id: uuid.UUID, console: Console) -> ExportJob:

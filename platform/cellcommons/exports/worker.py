@@ -38,6 +38,7 @@ from cellcommons.exports.models import ExportJob, ExportStatus
 from cellcommons.exports.policy import PolicyApplier, pseudonym_key
 from cellcommons.exports.sources import Quarantine, blocking, catalogue_batches, distribution_batches
 from cellcommons.exports.writer import PART_SIZE, ParquetStream, ReadAhead, with_terms
+from cellcommons.observability import metrics
 from cellcommons.settings import Settings
 from cellcommons.storage import buckets
 from cellcommons.storage.object_store import ObjectStore
@@ -149,7 +150,7 @@ class ExportWorker:
                 stream = await self._write(prepared, quarantine, progress)
             finally:
                 heartbeat.cancel()
-            return await self._succeeded(prepared, stream, quarantine)
+            return _counted(await self._succeeded(prepared, stream, quarantine))
         except Interrupted:
             return await self._release(export_id)
         except LeaseLost:
@@ -159,10 +160,11 @@ class ExportWorker:
             log.warning("export %s: %s; back to the queue", export_id, exc.message)
             return await self._release(export_id)
         except CellCommonsError as exc:
-            return await self._failed(export_id, exc, quarantine)
+            return _counted(await self._failed(export_id, exc, quarantine))
         except Exception:
             log.exception("export %s failed unexpectedly", export_id)
-            return await self._failed(export_id, CellCommonsError("the export failed; operators were told"), quarantine)
+            failure = CellCommonsError("the export failed; operators were told")
+            return _counted(await self._failed(export_id, failure, quarantine))
 
     async def _prepare(self, export_id: uuid.UUID) -> Prepared:
         async with self.database.unit_of_work() as session:
@@ -274,6 +276,13 @@ class ExportWorker:
     async def _mine(self, session, export_id: uuid.UUID) -> ExportJob | None:
         query = select(ExportJob).where(ExportJob.id == export_id, ExportJob.lease_owner == self.name)
         return await session.scalar(query.with_for_update())
+
+
+def _counted(job: ExportJob) -> ExportJob:
+    """Count a job this worker finished, after its commit (a job another worker took over is theirs to count)."""
+    if job.status in (ExportStatus.succeeded, ExportStatus.failed):
+        metrics.export_finished(job.status.value, job.rows_written or 0, job.bytes_written or 0)
+    return job
 
 
 def _finish(job: ExportJob, status: ExportStatus) -> None:

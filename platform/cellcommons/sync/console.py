@@ -15,6 +15,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cellcommons.db import Database
+from cellcommons.observability import metrics
 from cellcommons.settings import Settings
 from cellcommons.storage.cleanup import keep_clean
 from cellcommons.sync import repository, service
@@ -119,8 +120,11 @@ def replay_quarantine(settings: Settings, name: str) -> SyncRun:
     return _with_database(settings, lambda database: SyncRuntime(database, settings).replay_quarantine(name))
 
 
-def run_scheduler(settings: Settings, interval: float, console: Console) -> None:
-    """Tick until SIGINT/SIGTERM; the run in progress finishes its page and the lock is released."""
+def run_scheduler(
+    settings: Settings, interval: float, console: Console, metrics_at: tuple[str, int | None] = ("127.0.0.1", None)
+) -> None:
+    """Tick until SIGINT/SIGTERM; the run in progress lands the page it has, ends `interrupted` (due again at
+    once) and the lock is released. With a port, its metrics are served there meanwhile."""
 
     async def work(database: Database) -> None:
         stop = asyncio.Event()
@@ -135,7 +139,9 @@ def run_scheduler(settings: Settings, interval: float, console: Console) -> None
 
         # The scheduler process also cleans abandoned uploads out of staging, hourly (storage/cleanup.py).
         cleaning = asyncio.create_task(keep_clean(database, settings, stop))
-        await serve(SyncRuntime(database, settings), interval, stop, report)
+        await serve(SyncRuntime(database, settings, stop=stop), interval, stop, report)
         await cleaning
 
-    _with_database(settings, work)
+    host, port = metrics_at
+    with metrics.exposed(metrics.Metrics(), port, host):
+        _with_database(settings, work)

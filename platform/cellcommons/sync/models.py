@@ -25,6 +25,7 @@ class RunStatus(StrEnum):
     ok = "ok"  # every record landed
     partial = "partial"  # finished, some records quarantined
     failed = "failed"  # stopped early; what was committed before stays, the bookmark says where
+    interrupted = "interrupted"  # its process was shut down: stopped after a committed page, resumed next run
 
 
 class RunTrigger(StrEnum):

@@ -74,8 +74,10 @@ class SyncRuntime:
         connectors: Mapping[str, type[Connector]] | None = None,  # instead of the entry points (tests)
         progress: Progress | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        stop: asyncio.Event | None = None,  # set on shutdown: the run ends after the page it is landing
     ):
         self.database, self.settings = database, settings
+        self.stop = stop
         self.retry, self.breaker = retry, breaker
         self.connectors = connectors or {}
         self.progress = progress or (lambda stream, n: None)
@@ -143,6 +145,8 @@ class SyncRuntime:
             connector = self.connector(source)
             for stream in connector.streams():
                 await self._stream(run_id, source, stream, start.get(stream.name), passes.get(stream.name))
+        except Interrupted as exc:
+            return RunStatus.interrupted, exc.message
         except Exception as exc:  # any failure ends the run as failed; committed pages stay, with their bookmark
             message = exc.message if isinstance(exc, CellCommonsError) else f"{type(exc).__name__}: {exc}"
             return RunStatus.failed, _redacted(message, source)
@@ -167,6 +171,8 @@ class SyncRuntime:
                     await self._land(run_id, work, page, checked)
                     bookmark, failures = page.bookmark, 0
                     self.progress(stream.name, len(page.records))
+                    if self.stop is not None and self.stop.is_set():
+                        raise Interrupted()
                 break
             except TransientError as exc:
                 failures += 1
@@ -219,7 +225,9 @@ class SyncRuntime:
             if status is RunStatus.ok and run.quarantined_count:
                 status = RunStatus.partial
             run.status, run.error, run.finished_at = status, error, now
-            if not replay:
+            if status is RunStatus.interrupted:
+                row.next_run_at = now  # due at once: the next scheduler resumes it from the bookmark
+            elif not replay:
                 row.consecutive_failures = row.consecutive_failures + 1 if status is RunStatus.failed else 0
                 row.breaker_open_until = self.breaker.open_until(row.consecutive_failures, now)
                 row.next_run_at = next_fire(row.schedule, now)
@@ -292,6 +300,15 @@ class SyncRuntime:
             resolved += [q.id for q in entries if q.record_key is not None and q.record_key in outcome.landed]
             total.upserted, total.deleted = total.upserted + outcome.upserted, total.deleted + outcome.deleted
         return resolved, total
+
+
+class Interrupted(CellCommonsError):
+    """The runtime's process is shutting down; raised only between pages, after one committed."""
+
+    code = "sync_interrupted"
+
+    def __init__(self) -> None:
+        super().__init__("stopped by a shutdown after a committed page; the next run resumes from its bookmark")
 
 
 async def _checked_ahead(work: PageWork, pages: AsyncIterator[Page]) -> AsyncIterator[tuple[Page, CheckedPage]]:

@@ -21,6 +21,8 @@ async def tick(runtime: SyncRuntime) -> list[SyncRun]:
         names = await repository.due_sources(session, datetime.now(UTC))
     runs = []
     for name in names:
+        if runtime.stop is not None and runtime.stop.is_set():
+            break  # shutting down: the sources left are still due for the next scheduler
         try:
             run = await runtime.run(name, trigger=RunTrigger.schedule)
         except (AlreadyRunning, BreakerOpen):
