@@ -13,6 +13,7 @@ from cellcommons.errors import InvalidInput
 from cellcommons.graphql.access import AccessMutation, AccessQuery
 from cellcommons.graphql.changes import ChangesQuery
 from cellcommons.graphql.connection import Connection, page_request, sql_connection
+from cellcommons.graphql.exports import ExportsMutation, ExportsQuery
 from cellcommons.graphql.files import FilesMutation
 from cellcommons.graphql.mutations import CatalogueMutation
 from cellcommons.graphql.search import (
@@ -144,8 +145,8 @@ class CatalogueQuery:
 
 
 # Each domain contributes its root fields in a module of its own; they are merged into Query and Mutation.
-QUERIES: list[type] = [CatalogueQuery, ChangesQuery, SyncQuery, AccessQuery]
-MUTATIONS: list[type] = [FilesMutation, CatalogueMutation, AccessMutation]
+QUERIES: list[type] = [CatalogueQuery, ChangesQuery, SyncQuery, AccessQuery, ExportsQuery]
+MUTATIONS: list[type] = [FilesMutation, CatalogueMutation, AccessMutation, ExportsMutation]
 
 
 def build_schema(extensions: list | None = None) -> strawberry.Schema:
