@@ -159,28 +159,21 @@ async def _concurrent(base: str, token: str, clients: int, requests: int) -> Run
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     headers = {"Authorization": f"Bearer {token}"}
     body = {"query": PAGE, "variables": {"first": 20, "batches": 5}}
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
 
-        async def client(count: int) -> None:
-            for _ in range(count):
-                start = time.perf_counter()
-                try:
-                    failure = graphql_failure(await http.post("/graphql", json=body, headers=headers))
-                except httpx.HTTPError as exc:
-                    failure = type(exc).__name__
-                if failure is None:
-                    latencies.append((time.perf_counter() - start) * 1000)
-                else:
-                    errors[failure] += 1
+        async def page() -> str | None:
+            return graphql_failure(await http.post("/graphql", json=body, headers=headers))
 
-        await asyncio.gather(*(client(1) for _ in range(clients)))  # warm every worker; not counted
-        latencies.clear()
-        errors.clear()
+        async def client(run: Run, count: int) -> None:
+            for _ in range(count):
+                await run.record(time.perf_counter(), page)
+
+        await asyncio.gather(*(client(Run(), 1) for _ in range(clients)))  # warm every worker; not counted
+        run = Run()
         start = time.perf_counter()
-        await asyncio.gather(*(client(requests) for _ in range(clients)))
-        return Run(latencies, errors, time.perf_counter() - start)
+        await asyncio.gather(*(client(run, requests) for _ in range(clients)))
+        run.elapsed = time.perf_counter() - start
+        return run
 
 
 async def _run(stack: ScratchStack, quick: bool, console: Console) -> Report:

@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -56,9 +56,20 @@ query Page {
 
 @dataclass
 class Run:
-    latencies_ms: list[float]
-    errors: Counter[str]  # by kind: the HTTP status, the GraphQL error code, the client's exception
-    elapsed: float
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)  # by kind: HTTP status, GraphQL code, client exception
+    elapsed: float = 0.0
+
+    async def record(self, since: float, send: Callable[[], Awaitable[str | None]]) -> None:
+        """Awaits `send` (None for a success, else what went wrong) and counts the answer, timed from `since`."""
+        try:
+            failure = await send()
+        except httpx.HTTPError as exc:
+            failure = type(exc).__name__
+        if failure is None:
+            self.latencies_ms.append((time.perf_counter() - since) * 1000)
+        else:
+            self.errors[failure] += 1
 
     @property
     def throughput(self) -> float:
@@ -164,21 +175,13 @@ def _wait_ready(server: subprocess.Popen, base: str, log, timeout: float = 60.0)
 
 async def _open_loop(send, duration: float) -> Run:
     """CLIENTS clients, each sending every 1/PER_CLIENT_RATE s (staggered), for `duration` seconds."""
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
+    run = Run()
     interval = 1 / PER_CLIENT_RATE
     start = time.perf_counter() + 0.2
 
     async def one(due: float) -> None:
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        try:
-            failure = await send()
-        except httpx.HTTPError as exc:
-            failure = type(exc).__name__
-        if failure is None:
-            latencies.append((time.perf_counter() - due) * 1000)
-        else:
-            errors[failure] += 1
+        await run.record(due, send)
 
     sends = [
         one(start + client * interval / CLIENTS + k * interval)
@@ -186,7 +189,8 @@ async def _open_loop(send, duration: float) -> Run:
         for k in range(int(duration * PER_CLIENT_RATE))
     ]
     await asyncio.gather(*sends)
-    return Run(latencies, errors, time.perf_counter() - start)
+    run.elapsed = time.perf_counter() - start
+    return run
 
 
 async def _drive(base: str, token: str, duration: float) -> tuple[Run, Run]:
