@@ -9,7 +9,6 @@ context, and every query applies the policy in SQL (`access.repository`, `access
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -24,8 +23,7 @@ from cellcommons.access.schemas import TermsIn
 from cellcommons.access.visibility import get_visible
 from cellcommons.catalogue import models as catalogue
 from cellcommons.catalogue.service import parse
-from cellcommons.db import committed
-from cellcommons.errors import Forbidden, InvalidInput, NotFound
+from cellcommons.errors import InvalidInput, NotFound
 from cellcommons.graphql.connection import Connection, page_request, sql_connection
 from cellcommons.graphql.types import Dataset, DatasetVersion, Institution, Node
 
@@ -300,16 +298,11 @@ class AgreementTermsInput:
     document_reference: str | None = None
 
 
-def _key(info: strawberry.Info, global_id: str, type_name: str, field: str) -> uuid.UUID:
-    parsed, key = info.context.ids.parse_global_id(global_id, field)
-    if parsed != type_name:
-        raise NotFound(f"no {type_name} {global_id}", field=field)
-    return key
-
-
 def _request_in(info: strawberry.Info, data: AccessRequestInput):
     raw = {name: getattr(data, name) for name in AccessRequestInput.__annotations__}
-    raw["datasets"] = [_key(info, d, "Dataset", f"input.datasets[{i}]") for i, d in enumerate(data.datasets)]
+    raw["datasets"] = [
+        info.context.ids.key_of(d, "Dataset", f"input.datasets[{i}]") for i, d in enumerate(data.datasets)
+    ]
     return requests.parse_request(raw)
 
 
@@ -320,17 +313,7 @@ def _terms_in(terms: AgreementTermsInput | None) -> TermsIn:
     return parse(TermsIn, {k: v for k, v in raw.items() if v is not None})
 
 
-async def _committed(info: strawberry.Info, work: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """One transaction per mutation: commit what `work` did, or roll back everything and re-raise."""
-
-    return await info.context.read(committed, work, info.context.principal, *args)
-
-
-def _signed_in(info: strawberry.Info) -> None:
-    if info.context.principal is None:
-        raise Forbidden("sign in to use access requests and agreements")
-
-
+SIGNED_IN_TO = "use access requests and agreements"
 Page = tuple[int | None, str | None, int | None, str | None]
 
 
@@ -362,7 +345,7 @@ class AccessQuery:
 
     @strawberry.field(description="One access request you made or decide on; null when missing or hidden.")
     async def access_request(self, info: strawberry.Info, id: strawberry.ID) -> AccessRequest | None:
-        key = _key(info, id, "AccessRequest", "id")
+        key = info.context.ids.key_of(id, "AccessRequest", "id")
         try:
             row = await info.context.read(get_visible, info.context.principal, models.AccessRequest, key)
         except NotFound:
@@ -390,7 +373,7 @@ class AccessQuery:
 
     @strawberry.field(description="The DUO matcher's verdict on each dataset for this purpose, saving nothing.")
     async def access_match_preview(self, info: strawberry.Info, input: AccessRequestInput) -> list[DatasetVerdict]:
-        _signed_in(info)
+        info.context.signed_in(SIGNED_IN_TO)
         data = _request_in(info, input)
         results = await info.context.read(requests.preview, info.context.principal, data)
         node_id = info.context.settings.node_id
@@ -406,59 +389,63 @@ class AccessMutation:
     async def request_access(
         self, info: strawberry.Info, input: AccessRequestInput, submit: bool = False
     ) -> AccessRequest:
-        _signed_in(info)
+        info.context.signed_in(SIGNED_IN_TO)
         data = _request_in(info, input)
 
         async def work(session: AsyncSession, principal, data) -> models.AccessRequest:
             request = await requests.create_request(session, principal, data)
             return await requests.submit(session, principal, request.id) if submit else request
 
-        return AccessRequest.of(await _committed(info, work, data))
+        return AccessRequest.of(await info.context.committed(work, data))
 
     @strawberry.mutation(description="Change a draft request (after a clarification, say).")
     async def update_access_request(
         self, info: strawberry.Info, id: strawberry.ID, input: AccessRequestInput
     ) -> AccessRequest:
-        _signed_in(info)
-        key, data = _key(info, id, "AccessRequest", "id"), _request_in(info, input)
-        return AccessRequest.of(await _committed(info, requests.update_request, key, data))
+        info.context.signed_in(SIGNED_IN_TO)
+        key, data = info.context.ids.key_of(id, "AccessRequest", "id"), _request_in(info, input)
+        return AccessRequest.of(await info.context.committed(requests.update_request, key, data))
 
     @strawberry.mutation(description="Submit a draft: the matcher judges each dataset and the custodians are told.")
     async def submit_access_request(self, info: strawberry.Info, id: strawberry.ID) -> AccessRequest:
-        _signed_in(info)
-        return AccessRequest.of(await _committed(info, requests.submit, _key(info, id, "AccessRequest", "id")))
+        info.context.signed_in(SIGNED_IN_TO)
+        return AccessRequest.of(
+            await info.context.committed(requests.submit, info.context.ids.key_of(id, "AccessRequest", "id"))
+        )
 
     @strawberry.mutation(description="Take a submitted request back to draft, before any custodian decided.")
     async def withdraw_access_request(self, info: strawberry.Info, id: strawberry.ID, reason: str) -> AccessRequest:
-        _signed_in(info)
-        key = _key(info, id, "AccessRequest", "id")
-        return AccessRequest.of(await _committed(info, requests.withdraw, key, _reason(reason, "reason")))
+        info.context.signed_in(SIGNED_IN_TO)
+        key = info.context.ids.key_of(id, "AccessRequest", "id")
+        return AccessRequest.of(await info.context.committed(requests.withdraw, key, _reason(reason, "reason")))
 
     @strawberry.mutation(description="Stewards: send a request back to its requester as a draft, with a question.")
     async def ask_clarification(self, info: strawberry.Info, id: strawberry.ID, message: str) -> AccessRequest:
-        _signed_in(info)
-        key = _key(info, id, "AccessRequest", "id")
-        return AccessRequest.of(await _committed(info, requests.ask_clarification, key, _reason(message, "message")))
+        info.context.signed_in(SIGNED_IN_TO)
+        key = info.context.ids.key_of(id, "AccessRequest", "id")
+        return AccessRequest.of(
+            await info.context.committed(requests.ask_clarification, key, _reason(message, "message"))
+        )
 
     @strawberry.mutation(description="Stewards: approve your institution's share of a request; makes the agreement.")
     async def approve_access_request(
         self, info: strawberry.Info, id: strawberry.ID, terms: AgreementTermsInput | None = None
     ) -> Agreement:
-        _signed_in(info)
-        key, parsed = _key(info, id, "AccessRequest", "id"), _terms_in(terms)
-        return Agreement.of(await _committed(info, decisions.approve, key, parsed))
+        info.context.signed_in(SIGNED_IN_TO)
+        key, parsed = info.context.ids.key_of(id, "AccessRequest", "id"), _terms_in(terms)
+        return Agreement.of(await info.context.committed(decisions.approve, key, parsed))
 
     @strawberry.mutation(description="Stewards: reject your institution's share of a request, with the reason.")
     async def reject_access_request(self, info: strawberry.Info, id: strawberry.ID, reason: str) -> AccessRequest:
-        _signed_in(info)
-        key = _key(info, id, "AccessRequest", "id")
-        return AccessRequest.of(await _committed(info, decisions.reject, key, _reason(reason, "reason")))
+        info.context.signed_in(SIGNED_IN_TO)
+        key = info.context.ids.key_of(id, "AccessRequest", "id")
+        return AccessRequest.of(await info.context.committed(decisions.reject, key, _reason(reason, "reason")))
 
     @strawberry.mutation(description="Stewards of the provider: revoke an agreement; downloads and exports stop.")
     async def revoke_agreement(self, info: strawberry.Info, id: strawberry.ID, reason: str) -> Agreement:
-        _signed_in(info)
-        key = _key(info, id, "Agreement", "id")
-        return Agreement.of(await _committed(info, decisions.revoke, key, _reason(reason, "reason")))
+        info.context.signed_in(SIGNED_IN_TO)
+        key = info.context.ids.key_of(id, "Agreement", "id")
+        return Agreement.of(await info.context.committed(decisions.revoke, key, _reason(reason, "reason")))
 
 
 def _reason(text: str, field: str) -> str:

@@ -18,6 +18,8 @@ from strawberry.fastapi import BaseContext
 
 from cellcommons.auth.principal import Principal
 from cellcommons.catalogue import reading
+from cellcommons.db import committed
+from cellcommons.errors import Forbidden
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.settings import Settings
 
@@ -51,6 +53,17 @@ class Context(BaseContext):
     async def read(self, query: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         async with self._lock:
             return await query(self.session, *args)
+
+    async def committed(self, work: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """A mutation's one transaction: commit what `work(session, principal, *args)` did, or roll back and
+        re-raise."""
+        return await self.read(committed, work, self.principal, *args)
+
+    def signed_in(self, doing: str) -> Principal:
+        """The principal; anonymous callers are refused naming what they tried."""
+        if self.principal is None:
+            raise Forbidden(f"sign in to {doing}")
+        return self.principal
 
     def _row_loader(self, model: type) -> DataLoader:
         async def load(keys: list[uuid.UUID]) -> list[Any]:

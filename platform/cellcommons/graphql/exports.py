@@ -16,7 +16,6 @@ from strawberry.scalars import JSON
 
 from cellcommons.errors import NotFound
 from cellcommons.exports import models, service
-from cellcommons.graphql.access import _committed, _key, _signed_in
 from cellcommons.graphql.types import Node
 from cellcommons.storage.downloads import DEFAULT_EXPIRY
 from cellcommons.storage.object_store import ObjectStore
@@ -105,7 +104,7 @@ class ExportDownloadUrl:
 class ExportsQuery:
     @strawberry.field(description="One of your institution's exports; null when missing or not yours.")
     async def export(self, info: strawberry.Info, id: strawberry.ID) -> Export | None:
-        key = _key(info, id, "Export", "id")
+        key = info.context.ids.key_of(id, "Export", "id")
         try:
             row = await info.context.read(service.get_export, info.context.principal, key)
         except NotFound:
@@ -125,9 +124,9 @@ class ExportsMutation:
         "agreement's policy drops, generalises and pseudonymises columns, and the file carries its terms."
     )
     async def request_export(self, info: strawberry.Info, input: ExportRequestInput) -> Export:
-        _signed_in(info)
-        agreement = _key(info, input.agreement_id, "Agreement", "input.agreementId")
-        version = _key(info, input.dataset_version_id, "DatasetVersion", "input.datasetVersionId")
+        info.context.signed_in("request exports")
+        agreement = info.context.ids.key_of(input.agreement_id, "Agreement", "input.agreementId")
+        version = info.context.ids.key_of(input.dataset_version_id, "DatasetVersion", "input.datasetVersionId")
         distribution = _optional_key(info, input.distribution_id, "Distribution", "input.distributionId")
         settings = info.context.settings
 
@@ -138,7 +137,7 @@ class ExportsMutation:
                 bad_rows=models.BadRows(input.bad_rows),
             )  # fmt: skip
 
-        return Export.of(await _committed(info, work))
+        return Export.of(await info.context.committed(work))
 
     @strawberry.mutation(
         description="A presigned GET for a succeeded export, valid expiresIn seconds (1-900, default 300), only "
@@ -147,16 +146,16 @@ class ExportsMutation:
     async def export_download_url(
         self, info: strawberry.Info, id: strawberry.ID, expires_in: int = DEFAULT_EXPIRY
     ) -> ExportDownloadUrl:
-        key = _key(info, id, "Export", "id")
+        key = info.context.ids.key_of(id, "Export", "id")
         settings = info.context.settings
 
         async def work(session, principal):
             store = ObjectStore.shared(settings)
             return await service.issue_export_download_url(session, store, settings, principal, key, expires_in)
 
-        issued = await _committed(info, work)
+        issued = await info.context.committed(work)
         return ExportDownloadUrl(export=Export.of(issued.export), url=issued.url, expires_at=issued.expires_at)
 
 
 def _optional_key(info: strawberry.Info, global_id: str | None, type_name: str, field: str) -> uuid.UUID | None:
-    return None if global_id is None else _key(info, global_id, type_name, field)
+    return None if global_id is None else info.context.ids.key_of(global_id, type_name, field)

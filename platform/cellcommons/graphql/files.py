@@ -8,7 +8,6 @@ never leaves unless its audit event is committed.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
@@ -17,7 +16,6 @@ from typing import Any
 import strawberry
 
 from cellcommons.db import committed
-from cellcommons.errors import NotFound
 from cellcommons.graphql.types import Distribution
 from cellcommons.storage import downloads, uploads
 from cellcommons.storage.object_store import ObjectStore
@@ -79,13 +77,6 @@ async def _committed(info: strawberry.Info, work: Callable[..., Awaitable[Any]],
     return await info.context.read(unit, work, ObjectStore.shared(settings), settings, *args)
 
 
-def _key(info: strawberry.Info, global_id: str, type_name: str, field: str, label: str) -> uuid.UUID:
-    parsed_type, key = info.context.ids.parse_global_id(global_id, field)
-    if parsed_type != type_name:
-        raise NotFound(f"no {label} with this id", field=field)
-    return key
-
-
 def _whole_bytes(value: float | None) -> int | None:
     """A byte count sent as a Float (GraphQL's Int stops at 2^31): -1 when not whole, which the service refuses."""
     if value is None:
@@ -110,7 +101,7 @@ class FilesMutation:
     async def request_upload(
         self, info: strawberry.Info, distribution_id: strawberry.ID, sha256: str, size_bytes: float
     ) -> UploadTicket:
-        key = _key(info, distribution_id, "Distribution", "distributionId", "distribution")
+        key = info.context.ids.key_of(distribution_id, "Distribution", "distributionId")
         ticket = await _committed(
             info,
             uploads.request_upload,
@@ -135,7 +126,7 @@ class FilesMutation:
         size_bytes: float,
         part_size_bytes: float | None = None,
     ) -> MultipartUploadTicket:
-        key = _key(info, distribution_id, "Distribution", "distributionId", "distribution")
+        key = info.context.ids.key_of(distribution_id, "Distribution", "distributionId")
         ticket = await _committed(
             info, uploads.request_multipart_upload, info.context.principal, key, sha256=sha256,
             size_bytes=_whole_bytes(size_bytes), part_size=_whole_bytes(part_size_bytes),
@@ -149,7 +140,7 @@ class FilesMutation:
     async def upload_part_urls(
         self, info: strawberry.Info, upload_id: strawberry.ID, part_numbers: list[int]
     ) -> list[UploadPart]:
-        key = _key(info, upload_id, UPLOAD, "uploadId", "upload")
+        key = info.context.ids.key_of(upload_id, UPLOAD, "uploadId")
         return _parts(await _committed(info, uploads.upload_part_urls, info.context.principal, key, part_numbers))
 
     @strawberry.mutation(
@@ -160,7 +151,7 @@ class FilesMutation:
     async def complete_upload(
         self, info: strawberry.Info, upload_id: strawberry.ID, parts: list[CompletedPart] | None = None
     ) -> Distribution:
-        key = _key(info, upload_id, UPLOAD, "uploadId", "upload")
+        key = info.context.ids.key_of(upload_id, UPLOAD, "uploadId")
         listed = [(p.part_number, p.etag) for p in parts] if parts is not None else None
         row = await _committed(info, uploads.complete_upload, info.context.principal, key, listed)
         return Distribution.of(row)
@@ -170,7 +161,7 @@ class FilesMutation:
         "Returns the upload's id."
     )
     async def abort_upload(self, info: strawberry.Info, upload_id: strawberry.ID) -> strawberry.ID:
-        key = _key(info, upload_id, UPLOAD, "uploadId", "upload")
+        key = info.context.ids.key_of(upload_id, UPLOAD, "uploadId")
         await _committed(info, uploads.abort_upload, info.context.principal, key)
         return upload_id
 
@@ -181,7 +172,7 @@ class FilesMutation:
     async def download_url(
         self, info: strawberry.Info, distribution_id: strawberry.ID, expires_in: int = downloads.DEFAULT_EXPIRY
     ) -> DownloadUrl:
-        key = _key(info, distribution_id, "Distribution", "distributionId", "distribution")
+        key = info.context.ids.key_of(distribution_id, "Distribution", "distributionId")
         link = await _committed(info, downloads.issue_download_url, info.context.principal, key, expires_in)
         return _download_url(link)
 
@@ -192,7 +183,7 @@ class FilesMutation:
     async def download_manifest(
         self, info: strawberry.Info, dataset_version_id: strawberry.ID, expires_in: int = downloads.DEFAULT_EXPIRY
     ) -> DownloadManifest:
-        key = _key(info, dataset_version_id, "DatasetVersion", "datasetVersionId", "dataset version")
+        key = info.context.ids.key_of(dataset_version_id, "DatasetVersion", "datasetVersionId")
         manifest = await _committed(info, downloads.download_manifest, info.context.principal, key, expires_in)
         return DownloadManifest(
             dataset_version_id=dataset_version_id,

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cellcommons.catalogue.reading import Cursor
-from cellcommons.errors import InvalidInput
+from cellcommons.errors import InvalidInput, NotFound
 
 
 def _b64(data: bytes) -> str:
@@ -55,6 +55,14 @@ class Identifiers:
         except (ValueError, binascii.Error):
             raise InvalidInput(f"{value!r} is not a Cell Commons id", field=field) from None
         return type_name, uuid.UUID(bytes=self._decrypt(block))
+
+    def key_of(self, value: str, type_name: str, field: str = "id") -> uuid.UUID:
+        """The record a global id names, which must be of `type_name`: an id of another type is as unknown as
+        a missing record (NotFound), so ids cannot be used to probe what exists."""
+        named, key = self.parse_global_id(value, field)
+        if named != type_name:
+            raise NotFound(f"no {type_name} with this id", field=field)
+        return key
 
     def cursor(self, cursor: Cursor) -> str:
         nonce = os.urandom(12)

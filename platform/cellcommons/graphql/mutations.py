@@ -7,7 +7,6 @@ validates; the service's pydantic validation and domain rules then report every 
 """
 
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import date
@@ -171,14 +170,6 @@ def _content(schema: type, value: Any) -> Any:
     return service.parse(schema, dataclasses.asdict(value))
 
 
-def _id(info: strawberry.Info, value: str, type_name: str, field: str) -> uuid.UUID:
-    """The record a global id names; an id of another type is as unknown as a missing one."""
-    named, key = info.context.ids.parse_global_id(value, field)
-    if named != type_name:
-        raise NotFound(f"no record {value}", field=field)
-    return key
-
-
 @asynccontextmanager
 async def _named(value: str, field: str) -> AsyncIterator[None]:
     """Missing and hidden records answer alike, naming the id the client sent (never the database key)."""
@@ -303,7 +294,7 @@ class CatalogueMutation:
         node_id = info.context.settings.node_id
 
         async def work(session: AsyncSession, editor: Editor) -> Saved:
-            target = {"dataset_id": _id(info, dataset, "Dataset", "dataset")} if dataset else {}
+            target = {"dataset_id": info.context.ids.key_of(dataset, "Dataset", "dataset")} if dataset else {}
             inner = _submission(
                 "saveDataset", schemas.DatasetIn, input, idempotency_key, service.submit_dataset,
                 lambda row: Dataset.of(row, node_id), **target,
@@ -319,7 +310,9 @@ class CatalogueMutation:
 
         async def work(session: AsyncSession, editor: Editor) -> DatasetPublished:
             async with _named(dataset, "dataset"):
-                version = await service.publish_dataset(session, editor, _id(info, dataset, "Dataset", "dataset"))
+                version = await service.publish_dataset(
+                    session, editor, info.context.ids.key_of(dataset, "Dataset", "dataset")
+                )
             row = await session.get_one(models.Dataset, version.dataset_id)
             return DatasetPublished(dataset=Dataset.of(row, node_id), version=DatasetVersion.of(version))
 
