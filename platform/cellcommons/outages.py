@@ -8,6 +8,9 @@ component is back, so nothing needs a restart.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 import psycopg
 from minio.error import ServerError
 from sqlalchemy import exc as sa
@@ -54,3 +57,19 @@ OUTAGE_TYPES: tuple[type[BaseException], ...] = (
     HTTPError,
     ServerError,
 )
+
+
+T = TypeVar("T")
+
+
+async def outlasting(work: Callable[[], Awaitable[T]], on_outage: Callable[[Unavailable], None]) -> T | None:
+    """One round of a polling loop (the scheduler, the export worker) that a database or object-storage outage
+    must not end: the outage is reported and the round gives None, so the loop tries again on its next turn."""
+    try:
+        return await work()
+    except Exception as exc:
+        down = unavailable_from(exc)
+        if down is None:
+            raise
+        on_outage(down)
+        return None

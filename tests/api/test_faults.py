@@ -12,13 +12,12 @@ import asyncio
 import base64
 import io
 import secrets
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 from tests.auth.conftest import register_demo_issuers
+from tests.outages import own_servers
 
 from cellcommons.api.app import create_app
 from cellcommons.audit.models import AuditEvent
@@ -29,66 +28,23 @@ from cellcommons.catalogue.schemas import BatchIn, InstitutionIn
 from cellcommons.db import Database
 from cellcommons.demo.consortium import SCALES, Consortium
 from cellcommons.demo.seed import seed_through_service
-from cellcommons.demo.stack import EmbeddedPostgres, EmbeddedS3, S3Credentials, create_database
 from cellcommons.institutions import clients
-from cellcommons.migrations import migrate
 from cellcommons.outages import DATABASE_DOWN, unavailable_from
-from cellcommons.settings import Environment, Settings
 
 pytestmark = pytest.mark.slow
 
 INSTITUTIONS = "{ institutions(first: 20) { totalCount nodes { id } } }"
 
 
-@dataclass
-class Outage:
-    """Servers of this module's own that a test may stop and start."""
-
-    workdir: Path
-    postgres: EmbeddedPostgres
-    s3: EmbeddedS3
-    settings: Settings
-
-    def stop_postgres(self) -> None:
-        self.postgres.stop()
-
-    def start_postgres(self) -> None:
-        # Same data folder, same Unix socket: the app's URL is valid again.
-        self.postgres = EmbeddedPostgres(self.workdir / "postgres")
-
-    def stop_s3(self) -> None:
-        self.s3.stop()
-
-    def start_s3(self) -> None:
-        self.s3 = EmbeddedS3(self.workdir / "s3", self.s3.credentials, port=self.s3.port)
-
-
 @pytest.fixture(scope="module")
 async def outage(tmp_path_factory, dev_idp):
-    workdir = tmp_path_factory.mktemp("faults")
-    postgres = EmbeddedPostgres(workdir / "postgres")
-    s3 = EmbeddedS3(workdir / "s3", S3Credentials("cc-" + secrets.token_hex(6), secrets.token_urlsafe(24)))
-    url = create_database(postgres.url, "faults")
-    settings = Settings(
-        _env_file=None,
-        environment=Environment.test,
-        database_url=url.render_as_string(hide_password=False),
-        s3_endpoint=s3.endpoint,
-        s3_access_key=s3.credentials.access_key,
-        s3_secret_key=s3.credentials.secret_key,
-    )
-    state = Outage(workdir, postgres, s3, settings)
-    try:
-        migrate(settings)
-        database = Database(settings)
+    with own_servers(tmp_path_factory.mktemp("faults")) as state:
+        database = Database(state.settings)
         async with httpx.AsyncClient(timeout=5) as http, database.unit_of_work() as session:
             await register_demo_issuers(session, http, dev_idp)
-            await seed_through_service(session, Consortium(SCALES["tiny"], seed=18), origin=settings.node_id)
+            await seed_through_service(session, Consortium(SCALES["tiny"], seed=18), origin=state.settings.node_id)
         await database.dispose()
         yield state
-    finally:
-        state.s3.stop()
-        state.postgres.stop()
 
 
 @pytest.fixture

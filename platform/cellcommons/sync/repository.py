@@ -16,7 +16,7 @@ from cellcommons.access.visibility import visible_sync_sources
 from cellcommons.auth.principal import Principal
 from cellcommons.errors import NotFound
 from cellcommons.sync.bulk import insert_rows
-from cellcommons.sync.models import QuarantinedRecord, SyncBookmark, SyncRecord, SyncRun, SyncSource
+from cellcommons.sync.models import QuarantinedRecord, RunStatus, SyncBookmark, SyncRecord, SyncRun, SyncSource
 
 ABSENT_CHUNK = 1000
 
@@ -56,6 +56,19 @@ async def unlock(connection: AsyncConnection, source_id: uuid.UUID) -> None:
 
 
 # ---- bookmarks -----------------------------------------------------------------------------------------------
+
+
+async def abandon_unfinished_runs(session: AsyncSession, source_id: uuid.UUID, now: datetime) -> None:
+    """Runs of the source still marked running when its lock is free: their process stopped before it could
+    finish them (killed, or the database went away). What they committed stays; the bookmark says where."""
+    await session.execute(
+        update(SyncRun)
+        .where(SyncRun.source_id == source_id, SyncRun.status == RunStatus.running)
+        .values(status=RunStatus.failed, finished_at=now, error=ABANDONED)
+    )
+
+
+ABANDONED = "its process stopped before it finished; the next run resumed from the bookmark"
 
 
 async def bookmarks(session: AsyncSession, source_id: uuid.UUID) -> dict[str, SyncBookmark]:

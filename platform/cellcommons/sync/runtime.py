@@ -119,6 +119,7 @@ class SyncRuntime:
                     field="source",
                 )
             source = await self._view(session, row)
+            await repository.abandon_unfinished_runs(session, row.id, now)  # we hold the lock: nobody runs them
             marks = await repository.bookmarks(session, row.id)
             start = from_bookmarks if from_bookmarks is not None else {s: b.value for s, b in marks.items()}
             run = SyncRun(source_id=row.id, trigger=trigger, status=RunStatus.running, start_bookmarks=start)

@@ -7,12 +7,17 @@ gets the lock after another has finished the run sees the source is no longer du
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from cellcommons.errors import Unavailable
+from cellcommons.outages import outlasting
 from cellcommons.sync import repository
 from cellcommons.sync.models import RunTrigger, SyncRun
 from cellcommons.sync.runtime import AlreadyRunning, BreakerOpen, SyncRuntime
+
+log = logging.getLogger(__name__)
 
 
 async def tick(runtime: SyncRuntime) -> list[SyncRun]:
@@ -35,9 +40,13 @@ async def tick(runtime: SyncRuntime) -> list[SyncRun]:
 async def serve(
     runtime: SyncRuntime, interval: float, stop: asyncio.Event, on_runs: Callable[[list[SyncRun]], None]
 ) -> None:
-    """Tick every `interval` seconds until `stop` is set."""
+    """Tick every `interval` seconds until `stop` is set; an outage skips a tick, it does not end the loop."""
+
+    def report(down: Unavailable) -> None:
+        log.warning("scheduler: %s; trying again in %g s", down.message, interval)
+
     while not stop.is_set():
-        runs = await tick(runtime)
+        runs = await outlasting(lambda: tick(runtime), report)
         if runs:
             on_runs(runs)
         try:
