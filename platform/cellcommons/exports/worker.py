@@ -39,6 +39,7 @@ from cellcommons.exports.policy import PolicyApplier, pseudonym_key
 from cellcommons.exports.sources import Quarantine, blocking, catalogue_batches, distribution_batches
 from cellcommons.exports.writer import PART_SIZE, ParquetStream, ReadAhead, with_terms
 from cellcommons.observability import metrics
+from cellcommons.outages import outlasting
 from cellcommons.settings import Settings
 from cellcommons.storage import buckets
 from cellcommons.storage.object_store import ObjectStore
@@ -116,11 +117,13 @@ class ExportWorker:
         return None if export_id is None else await self.run(export_id)
 
     async def serve(self, stop: asyncio.Event, interval: float = 2.0, on_job: Callable | None = None) -> None:
-        """Run jobs until `stop` is set; between jobs, poll every `interval` seconds."""
+        """Run jobs until `stop` is set; between jobs, poll every `interval` seconds. An outage of the database
+        or object storage does not end the loop: a job it interrupted goes back to the queue (or, with the
+        database gone too, is taken up again once its lease runs out)."""
         stop_watch = asyncio.create_task(self._relay(stop))
         try:
             while not stop.is_set():
-                job = await self.run_next()
+                job = await outlasting(self.run_next, _report_outage)
                 if job is not None:
                     if on_job:
                         on_job(job)
@@ -276,6 +279,10 @@ class ExportWorker:
     async def _mine(self, session, export_id: uuid.UUID) -> ExportJob | None:
         query = select(ExportJob).where(ExportJob.id == export_id, ExportJob.lease_owner == self.name)
         return await session.scalar(query.with_for_update())
+
+
+def _report_outage(down: Unavailable) -> None:
+    log.warning("export worker: %s; trying again shortly", down.message)
 
 
 def _counted(job: ExportJob) -> ExportJob:
