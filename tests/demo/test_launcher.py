@@ -43,6 +43,7 @@ def test_demo_starts_the_embedded_stack_and_stops_cleanly_on_ctrl_c(tmp_path):
         assert any(READY_LINE in line for line in output), "".join(output)
         text = "".join(output)
         assert "GraphQL API" in text and "object storage (S3)" in text and "demo-token" in text
+        assert "export worker" in text and "sync scheduler" in text
         assert _processes_using(data_dir), "the demo should be running PostgreSQL and S3 under its folder"
         _use_the_running_demo(data_dir, env)
     finally:

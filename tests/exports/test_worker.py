@@ -14,7 +14,7 @@ from tests.processes import cli_environment
 
 from cellcommons.demo.stack import free_port
 from cellcommons.exports.models import ExportStatus
-from cellcommons.exports.worker import BackgroundWorker
+from cellcommons.exports.worker import background_worker
 
 
 async def finished(world, export_id, seconds: float = 30):
@@ -58,7 +58,7 @@ async def test_the_worker_command_runs_queued_exports_and_stops_on_sigterm(world
 
 
 async def test_the_demos_background_worker_runs_jobs_until_stopped(world):
-    background = BackgroundWorker(world.settings, interval=0.1).start()
+    background = background_worker(world.settings, interval=0.1).start()
     try:
         job = await request(world, "stroma", agreement="stroma")
         assert (await finished(world, job.id)).status is ExportStatus.succeeded

@@ -29,10 +29,11 @@ from cellcommons.demo.identity import register_dev_issuers
 from cellcommons.demo.seed import seed_through_service
 from cellcommons.demo.stack import EmbeddedPostgres, EmbeddedS3, S3Credentials, free_port
 from cellcommons.errors import InvalidInput, Unavailable
-from cellcommons.exports.worker import BackgroundWorker
+from cellcommons.exports.worker import background_worker
 from cellcommons.migrations import migrate
 from cellcommons.settings import Environment, Settings, SettingsError
 from cellcommons.storage import ObjectStore
+from cellcommons.sync.scheduler import background_scheduler
 
 READY_LINE = "Cell Commons demo is ready."
 
@@ -71,7 +72,8 @@ def run_demo(settings: Settings, data_dir: Path, reset: bool, port: int, console
         with console.status("registering the demo issuers and seeding the demo consortium…"):
             seeded = asyncio.run(_prepare(settings, idp))
         api_url = _serve_api(settings, port or free_port(), stack)
-        stack.callback(BackgroundWorker(settings).start().stop)  # runs queued exports; Ctrl-C releases its job
+        stack.callback(background_worker(settings).start().stop)  # runs queued exports; Ctrl-C releases its job
+        stack.callback(background_scheduler(settings).start().stop)  # sync sources; Ctrl-C interrupts a run
         state = DemoState(api_url=api_url, issuers={slug: idp.issuer(slug) for slug in idp.slugs})
         (data_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
         stack.callback((data_dir / STATE_FILE).unlink, missing_ok=True)
@@ -138,6 +140,7 @@ def _summary(settings: Settings, data_dir: Path, state: DemoState, datasets: int
     table.add_row("GraphQL API (GraphiQL)", f"{state.api_url}/graphql")
     table.add_row("catalogue", f"{datasets} datasets of the synthetic consortium")
     table.add_row("export worker", "running: requestExport jobs run here (cellcommons export status)")
+    table.add_row("sync scheduler", "running: due sources run here (cellcommons sync add-source, sync runs)")
     for slug, issuer in state.issuers.items():
         table.add_row(f"sign-in: {slug}", issuer)
     users = ", ".join(f"{u.username} ({'/'.join(r.value for r in u.roles) or 'no role'})" for u in DEMO_USERS)

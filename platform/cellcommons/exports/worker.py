@@ -29,6 +29,7 @@ from sqlalchemy import and_, func, or_, select, update
 
 from cellcommons.access.models import Agreement
 from cellcommons.audit.models import Outcome
+from cellcommons.background import BackgroundLoop
 from cellcommons.catalogue.models import Dataset, DataUseCondition, Institution
 from cellcommons.db import Database
 from cellcommons.errors import CellCommonsError, Unavailable
@@ -320,37 +321,11 @@ async def _terms(session, job: ExportJob, scope: service.Scope, dataset: Dataset
     return {f"cellcommons.{key}": value for key, value in terms.items()}
 
 
-class BackgroundWorker:
-    """An export worker on a thread of its own with its own event loop (the demo runs one beside the API).
-    `stop()` lets the job in progress finish its batch and go back to the queue, its upload aborted."""
+def background_worker(settings: Settings, interval: float = 1.0) -> BackgroundLoop:
+    """An export worker on a thread of its own (the demo runs one beside the API). `stop()` lets the job in
+    progress finish its batch and go back to the queue, its upload aborted."""
 
-    def __init__(self, settings: Settings, interval: float = 1.0):
-        self.settings, self.interval = settings, interval
-        self._started = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), name="export-worker", daemon=True)
+    async def serve(database: Database, stop: asyncio.Event) -> None:
+        await ExportWorker(database, ObjectStore.from_settings(settings), settings).serve(stop, interval)
 
-    def start(self) -> BackgroundWorker:
-        self._thread.start()
-        self._started.wait(10)
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 30) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout)
-
-    async def _main(self) -> None:
-        database = Database(self.settings)
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        self._started.set()
-        try:
-            worker = ExportWorker(database, ObjectStore.from_settings(self.settings), self.settings)
-            await worker.serve(self._stop, self.interval)
-        finally:
-            await database.dispose()
+    return BackgroundLoop(settings, "export-worker", serve)

@@ -17,11 +17,10 @@ from rich.table import Table
 from cellcommons.db import Database
 from cellcommons.observability import metrics
 from cellcommons.settings import Settings
-from cellcommons.storage.cleanup import keep_clean
 from cellcommons.sync import repository, service
 from cellcommons.sync.models import RunTrigger, SyncRun
 from cellcommons.sync.runtime import SyncRuntime
-from cellcommons.sync.scheduler import serve
+from cellcommons.sync.scheduler import scheduler_duties
 from cellcommons.sync.secrets import unseal
 
 
@@ -137,10 +136,7 @@ def run_scheduler(
             for run in runs:
                 console.print(run_line(str(run.source_id), run), highlight=False)
 
-        # The scheduler process also cleans abandoned uploads out of staging, hourly (storage/cleanup.py).
-        cleaning = asyncio.create_task(keep_clean(database, settings, stop))
-        await serve(SyncRuntime(database, settings, stop=stop), interval, stop, report)
-        await cleaning
+        await scheduler_duties(database, settings, stop, interval, report)
 
     host, port = metrics_at
     with metrics.exposed(metrics.Metrics(), port, host):

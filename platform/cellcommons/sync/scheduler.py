@@ -11,8 +11,12 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from cellcommons.background import BackgroundLoop
+from cellcommons.db import Database
 from cellcommons.errors import Unavailable
 from cellcommons.outages import outlasting
+from cellcommons.settings import Settings
+from cellcommons.storage.cleanup import keep_clean
 from cellcommons.sync import repository
 from cellcommons.sync.models import RunTrigger, SyncRun
 from cellcommons.sync.runtime import AlreadyRunning, BreakerOpen, SyncRuntime
@@ -53,3 +57,27 @@ async def serve(
             await asyncio.wait_for(stop.wait(), timeout=interval)
         except TimeoutError:
             pass
+
+
+async def scheduler_duties(
+    database: Database,
+    settings: Settings,
+    stop: asyncio.Event,
+    interval: float,
+    on_runs: Callable[[list[SyncRun]], None],
+) -> None:
+    """What a scheduler process does until `stop`: run due sources and, hourly, clean abandoned uploads out of
+    staging (storage/cleanup.py)."""
+    cleaning = asyncio.create_task(keep_clean(database, settings, stop))
+    await serve(SyncRuntime(database, settings, stop=stop), interval, stop, on_runs)
+    await cleaning
+
+
+def background_scheduler(settings: Settings, interval: float = 5.0) -> BackgroundLoop:
+    """A scheduler on a thread of its own (the demo runs one beside the API); `stop()` ends the run in
+    progress after its page."""
+
+    async def duties(database: Database, stop: asyncio.Event) -> None:
+        await scheduler_duties(database, settings, stop, interval, lambda runs: None)
+
+    return BackgroundLoop(settings, "scheduler", duties)
