@@ -1,0 +1,93 @@
+"""Plain fields read inline answer exactly what graphql-core's own execution answers: values, nulls, errors and
+their paths, null propagation; fields with resolvers, extensions or middleware still run."""
+
+from __future__ import annotations
+
+import enum
+
+import strawberry
+from strawberry.extensions import SchemaExtension
+from strawberry.permission import BasePermission
+
+from cellcommons.graphql.execution import PlainFieldsExecution
+from cellcommons.graphql.schema import build_schema
+
+
+@strawberry.enum
+class Status(enum.Enum):
+    released = "released"
+    quarantined = "quarantined"
+
+
+class Deny(BasePermission):
+    message = "denied"
+
+    def has_permission(self, source, info, **kwargs) -> bool:
+        return False
+
+
+@strawberry.type
+class Lot:
+    number: str
+    status: Status
+    volume: float | None
+    tags: list[str]
+    secret: str | None = strawberry.field(default="kept", permission_classes=[Deny])
+
+    @strawberry.field
+    async def label(self) -> str:
+        return f"lot {self.number}"
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def lots(self) -> list[Lot | None]:
+        return [
+            Lot(number="A1", status=Status.released, volume=1.5, tags=["x", "y"]),
+            Lot(number="A2", status=Status.quarantined, volume=None, tags=[]),
+            Lot(number=None, status=Status.released, volume=2.0, tags=["z"]),  # breaks `number: String!`
+            Lot(number="A4", status="not a status", volume=3.0, tags=["w"]),  # does not coerce
+            Lot(number="A5", status=Status.released, volume=4.0, tags=[None]),  # breaks `[String!]!`
+        ]
+
+
+QUERY = "{ lots { number status volume tags label secret } }"
+
+
+class Shout(SchemaExtension):
+    """A per-field hook: with one in the request, every field must go through it."""
+
+    def resolve(self, _next, root, info, *args, **kwargs):
+        value = _next(root, info, *args, **kwargs)
+        return value.upper() if isinstance(value, str) else value
+
+
+async def _execute(execution_context_class=None, extensions=()) -> dict:
+    schema = strawberry.Schema(Query, execution_context_class=execution_context_class, extensions=list(extensions))
+    result = await schema.execute(QUERY)
+    return {"data": result.data, "errors": sorted((e.message, tuple(e.path)) for e in result.errors or [])}
+
+
+async def test_plain_fields_answer_as_graphql_core_does():
+    ours, reference = await _execute(PlainFieldsExecution), await _execute()
+    assert ours == reference
+    # What the reference answers, so that equality means something: values, nulls and each failure in place.
+    assert ours["data"]["lots"][0] == {
+        "number": "A1", "status": "released", "volume": 1.5, "tags": ["x", "y"], "label": "lot A1", "secret": None,
+    }  # fmt: skip
+    assert ours["data"]["lots"][1]["volume"] is None
+    assert ours["data"]["lots"][2:] == [None, None, None]
+    failed = {path for _, path in ours["errors"]}
+    assert {("lots", 2, "number"), ("lots", 3, "status"), ("lots", 4, "tags", 0)} <= failed
+    assert ("denied", ("lots", 0, "secret")) in ours["errors"]
+
+
+async def test_a_per_field_hook_still_sees_every_field():
+    ours = await _execute(PlainFieldsExecution, [Shout])
+    assert ours == await _execute(None, [Shout])
+    assert ours["data"]["lots"][0]["number"] == "A1".upper()
+
+
+def test_the_api_schema_executes_plain_fields_inline():
+    assert build_schema().execution_context_class is PlainFieldsExecution
