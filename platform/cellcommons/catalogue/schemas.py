@@ -145,8 +145,9 @@ class BatchIn(Input):
     product_name: Text
     cell_type: ClCurie
     tissue: UberonCurie
-    donors: list[str] = []  # donor pseudonyms within the manufacturer institution
-    collections: list[str] = []  # DINs (or SEC donation parts) of the collections used
+    # Lists default through a factory: a literal `[]` default is deep-copied for every record validated.
+    donors: list[str] = Field(default_factory=list)  # donor pseudonyms within the manufacturer institution
+    collections: list[str] = Field(default_factory=list)  # DINs (or SEC donation parts) of the collections used
     manufactured_on: date | None = None
     passage: Annotated[int, Field(ge=0, le=100)] | None = None
     population_doublings: Annotated[Decimal, Field(ge=0, le=200)] | None = None
@@ -161,12 +162,14 @@ class BatchIn(Input):
     expires_on: date | None = None
     release_status: ReleaseStatus = ReleaseStatus.quarantine
     released_on: date | None = None
-    clinical_trial_ids: list[Annotated[str, StringConstraints(pattern=r"^(NCT\d{8}|\d{4}-5\d{5}-\d{2}-\d{2})$")]] = []
+    clinical_trial_ids: list[Annotated[str, StringConstraints(pattern=r"^(NCT\d{8}|\d{4}-5\d{5}-\d{2}-\d{2})$")]] = (
+        Field(default_factory=list)
+    )
     specification_version: str | None = None
     route: Route | None = None
     max_infusion_ml_per_kg_h: Annotated[Decimal, Field(gt=0, le=1000)] | None = None
     claims_isct: bool = False
-    qc_results: list[QcResultIn] = []
+    qc_results: list[QcResultIn] = Field(default_factory=list)
 
 
 class ColumnIn(Input):

@@ -116,7 +116,8 @@ async def remember(session: AsyncSession, source_id: uuid.UUID, stream: str, ent
     """entries: record_key, source_updated_at, content_hash, snapshot_pass."""
     if not entries:
         return
-    statement = insert_rows(SyncRecord.__table__, [{"source_id": source_id, "stream": stream, **e} for e in entries])
+    rows = [{"source_id": source_id, "stream": stream, **e} for e in entries]
+    statement = await insert_rows(session, SyncRecord.__table__, rows)
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=["source_id", "stream", "record_key"],

@@ -27,7 +27,7 @@ from cellcommons.settings import Settings
 from cellcommons.sync import repository
 from cellcommons.sync.harvest import HarvestTarget
 from cellcommons.sync.models import RunStatus, RunTrigger, SyncRun, SyncSource
-from cellcommons.sync.pages import CheckedPage, PageOutcome, PageWork, Rejected, check_page, land_page
+from cellcommons.sync.pages import CheckedPage, PageOutcome, PageWork, Rejected, check_page_between, land_page
 from cellcommons.sync.resilience import BreakerPolicy, RetryPolicy
 from cellcommons.sync.schedule import next_fire
 from cellcommons.sync.sdk import Connector, ConnectorContext, Page, Record, Stream, TransientError, connector_class
@@ -313,13 +313,13 @@ class Interrupted(CellCommonsError):
 
 
 async def _checked_ahead(work: PageWork, pages: AsyncIterator[Page]) -> AsyncIterator[tuple[Page, CheckedPage]]:
-    """Each page with its records validated, the next page's validation running in a thread while the caller
+    """Each page with its records validated, the next page's validation running as a task while the caller
     lands this one: landing mostly waits on PostgreSQL, validation is pure Python, so the two overlap. A page
     read before the source failed still lands first, so reading ahead loses nothing."""
     ahead = None
     try:
         async for page in pages:
-            checking = asyncio.ensure_future(asyncio.to_thread(check_page, work, page.records))
+            checking = asyncio.ensure_future(check_page_between(work, page.records))
             if ahead is not None:
                 yield ahead[0], await ahead[1]
             ahead = (page, checking)

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, exists, func, literal_column, select
+from sqlalchemy import ColumnElement, Insert, Row, case, delete, exists, func, insert, literal, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -93,17 +93,15 @@ class BatchTarget:
             return set()
         table = Batch.__table__
         common = {"institution_id": scope.institution_id, "origin_node": scope.origin}
-        statement = insert_rows(table, [{"id": uuid.uuid4(), **common, **r.row} for r in records])
+        statement = await insert_rows(session, table, [{"id": uuid.uuid4(), **common, **r.row} for r in records])
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.institution_id, table.c.lot_number],
             set_={name: statement.excluded[name] for name in _UPDATED} | {"updated_at": func.now()},
             where=table.c.origin_node == statement.excluded.origin_node,
-        ).returning(table.c.id, table.c.lot_number, CREATED)
-        result = (await session.execute(statement)).all()
-        written = {lot: batch_id for batch_id, lot, _ in result}
+        )
+        result = await logged_upsert(session, statement, "Batch", scope.origin, table.c.lot_number)
+        written = {lot: batch_id for batch_id, lot in result}
         await replace_qc_results(session, {written[r.key]: r.children for r in records if r.key in written})
-        changed = [(batch_id, scope.institution_id, upserted(new)) for batch_id, _, new in result]
-        await log_changes(session, "Batch", changed, scope.origin)
         return set(written)
 
     async def delete(self, session: AsyncSession, scope: Scope, keys: list[str]) -> tuple[set[str], set[str]]:
@@ -159,11 +157,27 @@ async def replace_qc_results(session: AsyncSession, results: dict[uuid.UUID, lis
     await session.execute(delete(QcResult).where(QcResult.batch_id.in_(list(results))))
     rows = [{"id": uuid.uuid4(), "batch_id": batch_id, **row} for batch_id, rows in results.items() for row in rows]
     if rows:
-        await session.execute(insert_rows(QcResult.__table__, rows))
+        await session.execute(await insert_rows(session, QcResult.__table__, rows))
 
 
 def upserted(created: bool) -> Operation:
     return Operation.create if created else Operation.update
+
+
+async def logged_upsert(
+    session: AsyncSession, upsert: Insert, record_type: str, origin: str, *returned: ColumnElement
+) -> list[Row]:
+    """Run an `INSERT … ON CONFLICT` and log every row it wrote to the change log in the same statement (a
+    data-modifying CTE: no second round trip, no second copy of the page); returns (id, *returned) per row."""
+    table = upsert.table
+    written = upsert.returning(table.c.id, table.c.institution_id, CREATED, *returned).cte("written")
+    operation = case((written.c.created, Operation.create.value), else_=Operation.update.value)
+    logged = insert(Change).from_select(
+        ["record_type", "record_id", "institution_id", "operation", "origin_node"],
+        select(literal(record_type), written.c.id, written.c.institution_id, operation, literal(origin)),
+    )
+    query = select(written.c.id, *(written.c[c.name] for c in returned)).add_cte(logged.cte("logged"))
+    return list(await session.execute(query))
 
 
 async def log_changes(
@@ -182,7 +196,7 @@ async def log_changes(
              "operation": operation.value, "origin_node": origin, "shared": shared}
             for record_id, institution_id, operation in rows
         ]  # fmt: skip
-        await session.execute(insert_rows(Change.__table__, entries))
+        await session.execute(await insert_rows(session, Change.__table__, entries))
 
 
 TARGETS = {target.name: target for target in (BatchTarget(),)}
