@@ -76,6 +76,7 @@ async def test_readiness_names_object_storage_while_it_is_down(outage, api):
     assert (await api.get("/readyz")).json() == {
         "status": "ready",
         "checks": {"database": "ok", "object_storage": "ok"},
+        "issuers": {},
     }
     outage.stop_s3()
     try:

@@ -7,9 +7,10 @@ import psycopg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from tests.auth.conftest import register_demo_issuers
 
 from cellcommons.api.app import create_app
-from cellcommons.db import make_engine
+from cellcommons.db import Database, make_engine
 from cellcommons.demo.stack import free_port
 from cellcommons.errors import Unavailable
 from cellcommons.outages import DATABASE_DOWN, unavailable_from
@@ -26,7 +27,37 @@ async def _readyz(settings) -> httpx.Response:
 async def test_ready_when_database_and_object_storage_answer(settings):
     response = await _readyz(settings)
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"database": "ok", "object_storage": "ok"}}
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "object_storage": "ok"}, "issuers": {}}
+
+
+async def test_a_partner_issuers_failing_jwks_is_reported_but_never_makes_the_instance_unready(
+    fresh_settings, clean_dev_idp
+):
+    idp = clean_dev_idp
+    database = Database(fresh_settings)
+    async with httpx.AsyncClient(timeout=5) as http, database.unit_of_work() as session:
+        await register_demo_issuers(session, http, idp)
+    await database.dispose()
+    app = create_app(fresh_settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cellcommons.test") as client:
+
+            async def whoami() -> httpx.Response:
+                token = idp.issue_access_token("leiden-scgt", "alice")
+                return await client.get("/whoami", headers={"Authorization": f"Bearer {token}"})
+
+            assert (await whoami()).json()["institution"] == "leiden-scgt"
+            issuer = idp.issuer("leiden-scgt")
+            assert (await client.get("/readyz")).json()["issuers"] == {issuer: "ok: 1 keys"}
+
+            idp.set_jwks_down("leiden-scgt", True)
+            idp.rotate_key("leiden-scgt")  # a token with a new key makes the validator refetch, which fails
+            app.state.resources.validator.refetch_interval = 0
+            assert (await whoami()).status_code == 401
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["status"] == "ready"
+            assert ready.json()["issuers"][issuer].startswith("refresh failing (HTTPStatusError")
 
 
 async def test_an_unreachable_object_store_is_named_and_answers_fast(settings):

@@ -192,10 +192,15 @@ async def test_unknown_kids_refetch_at_most_once_per_interval(clean_dev_idp, val
 async def test_a_jwks_outage_leaves_cached_keys_working(clean_dev_idp, validator):
     idp = clean_dev_idp
     await validator.validate(idp.issue_access_token(LEIDEN, "alice"))
+    issuer = idp.issuer(LEIDEN)
+    assert validator.key_status() == {issuer: "ok: 1 keys"}
     idp.set_jwks_down(LEIDEN, True)
     validator.refetch_interval = 0
     assert (await validator.validate(idp.issue_access_token(LEIDEN, "stella"))).roles >= {Role.steward}
     idp.rotate_key(LEIDEN)
     assert await _rejected(validator, idp.issue_access_token(LEIDEN, "alice")) == "unknown signing key"
+    assert validator.key_status()[issuer].startswith("refresh failing (HTTPStatusError")
+    assert validator.key_status()[issuer].endswith("its 1 cached keys still verify tokens")
     idp.set_jwks_down(LEIDEN, False)
     assert (await validator.validate(idp.issue_access_token(LEIDEN, "alice"))).institution_slug == LEIDEN
+    assert validator.key_status()[issuer].startswith("ok: ")

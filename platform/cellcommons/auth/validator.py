@@ -41,6 +41,15 @@ class _CachedKeys:
     keys: KeySet | None = None
     fetched_at: float = float("-inf")
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    failure: str | None = None  # why the last fetch failed; None after a good one
+
+    def status(self) -> str:
+        count = len(self.keys.keys) if self.keys is not None else 0
+        if self.failure is None:
+            return f"ok: {count} keys"
+        if count:
+            return f"refresh failing ({self.failure}); its {count} cached keys still verify tokens"
+        return f"unreachable ({self.failure}); no keys cached"
 
 
 IssuerLookup = Callable[[str], Awaitable[TrustedIssuer | None]]
@@ -64,6 +73,11 @@ class TokenValidator:
         self.max_token_bytes = max_token_bytes
         self._clock = clock
         self._keys: dict[str, _CachedKeys] = {}
+
+    def key_status(self) -> dict[str, str]:
+        """Each issuer this process has needed keys of, and how its JWKS fetches fare. Reported by /readyz but
+        never a reason to be unready: cached keys keep verifying while a partner's endpoint is down."""
+        return {issuer: cache.status() for issuer, cache in sorted(self._keys.items())}
 
     async def validate(self, token: str) -> Principal:
         if len(token) > self.max_token_bytes:
@@ -137,8 +151,10 @@ class TokenValidator:
             response = await self._http.get(issuer.jwks_uri)
             response.raise_for_status()
             cache.keys = KeySet.import_key_set(response.json())
-        except (httpx.HTTPError, ValueError, JoseError):
+        except (httpx.HTTPError, ValueError, JoseError) as exc:
+            cache.failure = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
             return  # keep whatever keys are cached
+        cache.failure = None
 
 
 def _claims(payload: bytes) -> dict:
