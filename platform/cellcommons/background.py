@@ -1,9 +1,11 @@
-"""A polling loop (the export worker, the sync scheduler) on a thread of its own with its own event loop and
-database engine, for `cellcommons demo`, which runs them beside the API in one process."""
+"""The polling loops (the export worker, the sync scheduler): stopped by a signal when they are a process of
+their own, or run on a thread of their own with their own event loop and database engine by `cellcommons
+demo`, which runs them beside the API in one process."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -12,6 +14,15 @@ from cellcommons.settings import Settings
 
 # What a loop runs: given its database and the event that asks it to stop, serve until that is set.
 Serve = Callable[[Database, asyncio.Event], Awaitable[None]]
+
+
+def stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
+    """`stop` (or a new event) set by SIGINT or SIGTERM; call it inside the running event loop."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
 
 
 class BackgroundLoop:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cellcommons.background import stop_on_signals
 from cellcommons.db import Database
 from cellcommons.errors import Conflict, InvalidInput
 from cellcommons.exports import service
@@ -61,10 +61,7 @@ def run_worker(
     With a port, its metrics are served there meanwhile."""
 
     async def work(worker: ExportWorker) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         console.print(f"export worker {worker.name}: polling every {interval:g} s (Ctrl-C stops)", highlight=False)
         await worker.serve(stop, interval, lambda job: console.print(job_line(job), highlight=False))
 
@@ -84,8 +81,7 @@ def run_one(settings: Settings, export_id: uuid.UUID, console: Console) -> Expor
             bar.update(task, description=f"export {export_id}: {rows:,} rows, {size / 1e6:,.1f} MB")
 
         async def work(worker: ExportWorker) -> ExportJob:
-            for sig in (signal.SIGINT, signal.SIGTERM):  # stop as the worker does: the job back to the queue
-                asyncio.get_running_loop().add_signal_handler(sig, worker.stopping.set)
+            stop_on_signals(worker.stopping)  # stop as the worker does: the job back to the queue
             if await worker.claim(export_id) is None:
                 raise Conflict("no queued export with this id (running elsewhere, finished, or missing)", field="id")
             return await worker.run(export_id)

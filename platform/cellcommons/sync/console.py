@@ -6,7 +6,6 @@ Nothing here prints a source's secrets: listings show the names of its secrets, 
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cellcommons.background import stop_on_signals
 from cellcommons.db import Database
 from cellcommons.observability import metrics
 from cellcommons.settings import Settings
@@ -126,10 +126,7 @@ def run_scheduler(
     once) and the lock is released. With a port, its metrics are served there meanwhile."""
 
     async def work(database: Database) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         console.print(f"scheduler: checking for due sources every {interval:g} s (Ctrl-C stops)", highlight=False)
 
         def report(runs: list[SyncRun]) -> None:
