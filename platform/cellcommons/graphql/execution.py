@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from graphql import (
     GraphQLField,
     GraphQLLeafType,
+    GraphQLList,
     GraphQLObjectType,
     GraphQLOutputType,
     Undefined,
@@ -24,6 +25,7 @@ from graphql import (
     is_leaf_type,
     is_list_type,
     is_non_null_type,
+    is_object_type,
 )
 from graphql.pyutils import Path, gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -76,6 +78,35 @@ class PlainFieldsExecution(StrawberryGraphQLCoreExecutionContext):
                         plain[response_name] = shape
             plan = self._plans[id(grouped_field_set)] = (grouped_field_set, plain)
         return plan[1]
+
+    def complete_list_value(self, return_type: GraphQLList, field_details_list, info, path, result, position_context):
+        """A list of objects whose selected fields are all plain (a batch's QC results) is answered inline;
+        anything else — or any item that does not read cleanly — goes through graphql-core's path."""
+        answered = self._plain_objects(return_type, field_details_list, info, result, position_context)
+        if answered is not None:
+            return answered
+        return super().complete_list_value(return_type, field_details_list, info, path, result, position_context)
+
+    def _plain_objects(self, return_type: GraphQLList, field_details_list, info, result, position_context):
+        item_type = get_nullable_type(return_type.of_type)
+        if position_context is not None or not is_object_type(item_type) or not isinstance(result, list | tuple):
+            return None
+        grouped_field_set, defers, _ = self.collect_subfields(item_type, field_details_list)
+        plain = self._plain_fields(item_type, grouped_field_set)
+        if defers or len(plain) != len(grouped_field_set):
+            return None
+        is_type_of = item_type.is_type_of
+        answered = []
+        for item in result:
+            if item is None or (is_type_of is not None and is_type_of(item, info) is not True):
+                return None
+            values = {}
+            for response_name, shape in plain.items():
+                value = values[response_name] = _read(shape, item)
+                if value is Undefined:
+                    return None
+            answered.append(values)
+        return answered
 
     def execute_fields(self, parent_type, source_value, path, grouped_field_set, position_context):
         plain = self._plain_fields(parent_type, grouped_field_set)
