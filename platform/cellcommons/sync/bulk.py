@@ -17,13 +17,11 @@ from operator import itemgetter
 from typing import Any
 
 from psycopg import AsyncConnection
-from sqlalchemy import ARRAY, JSON, Table, column, select, table
+from sqlalchemy import ARRAY, JSON, ColumnElement, Table, column, select, table
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import TableClause
-
-_STAGES = itertools.count()  # staging tables are per transaction; a counter keeps two in one transaction apart
 
 
 def _array_literal(values: list | None) -> str | None:
@@ -60,7 +58,10 @@ async def driver_connection(session: AsyncSession) -> AsyncConnection:
 
 async def staged(session: AsyncSession, target: Table, names: Sequence[str], rows: list[dict[str, Any]]) -> TableClause:
     """`rows` copied into a temporary table of `target`'s columns `names`, dropped when the transaction ends."""
-    name, listed = f"stage_{target.name}_{next(_STAGES)}", ", ".join(names)
+    # Numbered per session (a unit of work is one transaction): two stagings in a transaction stay apart, and the
+    # names repeat from page to page, so SQLAlchemy's statement cache keeps serving the compiled INSERT.
+    number = next(session.info.setdefault("sync_stages", itertools.count()))
+    name, listed = f"stage_{target.name}_{number}", ", ".join(names)
     values = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
     carried = [(i, carry) for i, n in enumerate(names) if (carry := _carrier(target.c[n])) is not None]
     connection = await driver_connection(session)
@@ -77,9 +78,9 @@ async def staged(session: AsyncSession, target: Table, names: Sequence[str], row
     return table(name, *(column(n, target.c[n].type) for n in names))
 
 
-async def insert_rows(session: AsyncSession, target: Table, rows: list[dict[str, Any]]):
-    """`INSERT INTO target (…) SELECT … FROM` a staging table holding `rows` (which all have the same keys); add
-    ON CONFLICT and RETURNING to taste."""
+async def insert_rows(session: AsyncSession, target: Table, rows: list[dict[str, Any]], **computed: ColumnElement):
+    """`INSERT INTO target (…) SELECT … FROM` a staging table holding `rows` (which all have the same keys), plus
+    columns `computed` in SQL for every row (`id=func.gen_random_uuid()`); add ON CONFLICT and RETURNING."""
     names = list(rows[0])
     stage = await staged(session, target, names, rows)
-    return pg_insert(target).from_select(names, select(*stage.c))
+    return pg_insert(target).from_select([*computed, *names], select(*computed.values(), *stage.c))

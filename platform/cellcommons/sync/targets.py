@@ -47,8 +47,11 @@ class Scope:
     specifications: dict[str, tuple[uuid.UUID, SpecificationIn]]
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=str)  # built once: json.dumps(**options) builds one per call
+
+
 def content_hash(content: object) -> str:
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(content).encode()).hexdigest()
 
 
 # `xmax` is zero on a row version this statement inserted (PostgreSQL): tells a create from an update.
@@ -93,7 +96,8 @@ class BatchTarget:
             return set()
         table = Batch.__table__
         common = {"institution_id": scope.institution_id, "origin_node": scope.origin}
-        statement = await insert_rows(session, table, [{"id": uuid.uuid4(), **common, **r.row} for r in records])
+        rows = [{**common, **r.row} for r in records]
+        statement = await insert_rows(session, table, rows, id=func.gen_random_uuid())
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.institution_id, table.c.lot_number],
             set_={name: statement.excluded[name] for name in _UPDATED} | {"updated_at": func.now()},
@@ -155,9 +159,9 @@ async def replace_qc_results(session: AsyncSession, results: dict[uuid.UUID, lis
     if not results:
         return
     await session.execute(delete(QcResult).where(QcResult.batch_id.in_(list(results))))
-    rows = [{"id": uuid.uuid4(), "batch_id": batch_id, **row} for batch_id, rows in results.items() for row in rows]
+    rows = [{"batch_id": batch_id, **row} for batch_id, rows in results.items() for row in rows]
     if rows:
-        await session.execute(await insert_rows(session, QcResult.__table__, rows))
+        await session.execute(await insert_rows(session, QcResult.__table__, rows, id=func.gen_random_uuid()))
 
 
 def upserted(created: bool) -> Operation:
