@@ -137,7 +137,8 @@ def run(stack: ScratchStack, quick: bool, console: Console) -> Report:
         "sync",
         notes=[
             f"{size:,} batch records in pages of {PAGE}: runtime {ours:,.1f} s (validation with the catalogue's "
-            f"rules, ledger, INSERT … ON CONFLICT, bookmark + run counts per page); raw COPY {baseline:,.1f} s",
+            f"rules; per page the ledger, COPY into a staging table, INSERT … ON CONFLICT with its change-log "
+            f"entries, bookmark + run counts); raw COPY {baseline:,.1f} s",
             f"peak RSS of the runtime process: {small_peak:,.0f} MiB for {size // 4:,} records, "
             f"{large_peak:,.0f} MiB for {size:,} ({large_peak / small_peak:.2f}×)",
         ],

@@ -146,7 +146,7 @@ def batch_row(
     findings = findings + validate_batch(data, BatchContext(specification=specification))
     if any(f.severity is Severity.error for f in findings):
         raise ValidationFailed([f for f in findings if f.severity is Severity.error])
-    row = data.model_dump(include=set(BATCH_COLUMNS)) | {"findings": [f.model_dump(mode="json") for f in findings]}
+    row = data.model_dump(exclude=_BATCH_LINKS) | {"findings": [f.model_dump(mode="json") for f in findings]}
     children = None
     if "qc_results" in data.model_fields_set:
         children = [{"position": i, **r.model_dump()} for i, r in enumerate(data.qc_results)]
