@@ -1,8 +1,12 @@
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy import bindparam, literal, select, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+from tests.storage.files import institution as institution_named
 
-from cellcommons.db import Database, make_engine
+from cellcommons.audit.models import Outcome
+from cellcommons.catalogue.models import Institution
+from cellcommons.db import Database, DriverStatement, make_engine
 
 
 async def _owner_creates_table(settings, name):
@@ -53,3 +57,19 @@ async def test_the_application_role_gets_rows_of_new_tables_but_cannot_change_th
 async def test_service_sessions_are_rolled_back_after_each_test(session):
     # The shared session database has no tables of its own yet; the application role still connects to it.
     assert (await session.execute(text("SELECT current_user"))).scalar() == "cellcommons_app"
+
+
+async def test_a_driver_statement_runs_in_the_sessions_transaction_after_its_pending_changes(session):
+    institution = await institution_named(session, "leiden-scgt")
+    institution.name = "Renamed, not flushed"  # the statement must see it, as a query through the session would
+    statement = DriverStatement(
+        select(Institution.name, literal(Outcome.denied).label("constant")).where(
+            Institution.slug == bindparam("slug"), Institution.id == bindparam("id", type_=UUID)
+        )
+    )
+    rows = await statement.rows(session, slug="leiden-scgt", id=institution.id)
+    assert rows == [("Renamed, not flushed", "denied")]  # the enum constant converted as SQLAlchemy binds it
+    with pytest.raises(DBAPIError, match="division by zero"):  # errors as SQLAlchemy's, like any statement's
+        async with session.begin_nested():
+            await DriverStatement(text("SELECT 1 / :zero")).rows(session, zero=0)
+    assert await statement.rows(session, slug="leiden-scgt", id=institution.id) == rows  # the transaction goes on

@@ -10,8 +10,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import MetaData
+import psycopg
+from sqlalchemy import Executable, MetaData
+from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -74,3 +77,40 @@ async def committed(
         raise
     await session.commit()
     return result
+
+
+class DriverStatement:
+    """A Core statement compiled once into psycopg's SQL, its constants converted once, run on the session's own
+    connection (so inside its transaction: the edge still commits). For the few statements on the hottest path
+    (URL issuance): SQLAlchemy's per-execution work, not the query, is most of their cost there. Rows come back
+    as plain tuples; errors as SQLAlchemy's, like any other statement's."""
+
+    _dialect = PGDialectAsync_psycopg()
+
+    def __init__(self, statement: Executable):
+        compiled = statement.compile(dialect=self._dialect)
+        self.sql = compiled.string
+        self._convert = {}
+        self._constants = {}
+        for bind, name in compiled.bind_names.items():
+            convert = bind.type.dialect_impl(self._dialect).bind_processor(self._dialect)
+            if bind.required:
+                self._convert[name] = convert
+            else:
+                self._constants[name] = convert(bind.value) if convert else bind.value
+
+    async def rows(self, session: AsyncSession, **params: Any) -> list[tuple]:
+        if session.new or session.dirty or session.deleted:
+            await session.flush()  # as the session's autoflush would before a query
+        values = dict(self._constants)
+        for name, value in params.items():
+            convert = self._convert[name]
+            values[name] = convert(value) if convert else value
+        # The pooled DBAPI connection the session's transaction runs on; its psycopg connection underneath.
+        pooled = (await session.connection()).sync_connection.connection
+        try:
+            async with pooled.driver_connection.cursor() as cursor:
+                await cursor.execute(self.sql, values)
+                return await cursor.fetchall()
+        except psycopg.Error as error:
+            raise DBAPIError.instance(self.sql, values, error, psycopg.Error) from error

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select, text
 
 from cellcommons.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
-from cellcommons.audit.service import append
+from cellcommons.audit.service import append, record
 from cellcommons.audit.verify import verify
 from cellcommons.db import Database, make_engine
 from cellcommons.errors import InvalidInput
@@ -173,3 +173,37 @@ async def test_concurrent_writers_on_separate_connections_never_fork_the_chain(f
     assert result.count == result.head_seq == writers * each
     assert per_actor == {f"client:writer-{n}": each for n in range(writers)}
     assert times == sorted(times)
+
+
+async def test_record_appends_the_same_chained_event_without_an_orm_object(session):
+    first = await append(session, actor="user:alice@lumc", action="batch.create")
+    issued = await record(
+        session,
+        actor="user:bob@lumc",
+        institution="lumc",
+        action="file.download_url_issued",
+        target="distribution:1",
+        details={"expires_in": 300, "files": [{"file_name": "Ünal.csv"}]},
+    )
+    assert (issued.seq, issued.prev_hash) == (first.id + 1, first.hash)
+    assert tuple(await _head(session)) == (issued.seq, issued.hash)
+    assert not [o for o in session.identity_map.values() if isinstance(o, AuditEvent) and o.id == issued.seq]
+    stored = await session.get(AuditEvent, issued.seq)
+    assert (stored.action, stored.details["files"][0]["file_name"], stored.hash) == (
+        "file.download_url_issued",
+        "Ünal.csv",
+        issued.hash,
+    )
+    assert stored.hash == _expected_hash(
+        first.hash,
+        {
+            "seq": issued.seq,
+            "occurred_at": issued.occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "actor": "user:bob@lumc",
+            "institution": "lumc",
+            "action": "file.download_url_issued",
+            "target": "distribution:1",
+            "outcome": "success",
+            "details": {"expires_in": 300, "files": [{"file_name": "Ünal.csv"}]},
+        },
+    )

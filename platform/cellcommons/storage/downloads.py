@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cellcommons.audit.service import append
+from cellcommons.audit.service import record
 from cellcommons.auth.principal import Principal
 from cellcommons.catalogue.models import DatasetVersion, Distribution
 from cellcommons.errors import Conflict, InvalidInput, NotFound
@@ -72,12 +72,12 @@ async def file_for_download(
     session: AsyncSession, principal: Principal | None, distribution_id: uuid.UUID
 ) -> repository.DownloadTarget:
     """The file, if the principal may download it; NotFound alike for missing, hidden and not allowed."""
-    targets = await repository.download_targets(session, principal, [distribution_id])
-    if not targets:
+    target = await repository.download_target(session, principal, distribution_id)
+    if target is None:
         raise _no_distribution()
-    if targets[0].distribution.storage_key is None:
+    if target.distribution.storage_key is None:
         raise Conflict("this distribution has no uploaded file yet", field="distributionId")
-    return targets[0]
+    return target
 
 
 async def issue_download_url(
@@ -92,7 +92,7 @@ async def issue_download_url(
     target = await file_for_download(session, principal, distribution_id)
     # Signed before the audit append, which holds the chain head until the commit; it leaves only afterwards.
     link = _link(store, settings, target.custodian_id, target.distribution, expiry)
-    await append(
+    await record(
         session,
         actor=principal.actor,
         institution=target.custodian_slug,
@@ -119,7 +119,7 @@ async def download_manifest(
     version, custodian_id, custodian_slug = found
     files = await repository.stored_files(session, version.id)
     links = [_link(store, settings, custodian_id, f, expiry) for f in files]
-    await append(
+    await record(
         session,
         actor=principal.actor,
         institution=custodian_slug,

@@ -13,10 +13,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Date, Select, and_, bindparam, exists, or_, select
+from sqlalchemy import ColumnElement, Date, Select, and_, bindparam, exists, inspect, or_, select
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, make_transient_to_detached
 
 from cellcommons.access import agreements
 from cellcommons.access.models import Agreement, AgreementDataset
@@ -28,6 +28,7 @@ from cellcommons.access.visibility import (
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.catalogue.enums import VersionStatus
 from cellcommons.catalogue.models import Dataset, DatasetVersion, Distribution, Institution
+from cellcommons.db import DriverStatement
 from cellcommons.storage.models import FileUpload, UploadStatus
 
 
@@ -103,6 +104,21 @@ def _download_targets(roles: frozenset[Role]) -> Select:
     )
 
 
+_DISTRIBUTION_COLUMNS = tuple(inspect(Distribution).column_attrs)
+
+
+@functools.cache
+def _download_target(roles: frozenset[Role]) -> DriverStatement:
+    """`_download_targets` for one file, on the driver: URL issuance, the platform's hottest statement."""
+    return DriverStatement(
+        _custodied(
+            select(*(attribute.expression for attribute in _DISTRIBUTION_COLUMNS), Institution.id, Institution.slug)
+            .join(DatasetVersion, DatasetVersion.id == Distribution.dataset_version_id)
+            .where(Distribution.id == bindparam("distribution_id", type_=UUID), _may_download(_standing_in(roles)))
+        )
+    )
+
+
 @functools.cache
 def _downloadable_versions(roles: frozenset[Role]) -> Select:
     return _custodied(
@@ -133,6 +149,21 @@ async def download_targets(
         return []
     bound = _bound(principal, distribution_ids=list(distribution_ids))
     return [DownloadTarget(*row) for row in await session.execute(_download_targets(principal.roles), bound)]
+
+
+async def download_target(
+    session: AsyncSession, principal: Principal | None, distribution_id: uuid.UUID
+) -> DownloadTarget | None:
+    """The file if the principal may download it now (whether uploaded or not): `download_targets` for one."""
+    if principal is None:
+        return None
+    found = await _download_target(principal.roles).rows(session, **_bound(principal, distribution_id=distribution_id))
+    if not found:
+        return None
+    *columns, custodian_id, custodian_slug = found[0]
+    distribution = Distribution(**{a.key: value for a, value in zip(_DISTRIBUTION_COLUMNS, columns, strict=True)})
+    make_transient_to_detached(distribution)  # as if loaded, though the session never saw it
+    return DownloadTarget(distribution, custodian_id, custodian_slug)
 
 
 async def downloadable_version(
