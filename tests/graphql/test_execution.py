@@ -39,13 +39,22 @@ class Lot:
         return f"lot {self.number}"
 
 
+CLEAN = [
+    Lot(number="A1", status=Status.released, volume=1.5, tags=["x", "y"]),
+    Lot(number="A2", status=Status.quarantined, volume=None, tags=[]),
+]
+
+
 @strawberry.type
 class Query:
     @strawberry.field
+    def clean_lots(self) -> list[Lot]:
+        return CLEAN
+
+    @strawberry.field
     def lots(self) -> list[Lot | None]:
         return [
-            Lot(number="A1", status=Status.released, volume=1.5, tags=["x", "y"]),
-            Lot(number="A2", status=Status.quarantined, volume=None, tags=[]),
+            *CLEAN,
             Lot(number=None, status=Status.released, volume=2.0, tags=["z"]),  # breaks `number: String!`
             Lot(number="A4", status="not a status", volume=3.0, tags=["w"]),  # does not coerce
             Lot(number="A5", status=Status.released, volume=4.0, tags=[None]),  # breaks `[String!]!`
@@ -53,6 +62,8 @@ class Query:
 
 
 QUERY = "{ lots { number status volume tags label secret } }"
+# Lists of objects with only plain fields: answered inline when every item reads cleanly (cleanLots), else not.
+PLAIN_ONLY = "{ cleanLots { number status volume tags } lots { number status volume tags } }"
 
 
 class Shout(SchemaExtension):
@@ -63,9 +74,9 @@ class Shout(SchemaExtension):
         return value.upper() if isinstance(value, str) else value
 
 
-async def _execute(execution_context_class=None, extensions=()) -> dict:
+async def _execute(execution_context_class=None, extensions=(), query=QUERY) -> dict:
     schema = strawberry.Schema(Query, execution_context_class=execution_context_class, extensions=list(extensions))
-    result = await schema.execute(QUERY)
+    result = await schema.execute(query)
     return {"data": result.data, "errors": sorted((e.message, tuple(e.path)) for e in result.errors or [])}
 
 
@@ -81,6 +92,18 @@ async def test_plain_fields_answer_as_graphql_core_does():
     failed = {path for _, path in ours["errors"]}
     assert {("lots", 2, "number"), ("lots", 3, "status"), ("lots", 4, "tags", 0)} <= failed
     assert ("denied", ("lots", 0, "secret")) in ours["errors"]
+
+
+async def test_a_list_of_plain_objects_answers_as_graphql_core_does():
+    ours = await _execute(PlainFieldsExecution, query=PLAIN_ONLY)
+    assert ours == await _execute(query=PLAIN_ONLY)
+    clean = [
+        {"number": "A1", "status": "released", "volume": 1.5, "tags": ["x", "y"]},
+        {"number": "A2", "status": "quarantined", "volume": None, "tags": []},
+    ]
+    assert ours["data"]["cleanLots"] == ours["data"]["lots"][:2] == clean
+    failed = {path for _, path in ours["errors"]}
+    assert failed == {("lots", 2, "number"), ("lots", 3, "status"), ("lots", 4, "tags", 0)}
 
 
 async def test_a_per_field_hook_still_sees_every_field():
