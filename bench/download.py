@@ -43,6 +43,7 @@ def run(stack: ScratchStack, quick: bool, console: Console) -> Report:
 
 
 async def _measure(settings, quick: bool) -> Report:
+    load_before = os.getloadavg()[0]
     store = ObjectStore.from_settings(settings)
     size = (8 if quick else 256) * MiB
     issuances = 200 if quick else 2000
@@ -80,7 +81,9 @@ async def _measure(settings, quick: bool) -> Report:
             f"issuance: {issuances} URLs from {CONCURRENT} concurrent requesters in one process, and from "
             f"{CONCURRENT} in each of {WORKERS} processes, one transaction each (policy and DUA statement, audit "
             f"append, commit), best of 3; {os.cpu_count()} cores; "
-            f"target ≥ 500 urls/s: {'ok' if max(issued, in_workers) >= 500 else 'MISSED'}",
+            f"target ≥ 500 urls/s: {'ok' if max(issued, in_workers) >= 500 else 'MISSED'}; the machine's 1-minute "
+            f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after (issuance is CPU-bound: "
+            "on a shared machine other work lowers it)",
             f"download: a {size // MiB} MiB object streamed in 1 MiB chunks and hashed on both paths "
             f"(urllib3 for both), the two paths taking turns, best of {DOWNLOAD_TURNS} each",
         ],

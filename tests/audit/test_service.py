@@ -185,6 +185,8 @@ async def test_record_appends_the_same_chained_event_without_an_orm_object(sessi
         target="distribution:1",
         details={"expires_in": 300, "files": [{"file_name": "Ünal.csv"}]},
     )
+    with pytest.raises(InvalidInput):  # validated exactly as append validates
+        await record(session, actor="nobody", action="file.download_url_issued")
     assert (issued.seq, issued.prev_hash) == (first.id + 1, first.hash)
     assert tuple(await _head(session)) == (issued.seq, issued.hash)
     assert not [o for o in session.identity_map.values() if isinstance(o, AuditEvent) and o.id == issued.seq]

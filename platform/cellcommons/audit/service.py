@@ -101,19 +101,10 @@ async def append(
     return event
 
 
-async def record(
-    session: AsyncSession,
-    *,
-    actor: str,
-    action: str,
-    outcome: str = Outcome.success,
-    institution: str | None = None,
-    target: str | None = None,
-    details: Mapping[str, Any] | None = None,
-) -> Appended:
-    """`append` for callers that need no ORM object back (URL issuance, the hottest audited action): the same
-    event in the same chain, without the event joining the session."""
-    return await _appended(session, _validated(actor, action, outcome, institution, target, details))
+async def record(session: AsyncSession, **event: Any) -> Appended:
+    """`append`, with the same keywords, for callers that need no ORM object back (URL issuance, the hottest
+    audited action): the same event in the same chain, without the event joining the session."""
+    return await _appended(session, _validated(**event))
 
 
 async def _appended(session: AsyncSession, fields: dict[str, Any]) -> Appended:
@@ -147,10 +138,10 @@ def _canonical_pieces(fields: Mapping[str, Any]) -> dict[str, str]:
 def _validated(
     actor: str,
     action: str,
-    outcome: str,
-    institution: str | None,
-    target: str | None,
-    details: Mapping[str, Any] | None,
+    outcome: str = Outcome.success,
+    institution: str | None = None,
+    target: str | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     if not isinstance(actor, str) or not ACTOR.fullmatch(actor):
         raise InvalidInput("must be 'user:…', 'client:…' or 'system:…' without spaces", field="actor")
