@@ -182,3 +182,25 @@ async def test_a_bad_token_is_refused_with_401(api):
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_token"
     assert "Bearer" in response.headers["www-authenticate"]
+
+
+BATCH_PAGES = "{ datasets(first: 20) { nodes { latestVersion { batches(first: 10) { edges { node { id %s } } } } } } }"
+THROUGH_FRAGMENTS = BATCH_PAGES % "...Qc" + "fragment Qc on Batch { ... on Batch { qcResults { testType value } } }"
+ONE_BATCH = "query($id: ID!) { node(id: $id) { ... on Batch { qcResults { testType value } } } }"
+
+
+async def test_a_page_of_batches_reads_its_qc_results_as_each_batch_does_and_only_when_asked(api):
+    headers = api.token(LEIDEN)
+    await api.query("{ viewer { signedIn } }", headers=headers)  # the token's sign-in is audited once, not counted
+    api.statements.clear()
+    page = await api.query(THROUGH_FRAGMENTS, headers=headers)
+    with_qc, api.statements["all"] = api.statements["all"], 0
+    assert "errors" not in page, page
+    batches = [e["node"] for d in page["data"]["datasets"]["nodes"] for e in d["latestVersion"]["batches"]["edges"]]
+    assert batches and any(b["qcResults"] for b in batches)
+    for batch in batches[:5]:
+        alone = await api.query(ONE_BATCH, {"id": batch["id"]}, headers)
+        assert alone["data"]["node"]["qcResults"] == batch["qcResults"]
+    api.statements.clear()
+    assert "errors" not in await api.query(BATCH_PAGES % "", headers=headers)
+    assert api.statements["all"] == with_qc - 1  # no QC results asked, none read

@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 
 import strawberry
 from sqlalchemy import Select
+from strawberry.types.nodes import SelectedField
 
 from cellcommons.catalogue import reading
 from cellcommons.errors import InvalidInput
@@ -127,3 +128,32 @@ def list_connection(context, rows: Sequence[Any], request: reading.PageRequest, 
 
     cursors = [reading.Cursor("created_at", (row.created_at,), row.id) for row in page]
     return _connection(context.ids, page, cursors, to_node, has_next, has_previous, total)
+
+
+def nodes_select(info: strawberry.Info, field: str) -> bool:
+    """Whether the nodes of the connection being resolved (`nodes { … }` or `edges { node { … } }`) ask for
+    `field`, through fragments too; worked out once per place in the query per request, not once per parent."""
+    place = (field, *((p.key, p.typename) for p in _path(info.path) if isinstance(p.key, str)))
+    known = info.context.lookahead
+    if place not in known:
+        paths = (("nodes", field), ("edges", "node", field))
+        known[place] = any(_selects(f.selections, path) for f in info.selected_fields for path in paths)
+    return known[place]
+
+
+def _path(path) -> list:
+    steps = []
+    while path is not None:
+        steps.append(path)
+        path = path.prev
+    return steps
+
+
+def _selects(selections: list, path: tuple[str, ...]) -> bool:
+    for selection in selections:
+        if not isinstance(selection, SelectedField):  # a fragment spread or an inline fragment
+            if _selects(selection.selections, path):
+                return True
+        elif selection.name == path[0] and (len(path) == 1 or _selects(selection.selections, path[1:])):
+            return True
+    return False

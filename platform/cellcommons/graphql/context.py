@@ -49,6 +49,7 @@ class Context(BaseContext):
         self.conditions = self._group_loader(reading.conditions_of)
         self.batches_of_version = self._group_loader(reading.batches_of)
         self.donor_counts = DataLoader(self._donor_counts)
+        self.lookahead: dict[tuple, bool] = {}  # what a place in the query selects (connection.nodes_select)
 
     async def read(self, query: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         async with self._lock:
