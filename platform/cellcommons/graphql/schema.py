@@ -13,6 +13,7 @@ from cellcommons.errors import InvalidInput
 from cellcommons.graphql.access import AccessMutation, AccessQuery
 from cellcommons.graphql.changes import ChangesQuery
 from cellcommons.graphql.connection import Connection, page_request, sql_connection
+from cellcommons.graphql.execution import PlainFieldsExecution
 from cellcommons.graphql.exports import ExportsMutation, ExportsQuery
 from cellcommons.graphql.files import FilesMutation
 from cellcommons.graphql.mutations import CatalogueMutation
@@ -155,6 +156,7 @@ def build_schema(extensions: list | None = None) -> strawberry.Schema:
         mutation=merge_types("Mutation", tuple(MUTATIONS)) if MUTATIONS else None,
         types=[Institution, Dataset, DatasetVersion, Batch, Specification, QcResult, Distribution, Donor],
         extensions=extensions or [],
+        execution_context_class=PlainFieldsExecution,
     )
 
 
