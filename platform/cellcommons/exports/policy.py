@@ -40,7 +40,7 @@ from cellcommons.settings import Settings
 BAND = 5
 PSEUDONYM_HEX = 32  # HMAC-SHA256 truncated to 128 bits (NIST SP 800-107): ample against collisions and guessing
 DONOR_ID_NAMES = frozenset({"donor", "donor_id", "donor_pseudonym"})
-MEMO_LIMIT = 250_000  # distinct values whose pseudonyms a column remembers across batches (bounded memory)
+MEMO_LIMIT = 65_536  # distinct values whose pseudonyms a column remembers across batches (a few MiB)
 _DECIMAL = re.compile(r"decimal\((\d{1,2}),\s*(\d{1,2})\)")
 _TIMESTAMP = re.compile(r"timestamp\((s|ms|us|ns)(?:,\s*([A-Za-z][A-Za-z0-9_+\-/]*))?\)")
 _TYPES = {

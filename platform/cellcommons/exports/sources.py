@@ -38,6 +38,7 @@ from cellcommons.storage.object_store import ObjectStore
 BATCH_ROWS = 65_536  # catalogue rows (narrow); Parquet batches are sized by bytes, see _parquet_batch_rows
 BATCH_BYTES = 4 * 1024 * 1024
 CSV_BLOCK = 4 * 1024 * 1024
+READ_BUFFER = 256 * 1024
 QUARANTINE_SAMPLE = 100
 PARQUET_TYPES = {"application/vnd.apache.parquet", "application/x-parquet", "application/parquet"}
 
@@ -222,9 +223,9 @@ def parquet_batches(chunks: Iterator[bytes], plans: list[ColumnPlan], sha256: st
         spool.flush()
         _checked(digest.hexdigest(), sha256)
         try:
-            # By path, so Arrow reads into its own pool (a Python file hands over Python bytes); no pre-buffering
-            # of whole column chunks.
-            source = pq.ParquetFile(spool.name, pre_buffer=False)
+            # By path, so Arrow reads into its own pool (a Python file hands over Python bytes); column chunks
+            # read READ_BUFFER at a time rather than whole (a row group of a million rows holds tens of MiB).
+            source = pq.ParquetFile(spool.name, pre_buffer=False, buffer_size=READ_BUFFER)
         except pa.ArrowInvalid as exc:
             raise InvalidInput(f"the Parquet file cannot be read: {exc}", field="distributionId") from None
         present = set(source.schema_arrow.names)

@@ -38,7 +38,7 @@ from cellcommons.exports.errors import AttemptsExhausted
 from cellcommons.exports.models import ExportJob, ExportStatus
 from cellcommons.exports.policy import PolicyApplier, pseudonym_key
 from cellcommons.exports.sources import Quarantine, blocking, catalogue_batches, distribution_batches
-from cellcommons.exports.writer import PART_SIZE, ParquetStream, ReadAhead, with_terms
+from cellcommons.exports.writer import BATCHES_AHEAD, PART_SIZE, Ahead, ParquetStream, with_terms
 from cellcommons.observability import metrics
 from cellcommons.outages import outlasting
 from cellcommons.settings import Settings
@@ -216,12 +216,14 @@ class ExportWorker:
                 yield out
                 progress.update(progress.rows + out.num_rows, stream.size)
 
-        stream = ParquetStream(exported(), with_terms(policy.schema, prepared.terms))
         bucket = buckets.exports_bucket(self.settings)
         self.store.ensure_bucket(bucket)
         parquet = "application/vnd.apache.parquet"
-        with ReadAhead(stream, PART_SIZE) as ahead:
-            self.store.put_stream(bucket, prepared.key, ahead, content_type=parquet, part_size=PART_SIZE)
+        # Reading and the policy on a thread of their own; Parquet encoding and hashing on this one, which the
+        # SDK's upload threads read parts from (a few in flight).
+        with Ahead(exported(), BATCHES_AHEAD, "export-policy") as batches:
+            stream = ParquetStream(iter(batches), with_terms(policy.schema, prepared.terms))
+            self.store.put_stream(bucket, prepared.key, stream, content_type=parquet, part_size=PART_SIZE)
         progress.update(stream.rows, stream.size)
         return stream
 
