@@ -59,8 +59,7 @@ def test_commands_are_ones_the_cli_accepts(manifests):
     for manifest, container in _containers(manifests):
         command = container["command"]
         assert command[0] == "cellcommons", manifest["metadata"]["name"]
-        component = manifest["metadata"]["labels"]["app.kubernetes.io/component"]
-        assert parses(command[1:])
+        assert parses(command[1:]), manifest["metadata"]["name"]
 
 
 def test_the_api_probes_health_and_readiness_on_the_port_it_serves(manifests):
