@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+
+import httpx
 
 from cellcommons.settings import Settings
 
@@ -18,3 +22,18 @@ def cli_environment(settings: Settings) -> dict[str, str]:
         "CELLCOMMONS_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
         "CELLCOMMONS_BUCKET_PREFIX": settings.bucket_prefix,
     }
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.05)
+
+
+def answers(url: str) -> bool:
+    """Whether a GET of `url` answers 200 now (False while nothing listens)."""
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

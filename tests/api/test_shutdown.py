@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg
 import pytest
 from sqlalchemy import func, select
-from tests.processes import cli_environment
+from tests.processes import answers, cli_environment, wait_until
 
 from cellcommons.audit.models import AuditEvent
 from cellcommons.catalogue import service as catalogue
@@ -28,20 +27,6 @@ from cellcommons.demo.stack import free_port
 from cellcommons.institutions import clients
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_until(condition, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _waiting_on_a_lock(owner_url: str) -> bool:
@@ -83,7 +68,7 @@ def test_sigterm_lets_the_request_in_flight_finish_and_commit(fresh_settings):
     )
     owner_url = fresh_settings.owner_url.set(drivername="postgresql").render_as_string(hide_password=False)
     try:
-        _wait_until(lambda: server.poll() is not None or _answers(f"{base}/healthz"), "the server answers")
+        wait_until(lambda: server.poll() is not None or answers(f"{base}/healthz"), "the server answers")
         assert server.poll() is None, server.communicate()[0]
         with psycopg.connect(owner_url) as holder, ThreadPoolExecutor(1) as pool:
             holder.execute("SELECT * FROM audit_chain_head FOR UPDATE")
@@ -94,9 +79,9 @@ def test_sigterm_lets_the_request_in_flight_finish_and_commit(fresh_settings):
                 auth=(added.client.client_id, added.secret),
                 timeout=30,
             )
-            _wait_until(lambda: _waiting_on_a_lock(owner_url), "the request waits")
+            wait_until(lambda: _waiting_on_a_lock(owner_url), "the request waits")
             server.send_signal(signal.SIGTERM)
-            _wait_until(lambda: not _answers(f"{base}/healthz"), "new connections stop")
+            wait_until(lambda: not answers(f"{base}/healthz"), "new connections stop")
             assert server.poll() is None and not in_flight.done()
             holder.rollback()  # the request in flight may go on
             response = in_flight.result(timeout=30)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from cellcommons.demo.stack import free_port
+from cellcommons.errors import InvalidInput
 from cellcommons.observability import logs, metrics
 from cellcommons.observability.metrics import MAX_OPERATION_NAMES, Metrics
 
@@ -91,3 +92,11 @@ def test_a_process_without_an_api_serves_its_metrics_on_a_port_while_it_runs():
         httpx.get(f"http://127.0.0.1:{port}/metrics")
     metrics.sync_run("succeeded")  # outside the block nothing is active any more
     assert sample(m, "cellcommons_sync_runs_total", status="succeeded") == 1
+
+
+def test_a_metrics_port_in_use_is_refused_naming_it():
+    port = free_port()
+    with metrics.exposed(Metrics(), port), pytest.raises(InvalidInput, match=f"127.0.0.1:{port}") as caught:
+        with metrics.exposed(Metrics(), port):
+            pass
+    assert caught.value.field == "metrics_port"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 from sqlalchemy import select
-from tests.processes import cli_environment
+from tests.processes import answers, cli_environment, wait_until
 from tests.sync.conftest import batch_record, memory_connector
 
 from cellcommons.db import Database
@@ -111,14 +110,10 @@ def test_the_scheduler_process_serves_its_metrics_and_stops_on_sigterm(fresh_set
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert scheduler.poll() is None and time.monotonic() < deadline, "the scheduler did not serve metrics"
-            try:
-                scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_until(lambda: scheduler.poll() is not None or answers(url), "the scheduler serves metrics")
+        assert scheduler.poll() is None, scheduler.communicate()[0]
+        scraped = httpx.get(url).text
         assert "# TYPE cellcommons_sync_runs_total counter" in scraped
         scheduler.send_signal(signal.SIGTERM)
         output = scheduler.communicate(timeout=30)[0]

@@ -10,8 +10,7 @@ from datetime import datetime
 import strawberry
 
 from cellcommons.catalogue import changes, reading
-from cellcommons.errors import InvalidInput
-from cellcommons.graphql.connection import Connection, Edge, PageInfo, SealedCursor
+from cellcommons.graphql.connection import Connection, Edge, PageInfo, SealedCursor, check_page_size
 from cellcommons.graphql.types import Institution, Node, as_node
 
 ChangeOperation = strawberry.enum(changes.Operation, name="ChangeOperation")
@@ -52,11 +51,7 @@ class Change:
 
 
 def feed_request(first: int | None, after: str | None, last: int | None, before: str | None) -> changes.FeedRequest:
-    if (first is None) == (last is None):
-        raise InvalidInput("give exactly one of first or last", field="first")
-    size, name = (first, "first") if first is not None else (last, "last")
-    if not 0 <= size <= reading.MAX_PAGE:
-        raise InvalidInput(f"must be between 0 and {reading.MAX_PAGE}", field=name)
+    check_page_size(first, last)
     return changes.FeedRequest(
         first=first,
         last=last,

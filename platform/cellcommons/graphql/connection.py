@@ -70,14 +70,19 @@ class Connection(Generic[Node]):
         return [edge.node for edge in self.edges]
 
 
-def page_request(
-    ids, first: int | None, after: str | None, last: int | None, before: str | None
-) -> reading.PageRequest:
+def check_page_size(first: int | None, last: int | None) -> None:
+    """Exactly one of `first` and `last`, from 0 to the largest page (catalogue pages and the change feed)."""
     if (first is None) == (last is None):
         raise InvalidInput("give exactly one of first or last", field="first")
     size, name = (first, "first") if first is not None else (last, "last")
     if not 0 <= size <= reading.MAX_PAGE:
         raise InvalidInput(f"must be between 0 and {reading.MAX_PAGE}", field=name)
+
+
+def page_request(
+    ids, first: int | None, after: str | None, last: int | None, before: str | None
+) -> reading.PageRequest:
+    check_page_size(first, last)
     return reading.PageRequest(
         first=first,
         last=last,

@@ -23,6 +23,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from cellcommons.errors import InvalidInput
 from cellcommons.observability.logs import current_request
 
 __all__ = [
@@ -149,7 +150,10 @@ def exposed(metrics: Metrics, port: int | None, host: str = "127.0.0.1") -> Iter
         if port is None:
             yield
             return
-        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+        try:
+            server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+        except OSError as exc:  # in use, or an address this machine does not have
+            raise InvalidInput(f"cannot serve metrics on {host}:{port}: {exc.strerror}", field="metrics_port") from None
         try:
             yield
         finally:
