@@ -159,23 +159,34 @@ def pseudonym(key: bytes, value: str) -> str:
 
 
 class Pseudonymiser:
-    """A column's pseudonyms: HMAC over each batch's distinct values not seen before, mapped back by index."""
+    """A column's pseudonyms: HMAC over each batch's distinct values not seen before, mapped back by index.
+
+    A column that arrives dictionary-encoded (Parquet sources read donor ids so) brings its distinct values
+    along; the batches of one Parquet row group share one dictionary, whose pseudonyms are kept for the next."""
 
     def __init__(self, key: bytes):
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
         self._known = pa.array([], pa.string())
         self._names = pa.array([], pa.string())
+        self._last: tuple[pa.Array, pa.Array] | None = None  # a dictionary and its pseudonyms
 
     def __call__(self, values: pa.Array) -> pa.Array:
-        text = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
-        encoded = pc.dictionary_encode(text)
-        distinct = encoded.dictionary
-        found = pc.index_in(distinct, value_set=self._known)
-        unseen = distinct.filter(pc.is_null(found))
+        encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
+        return self._names_of(encoded.dictionary).take(encoded.indices)
+
+    def _names_of(self, distinct: pa.Array) -> pa.Array:
+        """The pseudonyms of distinct values (no nulls: those stay in the indices), in their order."""
+        if self._last is not None and self._last[0].equals(distinct):
+            return self._last[1]
+        text = distinct if pa.types.is_string(distinct.type) else pc.cast(distinct, pa.string())
+        found = pc.index_in(text, value_set=self._known)
+        unseen = text.filter(pc.is_null(found))
         if len(unseen):
             self._remember(unseen)
-            found = pc.index_in(distinct, value_set=self._known)
-        return self._names.take(found).take(encoded.indices)
+            found = pc.index_in(text, value_set=self._known)
+        names = self._names.take(found)
+        self._last = (distinct, names)
+        return names
 
     def _remember(self, unseen: pa.Array) -> None:
         names = pa.array([self._digest(value) for value in unseen.to_pylist()], pa.string())

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cellcommons.access.schemas import ColumnTreatment
 from cellcommons.catalogue.models import Batch, QcResult, dataset_version_batch
 from cellcommons.errors import InvalidInput
 from cellcommons.exports.errors import MalformedRow, SourceChanged
@@ -225,7 +226,10 @@ def parquet_batches(chunks: Iterator[bytes], plans: list[ColumnPlan], sha256: st
         try:
             # By path, so Arrow reads into its own pool (a Python file hands over Python bytes); column chunks
             # read READ_BUFFER at a time rather than whole (a row group of a million rows holds tens of MiB).
-            source = pq.ParquetFile(spool.name, pre_buffer=False, buffer_size=READ_BUFFER)
+            # Text to pseudonymise stays the file's dictionary (one per row group, shared by its batches): the
+            # policy hashes each distinct value once per row group instead of finding them again in every batch.
+            coded = [plan.name for plan in plans if plan.treatment is ColumnTreatment.pseudonymise]
+            source = pq.ParquetFile(spool.name, pre_buffer=False, buffer_size=READ_BUFFER, read_dictionary=coded)
         except pa.ArrowInvalid as exc:
             raise InvalidInput(f"the Parquet file cannot be read: {exc}", field="distributionId") from None
         present = set(source.schema_arrow.names)
@@ -247,10 +251,18 @@ def _parquet_batch_rows(source: pq.ParquetFile, names: list[str]) -> int:
     sample = next(source.iter_batches(batch_size=1024, columns=names), None)
     if sample is None or sample.num_rows == 0:
         return BATCH_ROWS
-    return max(1024, min(BATCH_ROWS, BATCH_BYTES * sample.num_rows // max(sample.nbytes, 1)))
+    size = sum(_decoded(column).nbytes for column in sample.columns)  # a sample's dictionary is its row group's
+    return max(1024, min(BATCH_ROWS, BATCH_BYTES * sample.num_rows // max(size, 1)))
+
+
+def _decoded(values: pa.Array) -> pa.Array:
+    return pc.cast(values, values.type.value_type) if pa.types.is_dictionary(values.type) else values
 
 
 def _cast(values: pa.Array, plan: ColumnPlan) -> pa.Array:
+    """The column in its declared type; text read as a dictionary stays one (the policy's pseudonymiser takes it)."""
+    if pa.types.is_dictionary(values.type) and values.type.value_type == plan.source_type:
+        return values
     try:
         return pc.cast(values, plan.source_type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
