@@ -98,6 +98,7 @@ class DriverStatement:
                 self._convert[name] = convert
             else:
                 self._constants[name] = convert(bind.value) if convert else bind.value
+        self.parameters = frozenset(self._convert)  # the names a call must give
 
     async def rows(self, session: AsyncSession, **params: Any) -> list[tuple]:
         if session.new or session.dirty or session.deleted:
@@ -107,9 +108,11 @@ class DriverStatement:
             convert = self._convert[name]
             values[name] = convert(value) if convert else value
         # The pooled DBAPI connection the session's transaction runs on; its psycopg connection underneath.
-        pooled = (await session.connection()).sync_connection.connection
+        connection = (await session.connection()).sync_connection
         try:
-            async with pooled.driver_connection.cursor() as cursor:
+            async with connection.connection.driver_connection.cursor() as cursor:
+                # Seen by the engine's cursor listeners like any other statement (tests count statements).
+                connection.dispatch.before_cursor_execute(connection, cursor, self.sql, values, None, False)
                 await cursor.execute(self.sql, values)
                 return await cursor.fetchall()
         except psycopg.Error as error:

@@ -9,7 +9,7 @@ import strawberry
 from strawberry.extensions import SchemaExtension
 from strawberry.permission import BasePermission
 
-from cellcommons.graphql.execution import PlainFieldsExecution
+from cellcommons.graphql.execution import PlainFieldsExecution, _coercion
 from cellcommons.graphql.schema import build_schema
 
 
@@ -114,3 +114,21 @@ async def test_a_per_field_hook_still_sees_every_field():
 
 def test_the_api_schema_executes_plain_fields_inline():
     assert build_schema().execution_context_class is PlainFieldsExecution
+
+
+def _outcome(coerce, value):
+    try:
+        return coerce(value)
+    except Exception as error:  # the same failure is part of the same answer
+        return type(error)
+
+
+def test_enums_read_inline_name_what_strawberry_names():
+    """Each API enum's members, and their raw values, coerce to the same name (or fail the same way) read inline."""
+    enums = [t for t in build_schema()._schema.type_map.values() if getattr(t, "wrapped_cls", None)]
+    assert len(enums) > 10
+    for leaf in enums:
+        fast = _coercion(leaf)
+        for member in leaf.wrapped_cls:
+            assert fast(member) == leaf.coerce_output_value(member)
+            assert _outcome(fast, member.value) == _outcome(leaf.coerce_output_value, member.value)

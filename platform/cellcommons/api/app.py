@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ def create_app(settings: Settings) -> FastAPI:
                 authenticator=Authenticator(database, validator),
                 validator=validator,
             )
+            # What survives startup (modules, schema, engine) lives as long as the process: out of the collector's
+            # reach, full collections no longer walk it (a third of a nested GraphQL page's CPU at bench scale).
+            gc.collect()
+            gc.freeze()
             yield
         await database.dispose()
 

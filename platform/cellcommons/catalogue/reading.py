@@ -3,22 +3,39 @@
 Everything here takes the principal and puts `access.visibility` filters into the query itself, so a hidden row
 is never fetched; callers (GraphQL dataloaders, portal routes) only shape the results.
 
-The batched lookups are the hot path of every nested page: each statement is built once per shape of principal
-(`visibility.per_viewer`) with the ids as one array parameter, and returns plain rows that read like the model's
-instances (same attribute names) without the ORM's identity map and instance construction.
+The batched lookups are the hot path of every nested page: each statement is built and compiled once per set of
+roles, with the viewer's institution and the ids as parameters, and runs on the session's own psycopg connection
+(`Lookup`): rows come back as named tuples that read like the model's instances (same attribute names, the same
+Python values), without SQLAlchemy's per-execution and per-row work, which cost more than the database's
+(a 20-dataset page's QC results: ~3 ms of Python per statement through the ORM session, ~0.4 ms here).
 """
 
 from __future__ import annotations
 
 import functools
 import uuid
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Label, Select, and_, any_, bindparam, false, func, inspect, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Label,
+    Numeric,
+    Select,
+    and_,
+    any_,
+    bindparam,
+    false,
+    func,
+    inspect,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons.access import visibility
@@ -37,6 +54,7 @@ from cellcommons.catalogue.models import (
     batch_donor,
     dataset_version_batch,
 )
+from cellcommons.db import DriverStatement
 from cellcommons.errors import InvalidInput
 
 MAX_PAGE = 100
@@ -199,14 +217,69 @@ def _any_id(column: ColumnElement) -> ColumnElement[bool]:
     return column == any_(bindparam("ids", type_=ARRAY(UUID)))
 
 
-@visibility.per_viewer
+_DIALECT = PGDialectAsync_psycopg()
+
+
+def _result_processor(column: ColumnElement) -> Any:
+    """What SQLAlchemy would do to a value psycopg returns: enums become the Python enum; psycopg's own numbers
+    (Decimal for numeric, float for float8) are already what SQLAlchemy returns for them."""
+    if isinstance(column.type, Numeric):
+        return None
+    return column.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
+
+
+class Lookup:
+    """A batched lookup compiled once, run on the driver; rows are named tuples of the selected columns' labels."""
+
+    def __init__(self, statement: Select):
+        self.statement = statement  # what SQLAlchemy would run (the tests compare both)
+        self._statement = DriverStatement(statement)
+        columns = list(statement.selected_columns)
+        self._row = namedtuple("Row", [column.key for column in columns])
+        self._convert = [(i, p) for i, c in enumerate(columns) if (p := _result_processor(c)) is not None]
+        # What the compiled statement still reads: a rule that reads no institution leaves out the viewer, and
+        # one that hides everything (anonymous callers) compiles to `false`, ids and all.
+        self._takes = self._statement.parameters
+
+    async def rows(self, session: AsyncSession, principal: Principal | None, ids: Ids) -> list:
+        params = {}
+        if "ids" in self._takes:
+            params["ids"] = list(ids)
+        if visibility.VIEWER in self._takes:
+            params[visibility.VIEWER] = principal.institution_id
+        make, convert = self._row._make, self._convert
+        rows = []
+        for row in await self._statement.rows(session, **params):
+            if convert:
+                row = list(row)
+                for i, process in convert:
+                    row[i] = process(row[i])
+            rows.append(make(row))
+        return rows
+
+
+def _per_roles(build):
+    """`build(principal, *args)` as a Lookup compiled once per set of roles (and once for anonymous callers),
+    the viewer's institution a parameter of each run."""
+
+    @functools.cache
+    def compiled(roles, *args: Any) -> Lookup:
+        return Lookup(build(None if roles is None else visibility.standing_in(roles), *args))
+
+    def lookup(principal: Principal | None, *args: Any) -> Lookup:
+        return compiled(None if principal is None else principal.roles, *args)
+
+    return lookup
+
+
+@_per_roles
 def _by_ids(principal: Principal | None, model: Any) -> Select:
     return select(*_columns(model)).where(_any_id(model.id), visibility.VISIBLE[model](principal, model))
 
 
 async def by_ids(session: AsyncSession, principal: Principal | None, model: Any, ids: Ids) -> dict:
     """Visible rows of `model` by id; hidden and missing ids are simply absent."""
-    rows = await session.execute(_by_ids(principal, model), {"ids": list(ids)})
+    rows = await _by_ids(principal, model).rows(session, principal, ids)
     return {row.id: row for row in rows}
 
 
@@ -214,7 +287,7 @@ def _children_of(model: Any, parent: str, order: str):
     """A batched lookup: each parent's visible `model` rows in `order`, the policy's filter inside the SELECT."""
     parent_column = getattr(model, parent)
 
-    @visibility.per_viewer
+    @_per_roles
     def statement(principal: Principal | None) -> Select:
         return (
             select(*_columns(model))
@@ -224,7 +297,7 @@ def _children_of(model: Any, parent: str, order: str):
 
     async def load(session: AsyncSession, principal: Principal | None, parent_ids: Ids) -> dict[uuid.UUID, list]:
         grouped: dict[uuid.UUID, list] = defaultdict(list)
-        for row in await session.execute(statement(principal), {"ids": list(parent_ids)}):
+        for row in await statement(principal).rows(session, principal, parent_ids):
             grouped[getattr(row, parent)].append(row)
         return grouped
 
@@ -238,7 +311,7 @@ distributions_of = _children_of(Distribution, "dataset_version_id", "file_name")
 conditions_of = _children_of(DataUseCondition, "dataset_version_id", "term")
 
 
-@visibility.per_viewer
+@_per_roles
 def _linked_batches(principal: Principal | None) -> Select:
     link = dataset_version_batch
     return (
@@ -252,7 +325,7 @@ def _linked_batches(principal: Principal | None) -> Select:
 async def batches_of(session: AsyncSession, principal: Principal | None, version_ids: Ids) -> dict:
     """Each version's visible batches, in (created_at, id) order (rows with the batch's attributes)."""
     grouped: dict[uuid.UUID, list] = defaultdict(list)
-    for row in await session.execute(_linked_batches(principal), {"ids": list(version_ids)}):
+    for row in await _linked_batches(principal).rows(session, principal, version_ids):
         grouped[row.linked_version_id].append(row)
     return grouped
 

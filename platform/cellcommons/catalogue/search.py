@@ -469,15 +469,25 @@ def _ordering(orders: dict, row, entity_id, request: Query, rank: ColumnElement 
 
 @dataclass(frozen=True)
 class Found:
-    """A collection query ready to page: the SELECT (entity [, headline, rank]), its ordering, and the count."""
+    """A collection query ready to page: the SELECT (entity, headline, rank), its ordering, and the count.
+
+    `unhighlighted` is the same SELECT with a NULL headline: what a page that shows no snippet reads (a snippet
+    re-parses the row's description, the most expensive part of a page's statement)."""
 
     query: Select
+    unhighlighted: Select
     ordering: Ordering
     count_query: Select
     request: Query  # what facets over the same set start from
 
     def params(self, values: dict[str, Any]) -> Found:
-        return Found(self.query.params(values), self.ordering, self.count_query.params(values), self.request)
+        return Found(
+            self.query.params(values),
+            self.unhighlighted.params(values),
+            self.ordering,
+            self.count_query.params(values),
+            self.request,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -514,7 +524,7 @@ def _found_datasets(principal: Principal | None, asked: Asked) -> Found:
     query, rank = _filtered(principal, base, row, DATASET_FIELDS, request)
     ordering = _ordering(DATASET_ORDERS, row, Dataset.id, request, rank)
     hits = _with_hit(query, request, rank, lambda: dataset_headline(row, request.search))
-    return Found(hits, ordering, query, request)
+    return Found(hits, _with_hit(query, request, rank), ordering, query, request)
 
 
 @visibility.per_viewer(kept=FOUND_KEPT)
@@ -524,14 +534,15 @@ def _found_batches(principal: Principal | None, asked: Asked) -> Found:
     query, rank = _filtered(principal, base, Batch, BATCH_FIELDS, request)
     ordering = _ordering(BATCH_ORDERS, Batch, Batch.id, request, rank)
     hits = _with_hit(query, request, rank, lambda: batch_headline(Batch, request.search))
-    return Found(hits, ordering, query, request)
+    return Found(hits, _with_hit(query, request, rank), ordering, query, request)
 
 
-def _with_hit(query: Select, request: Query, rank, headline) -> Select:
-    """With a search text each row also carries its highlighted snippet and rank."""
+def _with_hit(query: Select, request: Query, rank, headline: Callable[[], ColumnElement] | None = None) -> Select:
+    """With a search text each row also carries its highlighted snippet (unless `headline` is None) and rank."""
     if request.search is None:
         return query.add_columns(cast(null(), String).label("headline"), cast(null(), Float(53)).label("rank"))
-    return query.add_columns(headline().label("headline"), rank.label("rank"))
+    snippet = headline() if headline is not None else cast(null(), String)
+    return query.add_columns(snippet.label("headline"), rank.label("rank"))
 
 
 # ---- facets ------------------------------------------------------------------------------------------------

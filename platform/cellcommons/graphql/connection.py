@@ -141,9 +141,13 @@ def nodes_select(info: strawberry.Info, field: str) -> bool:
     place = (field, *((p.key, p.typename) for p in _path(info.path) if isinstance(p.key, str)))
     known = info.context.lookahead
     if place not in known:
-        paths = (("nodes", field), ("edges", "node", field))
-        known[place] = any(_selects(f.selections, path) for f in info.selected_fields for path in paths)
+        known[place] = selects(info, ("nodes", field)) or selects(info, ("edges", "node", field))
     return known[place]
+
+
+def selects(info: strawberry.Info, path: tuple[str, ...]) -> bool:
+    """Whether the field being resolved selects `path` (field names, through fragments too)."""
+    return any(_selects(f.selections, path) for f in info.selected_fields)
 
 
 def _path(path) -> list:

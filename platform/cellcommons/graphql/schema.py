@@ -12,7 +12,7 @@ from cellcommons.catalogue import search as finding
 from cellcommons.errors import InvalidInput
 from cellcommons.graphql.access import AccessMutation, AccessQuery
 from cellcommons.graphql.changes import ChangesQuery
-from cellcommons.graphql.connection import Connection, page_request, sql_connection
+from cellcommons.graphql.connection import Connection, nodes_select, page_request, sql_connection
 from cellcommons.graphql.execution import PlainFieldsExecution
 from cellcommons.graphql.exports import ExportsMutation, ExportsQuery
 from cellcommons.graphql.files import FilesMutation
@@ -120,7 +120,10 @@ class CatalogueQuery:
         request = page_request(info.context.ids, first, after, last, before)
         found = finding.find_datasets(info.context.principal, to_query(filter, search, order_by))
         node_id = info.context.settings.node_id
-        return await found_connection(info, found, request, lambda r: Dataset.of(r, node_id), DatasetSearchConnection)
+        page = await found_connection(info, found, request, lambda r: Dataset.of(r, node_id), DatasetSearchConnection)
+        if nodes_select(info, "latestVersion"):
+            await Dataset.preload_latest_versions(info, [edge.node for edge in page.edges])
+        return page
 
     @strawberry.field(description="Batches (lots) the caller may see, filtered, searched and sorted, with facets.")
     async def batches(

@@ -16,7 +16,7 @@ import strawberry
 from strawberry.utils.str_converters import to_camel_case
 
 from cellcommons.catalogue import reading, search
-from cellcommons.graphql.connection import PageInfo, SealedCursor, page_info
+from cellcommons.graphql.connection import PageInfo, SealedCursor, page_info, selects
 from cellcommons.graphql.types import (
     AccessRights,
     Batch,
@@ -434,9 +434,11 @@ class BatchSearchConnection(SearchConnection[Batch]):
 async def found_connection(
     info: strawberry.Info, found: search.Found, request: reading.PageRequest, to_node, kind: type
 ) -> Any:
-    """One statement for the page (rows, snippets, ranks, sort keys); the count and facets only when asked."""
+    """One statement for the page (rows, ranks, sort keys, and snippets if the edges show them); the count and
+    facets only when asked."""
     context = info.context
-    page = await context.read(reading.keyset_page, found.query, found.ordering, request)
+    query = found.query if selects(info, ("edges", "highlight")) else found.unhighlighted
+    page = await context.read(reading.keyset_page, query, found.ordering, request)
     edges = [
         Hit(position=c, seal=context.ids.cursor, sealed=None, node=to_node(entity), rank=rank, highlight=headline)
         for (entity, headline, rank), c in zip(page.rows, page.cursors, strict=True)
