@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from bench.report import Measure, Report
+from cellcommons.background import settle_heap
 from cellcommons.catalogue.enums import Sector, TransferBasis
 from cellcommons.catalogue.models import Institution
 from cellcommons.catalogue.schemas import BatchIn
@@ -110,6 +111,7 @@ async def _raw_copy(settings: Settings, size: int) -> float:
 
 
 def _child(settings: Settings, size: int, results) -> None:
+    settle_heap()  # as `cellcommons sync run` and the scheduler do once they have started
     elapsed = asyncio.run(_through_runtime(settings, size))
     results.put((elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 

@@ -1,4 +1,4 @@
-"""Pages written through a COPY-filled staging table: every value arrives exactly as given."""
+"""Pages written through a COPY-filled staging table, or COPYed straight in: every value arrives exactly as given."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import uuid
 from datetime import date
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import func, select
 
 from cellcommons.catalogue.enums import CultureSupplement, ReleaseStatus, Sector, TransferBasis
 from cellcommons.catalogue.models import Batch, Institution
-from cellcommons.sync.bulk import insert_rows
+from cellcommons.sync.bulk import copy_rows, insert_rows
 
 AWKWARD = 'tab\there, line\nbreak, back\\slash, "quoted", {braced}, \\N, naïve µ'
 
@@ -30,7 +31,15 @@ def _row(institution_id: uuid.UUID, lot: str, **fields) -> dict:
             "findings": [], **fields}  # fmt: skip
 
 
-async def test_awkward_values_arrive_unchanged(session):
+async def _write(session, how: str, rows: list[dict]) -> None:
+    if how == "staged":
+        await session.execute(await insert_rows(session, Batch.__table__, rows, id=func.gen_random_uuid()))
+    else:
+        await copy_rows(session, Batch.__table__, [{"id": uuid.uuid4(), **row} for row in rows])
+
+
+@pytest.mark.parametrize("how", ["staged", "copied"])
+async def test_awkward_values_arrive_unchanged(session, how):
     institution_id = await _institution(session)
     findings = [{"code": "w", "severity": "warning", "field": "tissue", "message": AWKWARD, "nested": {"n": [1]}}]
     rows = [
@@ -38,7 +47,7 @@ async def test_awkward_values_arrive_unchanged(session):
              manufactured_on=date(2025, 3, 1), clinical_trial_ids=["NCT01234567", 'a,"b"}{\\c'], findings=findings),
         _row(institution_id, "BULK-2"),
     ]  # fmt: skip
-    await session.execute(await insert_rows(session, Batch.__table__, rows, id=func.gen_random_uuid()))
+    await _write(session, how, rows)
 
     stored = {
         b.lot_number: b for b in await session.scalars(select(Batch).where(Batch.institution_id == institution_id))

@@ -5,19 +5,20 @@ array parameter per column (`unnest`) was several times faster, but PostgreSQL s
 literal (about half the INSERT's time). `COPY` is the cheapest way in: the staging table takes the target's
 column types (no constraints) and is dropped at commit, so it lives exactly as long as the page's transaction
 (`python -m bench sync`). The INSERT then reads plain typed rows, and callers add ON CONFLICT and RETURNING.
+Rows the caller knows to be new skip the staging and go straight into their table (`copy_rows`).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
 from operator import itemgetter
 from typing import Any
 
 from psycopg import AsyncConnection
-from sqlalchemy import ARRAY, JSON, ColumnElement, Table, column, select, table
+from sqlalchemy import ARRAY, JSON, ColumnElement, Select, String, Table, bindparam, column, func, select, table, true
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,26 +57,53 @@ async def driver_connection(session: AsyncSession) -> AsyncConnection:
     return raw.driver_connection
 
 
+async def _copy(
+    session: AsyncSession, into: str, target: Table, names: Sequence[str], rows: list[dict[str, Any]]
+) -> None:
+    """COPY `rows` (values of `target`'s columns `names`) into the table named `into`."""
+    values = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+    carried = [(i, carry) for i, n in enumerate(names) if (carry := _carrier(target.c[n])) is not None]
+    connection = await driver_connection(session)
+    async with connection.cursor() as cursor, cursor.copy(f"COPY {into} ({', '.join(names)}) FROM STDIN") as copy:
+        for row in rows:
+            line = values(row)
+            if carried:
+                line = list(line)
+                for i, carry in carried:
+                    line[i] = carry(line[i])
+            await copy.write_row(line)
+
+
+async def copy_rows(session: AsyncSession, target: Table, rows: list[dict[str, Any]]) -> None:
+    """`rows` (which all have the same keys) COPYed straight into `target`: for rows known to be new, whose ids
+    the caller made. A key that turns out to exist fails the whole statement (UniqueViolation)."""
+    if rows:
+        await _copy(session, target.name, target, list(rows[0]), rows)
+
+
 async def staged(session: AsyncSession, target: Table, names: Sequence[str], rows: list[dict[str, Any]]) -> TableClause:
     """`rows` copied into a temporary table of `target`'s columns `names`, dropped when the transaction ends."""
     # Numbered per session (a unit of work is one transaction): two stagings in a transaction stay apart, and the
     # names repeat from page to page, so SQLAlchemy's statement cache keeps serving the compiled INSERT.
     number = next(session.info.setdefault("sync_stages", itertools.count()))
-    name, listed = f"stage_{target.name}_{number}", ", ".join(names)
-    values = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
-    carried = [(i, carry) for i, n in enumerate(names) if (carry := _carrier(target.c[n])) is not None]
+    name = f"stage_{target.name}_{number}"
     connection = await driver_connection(session)
-    async with connection.cursor() as cursor:
-        await cursor.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {listed} FROM {target.name} LIMIT 0")
-        async with cursor.copy(f"COPY {name} ({listed}) FROM STDIN") as copy:
-            for row in rows:
-                line = values(row)
-                if carried:
-                    line = list(line)
-                    for i, carry in carried:
-                        line[i] = carry(line[i])
-                await copy.write_row(line)
+    await connection.execute(
+        f"CREATE TEMP TABLE {name} ON COMMIT DROP AS SELECT {', '.join(names)} FROM {target.name} LIMIT 0"
+    )
+    await _copy(session, name, target, names, rows)
     return table(name, *(column(n, target.c[n].type) for n in names))
+
+
+def per_key(keys: Iterable[str], entry: Callable[[ColumnElement], Select]) -> Select:
+    """`entry(key)` (a query for one key) for each of `keys`, as one statement: a LATERAL … LIMIT 1 join, one
+    index probe per key whatever the statistics say. A filter over a parameter array (`IN (…)`/`= ANY(…)`) is
+    checked row by row against every row of the indexed prefix, and a plain join is planned as a hash of the
+    whole table while its statistics still describe it as small (during a first large sync): both turned a
+    run quadratic. A LATERAL subquery with LIMIT cannot be flattened into a hash join."""
+    page = func.unnest(bindparam("keys", list(keys), type_=ARRAY(String))).table_valued("key").render_derived("page")
+    found = entry(page.c.key).limit(1).lateral("entry")
+    return select(*found.c).select_from(page).join(found, true())
 
 
 async def insert_rows(session: AsyncSession, target: Table, rows: list[dict[str, Any]], **computed: ColumnElement):

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cellcommons.background import stop_on_signals
+from cellcommons.background import settle_heap, stop_on_signals
 from cellcommons.db import Database
 from cellcommons.observability import metrics
 from cellcommons.settings import Settings
@@ -105,6 +105,7 @@ def run_now(settings: Settings, name: str, console: Console, *, replay_of: str |
             bar.update(tasks[stream], description=f"{name}/{stream}: {totals[stream]:,} records")
 
         async def work(database: Database) -> SyncRun:
+            settle_heap()
             runtime = SyncRuntime(database, settings, progress=advance)
             if replay_of is None:
                 return await runtime.run(name)
@@ -126,6 +127,7 @@ def run_scheduler(
     once) and the lock is released. With a port, its metrics are served there meanwhile."""
 
     async def work(database: Database) -> None:
+        settle_heap()
         stop = stop_on_signals()
         console.print(f"scheduler: checking for due sources every {interval:g} s (Ctrl-C stops)", highlight=False)
 

@@ -149,6 +149,7 @@ async def _upserts(session: AsyncSession, work: PageWork, entries: list, stored:
              "snapshot_pass": work.snapshot_pass}
             for r, c in changed if c.key in written
         ],
+        stored,
     )  # fmt: skip
     if work.snapshot_pass is not None:
         await repository.mark_seen(session, work.source_id, work.stream, unchanged, work.snapshot_pass)
@@ -175,6 +176,7 @@ async def _tombstones(session: AsyncSession, work: PageWork, entries: list, stor
         work.stream,
         [{"record_key": key, "source_updated_at": record.updated_at, "content_hash": TOMBSTONE,
           "snapshot_pass": work.snapshot_pass} for record, key in applied],
+        stored,
     )  # fmt: skip
     outcome.deleted += len(deleted)
     outcome.landed |= {key for _, key in applied} | {

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Select, String, any_, bindparam, delete, func, select, text, true, update
+from sqlalchemy import ARRAY, Select, String, any_, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -15,7 +15,7 @@ from cellcommons.access.policy import not_found
 from cellcommons.access.visibility import visible_sync_sources
 from cellcommons.auth.principal import Principal
 from cellcommons.errors import NotFound
-from cellcommons.sync.bulk import insert_rows
+from cellcommons.sync.bulk import copy_rows, insert_rows, per_key
 from cellcommons.sync.models import QuarantinedRecord, RunStatus, SyncBookmark, SyncRecord, SyncRun, SyncSource
 
 ABSENT_CHUNK = 1000
@@ -101,35 +101,31 @@ def _any_of(keys: Iterable[str]):
 async def ledger(
     session: AsyncSession, source_id: uuid.UUID, stream: str, keys: Iterable[str]
 ) -> dict[str, tuple[datetime | None, str]]:
-    # One index probe per key of the page, whatever the statistics say. A filter over a parameter array
-    # (`IN (…)`/`= ANY(…)`) is checked row by row against the source's whole ledger; a plain join is planned
-    # as a hash of the whole ledger while the table's statistics still describe it as small (during a first
-    # large sync): both turned a run quadratic. A LATERAL subquery with LIMIT cannot be flattened into a hash
-    # join: it stays a nested loop over the page's keys (`python -m bench sync`: 2.5 ms a page, not 130).
-    page = func.unnest(bindparam("keys", list(keys), type_=ARRAY(String))).table_valued("key").render_derived("page")
-    entry = (
-        select(SyncRecord.record_key, SyncRecord.source_updated_at, SyncRecord.content_hash)
-        .where(SyncRecord.source_id == source_id, SyncRecord.stream == stream, SyncRecord.record_key == page.c.key)
-        .limit(1)
-        .lateral("entry")
-    )
-    rows = await session.execute(select(entry.c.record_key, entry.c.source_updated_at, entry.c.content_hash)
-                                 .select_from(page).join(entry, true()))  # fmt: skip
+    def entry(key):
+        return select(SyncRecord.record_key, SyncRecord.source_updated_at, SyncRecord.content_hash).where(
+            SyncRecord.source_id == source_id, SyncRecord.stream == stream, SyncRecord.record_key == key
+        )
+
+    rows = (await session.execute(per_key(keys, entry))).all()  # fetched at once: iterating fetches row by row
     return {key: (stamp, content_hash) for key, stamp, content_hash in rows}
 
 
-async def remember(session: AsyncSession, source_id: uuid.UUID, stream: str, entries: list[dict[str, Any]]) -> None:
-    """entries: record_key, source_updated_at, content_hash, snapshot_pass."""
-    if not entries:
-        return
+async def remember(
+    session: AsyncSession, source_id: uuid.UUID, stream: str, entries: list[dict[str, Any]], known: Container[str]
+) -> None:
+    """entries: record_key, source_updated_at, content_hash, snapshot_pass; `known`: the keys the ledger holds
+    (as `ledger` read them in this transaction; only this run writes the source's ledger: it holds the lock)."""
     rows = [{"source_id": source_id, "stream": stream, **e} for e in entries]
-    statement = await insert_rows(session, SyncRecord.__table__, rows)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["source_id", "stream", "record_key"],
-            set_={c: statement.excluded[c] for c in ("source_updated_at", "content_hash", "snapshot_pass")},
+    await copy_rows(session, SyncRecord.__table__, [row for row in rows if row["record_key"] not in known])
+    again = [row for row in rows if row["record_key"] in known]
+    if again:
+        statement = await insert_rows(session, SyncRecord.__table__, again)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["source_id", "stream", "record_key"],
+                set_={c: statement.excluded[c] for c in ("source_updated_at", "content_hash", "snapshot_pass")},
+            )
         )
-    )
 
 
 async def mark_seen(

@@ -1,0 +1,104 @@
+"""How a page's batches land: lots new to the institution by COPY, lots it holds by upsert, and a lot another
+writer creates while the page lands (the page fails as a whole and lands again as an update)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+from sqlalchemy import select
+from tests.sync.conftest import batch_record, memory_connector
+
+from cellcommons.catalogue.changes import Change
+from cellcommons.catalogue.enums import ReleaseStatus
+from cellcommons.catalogue.models import Batch, QcResult
+from cellcommons.sync.models import RunStatus
+from cellcommons.sync.resilience import RetryPolicy
+
+
+def _owner_url(env) -> str:
+    return env.settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+
+
+async def _changes(env) -> list[tuple[str, str]]:
+    async with env.database.unit_of_work() as session:
+        rows = await session.execute(
+            select(Batch.lot_number, Change.operation).join(Change, Change.record_id == Batch.id).order_by(Change.seq)
+        )
+        return [tuple(row) for row in rows]
+
+
+async def test_new_and_held_lots_in_one_page_land_once_each_with_their_change_log_entries(env):
+    async with env.database.unit_of_work() as session:  # a lot the institution registered before any sync
+        session.add(Batch(institution_id=env.institution_id, origin_node=env.settings.node_id, lot_number="LOT-1",
+                          product_name="registered by hand", cell_type="CL:0002540", tissue="UBERON:0002371",
+                          release_status=ReleaseStatus.quarantine))  # fmt: skip
+    async with env.database.unit_of_work() as session:
+        held_id = await session.scalar(select(Batch.id))
+    results = [{"test_type": "viability", "timepoint": "post_thaw", "status": "final", "value": "91", "unit": "%"}]
+    rows = [batch_record("LOT-1", qc_results=results), batch_record("LOT-2", qc_results=results)]
+    await env.add_source()
+
+    run = await env.runtime(memory_connector(rows)).run("lims")
+
+    assert (run.status, run.upserted_count) == (RunStatus.ok, 2)
+    async with env.database.unit_of_work() as session:
+        batches = {b.lot_number: b for b in await session.scalars(select(Batch))}
+        results_of = dict((await session.execute(select(QcResult.batch_id, QcResult.value))).all())
+    assert sorted(batches) == ["LOT-1", "LOT-2"]
+    assert batches["LOT-1"].id == held_id and batches["LOT-1"].product_name == "BM-MSC lot LOT-1"
+    assert set(results_of) == {held_id, batches["LOT-2"].id}  # both got their QC result
+    assert await _changes(env) == [("LOT-2", "create"), ("LOT-1", "update")]
+
+
+class OtherWriter(threading.Thread):
+    """Another writer inserting LOT-1 without committing, until the sync's COPY of LOT-1 waits on it: the sync
+    could not see the lot when it looked, and PostgreSQL holds its COPY on the other transaction's index entry."""
+
+    def __init__(self, env):
+        super().__init__(daemon=True)
+        self.env, self.inserted, self.saw_the_wait = env, threading.Event(), False
+
+    def run(self) -> None:
+        with psycopg.connect(_owner_url(self.env)) as other:
+            other.execute(
+                "INSERT INTO batch (id, institution_id, origin_node, lot_number, product_name, cell_type, tissue,"
+                " release_status) VALUES (gen_random_uuid(), %s, %s, 'LOT-1', 'by another writer', 'CL:0002540',"
+                " 'UBERON:0002371', 'quarantine')",
+                (self.env.institution_id, self.env.settings.node_id),
+            )
+            self.inserted.set()
+            deadline = time.monotonic() + 30
+            while not self.saw_the_wait and time.monotonic() < deadline:
+                time.sleep(0.05)
+                other.execute("SELECT pg_stat_clear_snapshot()")  # else the view stays as first read in a transaction
+                waiting = other.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE 'COPY batch %'"
+                )
+                self.saw_the_wait = waiting.fetchone()[0] == 1
+            # leaving the block commits
+
+
+async def test_a_lot_created_by_another_writer_while_the_page_lands_is_landed_again_as_an_update(env):
+    await env.add_source()
+    sleeps: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    runtime = env.runtime(memory_connector([batch_record("LOT-1"), batch_record("LOT-2")]),
+                          retry=RetryPolicy(attempts=3, base=0.01, cap=0.01), sleep=record_sleep)  # fmt: skip
+    other = OtherWriter(env)
+    other.start()
+    assert other.inserted.wait(10)
+    run = await runtime.run("lims")
+    other.join(10)
+
+    assert other.saw_the_wait
+    assert (run.status, run.upserted_count) == (RunStatus.ok, 2) and len(sleeps) == 1
+    async with env.database.unit_of_work() as session:
+        names = dict((await session.execute(select(Batch.lot_number, Batch.product_name))).all())
+    assert names == {"LOT-1": "BM-MSC lot LOT-1", "LOT-2": "BM-MSC lot LOT-2"}
+    assert await _changes(env) == [("LOT-2", "create"), ("LOT-1", "update")]  # nothing of the failed attempt
