@@ -204,3 +204,20 @@ async def test_a_page_of_batches_reads_its_qc_results_as_each_batch_does_and_onl
     api.statements.clear()
     assert "errors" not in await api.query(BATCH_PAGES % "", headers=headers)
     assert api.statements["all"] == with_qc - 1  # no QC results asked, none read
+
+
+LATEST = "latestVersion { version title status accessRights }"
+ONE_DATASET = "query($id: ID!) { node(id: $id) { ... on Dataset { " + LATEST + " } } }"
+DATASET_PAGE = "{ datasets(first: 50) { edges { node { id " + LATEST + " } } } }"
+
+
+async def test_a_page_of_datasets_shows_each_ones_latest_version_as_the_dataset_alone_does(api):
+    """A page preloads its datasets' latest versions in one await; a dataset asked for alone loads its own."""
+    headers = api.token(LEIDEN)
+    page = await api.query(DATASET_PAGE, headers=headers)
+    assert "errors" not in page, page
+    datasets = [edge["node"] for edge in page["data"]["datasets"]["edges"]]
+    assert datasets and all(d["latestVersion"] for d in datasets)
+    for dataset in datasets:
+        alone = await api.query(ONE_DATASET, {"id": dataset["id"]}, headers)
+        assert alone["data"]["node"]["latestVersion"] == dataset["latestVersion"]

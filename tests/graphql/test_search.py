@@ -198,6 +198,14 @@ async def test_search_stems_english_ranks_and_highlights(api):
         version = edge["node"]["latestVersion"]
         assert "flow cytometry" in (version["title"] + version["description"]).lower() + " ".join(version["dataTypes"])
     assert any("<mark>" in e["highlight"] for e in flow["datasets"]["edges"])
+    # Snippets are computed only when the edges show them, a fragment's selection included.
+    through_fragment = await _ok(
+        api,
+        'query { datasets(first: 100, search: "flow cytometry") { edges { ...Snippet } } } '
+        "fragment Snippet on DatasetHit { highlight }",
+        {},
+    )
+    assert through_fragment["datasets"]["edges"] == [{"highlight": e["highlight"]} for e in flow["datasets"]["edges"]]
 
 
 async def test_search_finds_lot_numbers_and_accessions_as_written(api):
