@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 ROW_GROUP_ROWS = 1_000_000
 ROW_GROUP_BYTES = 8 * 1024 * 1024
 BATCHES_AHEAD = 1  # policy-applied batches (a few MiB each) waiting for the encoder
+WRITE_BUFFER = 1024 * 1024
 PART_SIZE = 5 * 1024 * 1024  # multipart parts (the S3 minimum): the SDK holds several; at most 10 000 parts (52 GB)
 COMPRESSION = "zstd"
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -86,6 +87,9 @@ class ParquetStream(io.RawIOBase):
     ):
         self._batches = batches
         self._sink = _Sink()
+        # The writer's many small writes (page headers, pages) gathered in Arrow: the sink, Python, is called per
+        # WRITE_BUFFER, so the encoding thread seldom waits for the GIL.
+        self._out = pa.BufferedOutputStream(pa.PythonFile(self._sink, mode="w"), buffer_size=WRITE_BUFFER)
         self._schema = schema
         self._writer: pq.ParquetWriter | None = None  # opened with the first row group, see dictionary_columns
         self._pending: list[pa.RecordBatch] = []
@@ -120,6 +124,7 @@ class ParquetStream(io.RawIOBase):
         if batch is None:
             self._flush()
             self._writer_for(None).close()
+            self._out.close()  # the footer, still in the buffer, goes to the sink
             self._done = True
             return
         if batch.num_rows:
@@ -140,7 +145,7 @@ class ParquetStream(io.RawIOBase):
     def _writer_for(self, first: pa.Table | None) -> pq.ParquetWriter:
         if self._writer is None:
             encoded = True if first is None else dictionary_columns(first)
-            self._writer = pq.ParquetWriter(self._sink, self._schema, compression=COMPRESSION, use_dictionary=encoded)
+            self._writer = pq.ParquetWriter(self._out, self._schema, compression=COMPRESSION, use_dictionary=encoded)
         return self._writer
 
 
