@@ -120,10 +120,15 @@ class CatalogueQuery:
         request = page_request(info.context.ids, first, after, last, before)
         found = finding.find_datasets(info.context.principal, to_query(filter, search, order_by))
         node_id = info.context.settings.node_id
-        page = await found_connection(info, found, request, lambda r: Dataset.of(r, node_id), DatasetSearchConnection)
         if nodes_select(info, "latestVersion"):
-            await Dataset.preload_latest_versions(info, [edge.node for edge in page.edges])
-        return page
+            # The page's rows are joined with their latest visible version already: read it with them.
+            def to_node(row, version):
+                return Dataset.of(row, node_id).with_latest(version)
+
+            also = (models.DatasetVersion,)
+        else:
+            to_node, also = (lambda row: Dataset.of(row, node_id)), ()
+        return await found_connection(info, found, request, to_node, DatasetSearchConnection, also)
 
     @strawberry.field(description="Batches (lots) the caller may see, filtered, searched and sorted, with facets.")
     async def batches(

@@ -432,17 +432,18 @@ class BatchSearchConnection(SearchConnection[Batch]):
 
 
 async def found_connection(
-    info: strawberry.Info, found: search.Found, request: reading.PageRequest, to_node, kind: type
+    info: strawberry.Info, found: search.Found, request: reading.PageRequest, to_node, kind: type, also: tuple = ()
 ) -> Any:
-    """One statement for the page (rows, ranks, sort keys, and snippets if the edges show them); the count and
-    facets only when asked."""
+    """One statement for the page (rows, ranks, sort keys, snippets if the edges show them, and `also`: columns or
+    entities of the rows' own join that the nodes are made with); the count and facets only when asked."""
     context = info.context
     query = found.query if selects(info, ("edges", "highlight")) else found.unhighlighted
-    page = await context.read(reading.keyset_page, query, found.ordering, request)
+    page = await context.read(reading.keyset_page, query.add_columns(*also), found.ordering, request)
     edges = [
-        Hit(position=c, seal=context.ids.cursor, sealed=None, node=to_node(entity), rank=rank, highlight=headline)
-        for (entity, headline, rank), c in zip(page.rows, page.cursors, strict=True)
-    ]
+        Hit(position=c, seal=context.ids.cursor, sealed=None, node=to_node(entity, *more), rank=rank,
+            highlight=headline)
+        for (entity, headline, rank, *more), c in zip(page.rows, page.cursors, strict=True)
+    ]  # fmt: skip
 
     async def total() -> int:
         return await context.read(reading.count, found.count_query)

@@ -274,7 +274,7 @@ class Dataset(Node):
     accession: str
     doi: str | None
     harvested: bool
-    latest: strawberry.Private[DatasetVersion | None] = None  # see preload_latest_versions
+    latest: strawberry.Private[DatasetVersion | None] = None  # see with_latest
     preloaded: strawberry.Private[bool] = False
 
     @classmethod
@@ -291,22 +291,17 @@ class Dataset(Node):
 
     @strawberry.field(description="The newest version the caller may see")
     def latest_version(self, info: strawberry.Info) -> DatasetVersion | None:
-        # Sync when preloaded for a page of datasets (one await for the page, not one task per dataset).
+        # Sync when the dataset came with it (a page of found datasets): no statement, no task per dataset.
         return self.latest if self.preloaded else self._load_latest_version(info)
 
     async def _load_latest_version(self, info: strawberry.Info) -> DatasetVersion | None:
-        return _latest(await info.context.versions.load(self.row.id))
+        rows = await info.context.versions.load(self.row.id)
+        return DatasetVersion.of(rows[-1]) if rows else None
 
-    @staticmethod
-    async def preload_latest_versions(info: strawberry.Info, datasets: list[Dataset]) -> None:
-        """The latest visible versions of a page of datasets, through the same DataLoader as `versions`."""
-        groups = await info.context.versions.load_many([dataset.row.id for dataset in datasets])
-        for dataset, rows in zip(datasets, groups, strict=True):
-            dataset.latest, dataset.preloaded = _latest(rows), True
-
-
-def _latest(rows: list) -> DatasetVersion | None:
-    return DatasetVersion.of(rows[-1]) if rows else None
+    def with_latest(self, version: models.DatasetVersion | None) -> Dataset:
+        """This dataset with its latest visible version already read (`catalogue.search.dataset_rows`)."""
+        self.latest, self.preloaded = (DatasetVersion.of(version) if version else None), True
+        return self
 
 
 @strawberry.type(description="A pseudonymised donor; only the owning institution sees donors.")
