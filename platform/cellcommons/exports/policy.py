@@ -217,12 +217,12 @@ def _band_labels(values: pa.Array) -> pa.Array:
 
 
 def month(values: pa.Array) -> pa.Array:
-    """Dates and timestamps to the first day of their month (a timestamp's month in its own zone)."""
+    """Dates and timestamps to the first day of their month (a timestamp's month in its own zone). Computed on
+    the distinct days (they repeat) and mapped back by index."""
     if pa.types.is_timestamp(values.type) and values.type.tz is not None:
         values = pc.local_timestamp(values)
-    elif pa.types.is_date64(values.type):
-        values = pc.cast(values, pa.date32())
-    return pc.cast(pc.floor_temporal(values, unit="month"), pa.date32())
+    encoded = pc.dictionary_encode(pc.cast(values, pa.date32()))
+    return pc.floor_temporal(encoded.dictionary, unit="month").take(encoded.indices)
 
 
 class PolicyApplier:
