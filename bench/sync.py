@@ -139,7 +139,7 @@ def run(stack: ScratchStack, quick: bool, console: Console) -> Report:
         "sync",
         notes=[
             f"{size:,} batch records in pages of {PAGE}: runtime {ours:,.1f} s (validation with the catalogue's "
-            f"rules; per page the ledger, COPY into a staging table, INSERT … ON CONFLICT with its change-log "
+            f"rules; per page the ledger and held-lot lookups, COPY of the new lots, their change-log and ledger "
             f"entries, bookmark + run counts); raw COPY {baseline:,.1f} s",
             f"peak RSS of the runtime process: {small_peak:,.0f} MiB for {size // 4:,} records, "
             f"{large_peak:,.0f} MiB for {size:,} ({large_peak / small_peak:.2f}×)",
