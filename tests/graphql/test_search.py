@@ -352,3 +352,18 @@ async def test_the_search_operations_run_on_seeded_data(api):
     data = await _ok(api, quality, {"viability": "80"})
     titles = [d["latestVersion"]["title"] for d in data["datasets"]["nodes"]]
     assert titles == sorted(titles) and titles
+
+
+FACETS_ONLY = """{ batches(first: 1, filter: {releaseStatus: {eq: released}}) { %s
+  facets { tissue { value count } releaseStatus { value count } institution { value count } } } }"""
+
+
+async def test_facets_alone_read_no_page_and_count_as_with_one(api):
+    headers = api.token(LEIDEN)
+    with_page = await api.query(FACETS_ONLY % "nodes { lotNumber }", headers=headers)
+    before = api.statements["all"]
+    alone = await api.query(FACETS_ONLY % "", headers=headers)
+    assert api.statements["all"] - before == 3  # one per facet, no page
+    assert "errors" not in alone and with_page["data"]["batches"]["nodes"]
+    assert alone["data"]["batches"]["facets"] == with_page["data"]["batches"]["facets"]
+    assert sum(f["count"] for f in alone["data"]["batches"]["facets"]["tissue"]) > 0

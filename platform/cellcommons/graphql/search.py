@@ -431,14 +431,21 @@ class BatchSearchConnection(SearchConnection[Batch]):
         return BatchFacets(query=self.query)
 
 
+PAGE_PARTS = ("edges", "nodes", "pageInfo")  # what of a connection needs its page's rows
+
+
 async def found_connection(
     info: strawberry.Info, found: search.Found, request: reading.PageRequest, to_node, kind: type, also: tuple = ()
 ) -> Any:
     """One statement for the page (rows, ranks, sort keys, snippets if the edges show them, and `also`: columns or
-    entities of the rows' own join that the nodes are made with); the count and facets only when asked."""
+    entities of the rows' own join that the nodes are made with), none when only the count or facets are asked;
+    those only when asked."""
     context = info.context
-    query = found.query if selects(info, ("edges", "highlight")) else found.unhighlighted
-    page = await context.read(reading.keyset_page, query.add_columns(*also), found.ordering, request)
+    if any(selects(info, (part,)) for part in PAGE_PARTS):
+        query = found.query if selects(info, ("edges", "highlight")) else found.unhighlighted
+        page = await context.read(reading.keyset_page, query.add_columns(*also), found.ordering, request)
+    else:
+        page = reading.Page([], [], has_next=False, has_previous=False)
     edges = [
         Hit(position=c, seal=context.ids.cursor, sealed=None, node=to_node(entity, *more), rank=rank,
             highlight=headline)
