@@ -232,7 +232,7 @@ def return_freed_memory() -> None:
     Arrow's allocator is jemalloc (the package sets ARROW_DEFAULT_MEMORY_POOL before pyarrow loads, so the Parquet
     reader and writer, which allocate from Arrow's native default, use it too), here returning freed pages after
     DECAY_MS rather than jemalloc's default of seconds. Not at once: every batch, page and row group takes fresh
-    memory, and pages handed back at once must be faulted in again (three quarters of a million faults, a third
+    memory, and pages handed back at once must be faulted in again (three quarters of a million faults, a fifth
     of an export's CPU time, at 5 M rows); within DECAY_MS they are reused, for some 25 MiB more resident. And glibc
     serves every allocation of 1 MiB or more (the parts handed between threads) by mmap: by default the threshold
     rises to the largest block freed, after which such blocks come from per-thread heaps that fragment and grow
