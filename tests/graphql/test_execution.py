@@ -4,12 +4,20 @@ their paths, null propagation; fields with resolvers, extensions or middleware s
 from __future__ import annotations
 
 import enum
+from pathlib import Path
 
+import pytest
 import strawberry
+from sqlalchemy import select
 from strawberry.extensions import SchemaExtension
 from strawberry.permission import BasePermission
 
+from cellcommons.auth.principal import Principal, Role
+from cellcommons.catalogue.models import Dataset, Institution
+from cellcommons.db import Database
+from cellcommons.graphql.context import Context
 from cellcommons.graphql.execution import PlainFieldsExecution, _coercion
+from cellcommons.graphql.ids import Identifiers
 from cellcommons.graphql.schema import build_schema
 
 
@@ -132,3 +140,67 @@ def test_enums_read_inline_name_what_strawberry_names():
         for member in leaf.wrapped_cls:
             assert fast(member) == leaf.coerce_output_value(member)
             assert _outcome(fast, member.value) == _outcome(leaf.coerce_output_value, member.value)
+
+
+OPERATIONS = Path(__file__).resolve().parents[2] / "graphql_schema" / "operations"
+NESTED_PAGE = """query($first: Int!) { datasets(first: $first, search: "MSC") { totalCount
+  edges { cursor rank highlight node { id accession harvested latestVersion { id title status keywords
+    batches(first: 5) { pageInfo { hasNextPage endCursor } nodes { id lotNumber releaseStatus passage
+      qcResults { id testType analyte timepoint value unit passed } } } } } }
+  pageInfo { startCursor endCursor hasNextPage } } }"""
+# Documented read operations, and variables that find something in the seeded consortium.
+READS = {
+    "batches_of_a_tissue_source": {"tissue": "UBERON:0002371", "first": 5},
+    "dataset_with_batches_and_qc": {},  # the id of a seeded dataset, below
+    "datasets_by_batch_quality": {"first": 10, "viability": "70"},
+    "search_datasets_with_facets": {"search": "MSC", "first": 5},
+    "batch_facets": {"filter": {"passage": {"eq": 3}}},
+}
+
+
+def _opened(value, ids: Identifiers):
+    """The answer with each sealed cursor opened: sealing draws a fresh nonce, the position it seals does not."""
+    if isinstance(value, dict):
+        return {
+            k: ids.parse_cursor(v, k) if k in ("cursor", "startCursor", "endCursor") and v else _opened(v, ids)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_opened(v, ids) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("operation", [*READS, "nested page"])
+async def test_the_api_schema_answers_as_strawberry_alone_does(seeded_settings, operation):
+    """Plain fields read inline and resolvers called directly change no answer to the documented reads."""
+    database = Database(seeded_settings)
+    ids = Identifiers(seeded_settings.secret_key.get_secret_value())
+    try:
+        async with database.sessions() as session:
+            institution = await session.scalar(select(Institution).where(Institution.slug == "leiden-scgt"))
+            dataset = await session.scalar(select(Dataset.id).order_by(Dataset.created_at).limit(1))
+        principal = Principal(institution.id, institution.slug, "alice", frozenset({Role.reader}))
+        if operation == "nested page":
+            query, variables = NESTED_PAGE, {"first": 20}
+        else:
+            query = (OPERATIONS / f"{operation}.graphql").read_text()
+            variables = READS[operation] or {"id": ids.global_id("Dataset", dataset)}
+        answers = []
+        for schema in (build_schema(), build_schema(fast_paths=False)):
+            async with database.sessions() as session:
+                context = Context(principal=principal, session=session, settings=seeded_settings, ids=ids)
+                result = await schema.execute(query, variable_values=variables, context_value=context)
+            assert not result.errors, result.errors
+            answers.append(_opened(result.data, ids))
+    finally:
+        await database.dispose()
+    assert answers[0] == answers[1]
+    assert _leaves(answers[0]) > 20  # an answer with something in it, so that equality means something
+
+
+def _leaves(value) -> int:
+    if isinstance(value, dict):
+        return sum(_leaves(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_leaves(v) for v in value)
+    return value is not None

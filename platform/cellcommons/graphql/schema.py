@@ -13,7 +13,7 @@ from cellcommons.errors import InvalidInput
 from cellcommons.graphql.access import AccessMutation, AccessQuery
 from cellcommons.graphql.changes import ChangesQuery
 from cellcommons.graphql.connection import Connection, nodes_select, page_request, sql_connection
-from cellcommons.graphql.execution import PlainFieldsExecution
+from cellcommons.graphql.execution import PlainFieldsExecution, call_resolvers_directly
 from cellcommons.graphql.exports import ExportsMutation, ExportsQuery
 from cellcommons.graphql.files import FilesMutation
 from cellcommons.graphql.mutations import CatalogueMutation
@@ -158,14 +158,17 @@ QUERIES: list[type] = [CatalogueQuery, ChangesQuery, SyncQuery, AccessQuery, Exp
 MUTATIONS: list[type] = [FilesMutation, CatalogueMutation, AccessMutation, ExportsMutation]
 
 
-def build_schema(extensions: list | None = None) -> strawberry.Schema:
-    return strawberry.Schema(
+def build_schema(extensions: list | None = None, *, fast_paths: bool = True) -> strawberry.Schema:
+    """The API's schema; `fast_paths=False` executes it as Strawberry and graphql-core alone would (the tests'
+    reference for `graphql.execution`)."""
+    schema = strawberry.Schema(
         query=merge_types("Query", tuple(QUERIES)),
         mutation=merge_types("Mutation", tuple(MUTATIONS)) if MUTATIONS else None,
         types=[Institution, Dataset, DatasetVersion, Batch, Specification, QcResult, Distribution, Donor],
         extensions=extensions or [],
-        execution_context_class=PlainFieldsExecution,
+        execution_context_class=PlainFieldsExecution if fast_paths else None,
     )
+    return call_resolvers_directly(schema) if fast_paths else schema
 
 
 def schema_sdl() -> str:
