@@ -22,6 +22,7 @@ from cellcommons.catalogue.models import DatasetVersion
 from cellcommons.exports import service
 from cellcommons.exports.models import BadRows, ExportStatus
 from cellcommons.exports.policy import pseudonym, pseudonym_key
+from cellcommons.exports.sources import BATCH_BYTES
 
 CSV_COLUMNS = [
     dict(name="donor_id", type="string", sensitivity="quasi_identifier"),
@@ -232,6 +233,22 @@ async def test_exports_and_downloads_are_audited_in_the_providers_log(world, csv
         ("export.download_url_issued", "leiden-scgt"),
     ]  # fmt: skip
     assert events[1].details["sha256"] == job.sha256
+
+
+async def test_bad_rows_are_named_by_line_across_the_csv_readers_blocks(world):
+    """A CSV of many reader blocks (one GET chunk each), whose batches are gathered into larger ones for the
+    policy: a short row early and a bad value in a later gathered batch are set aside naming their lines; every
+    other row is exported."""
+    rows = [b"D-%03d,43,2024-03-15,,X,,none,91.5,L1\n" % (i % 500) for i in range(300_000)]
+    rows[999] = b"D-001,43\n"
+    rows[250_000] = b"D-002,forty,2024-03-15,,X,,none,91.5,L1\n"
+    data = CSV.split(b"\n", 1)[0] + b"\n" + b"".join(rows)
+    assert len(data) > 2 * BATCH_BYTES
+    source = await world.add_file("blocks.csv", data, CSV_COLUMNS)
+    job = await run_export(world, "lowlands", source=source, bad_rows=BadRows.quarantine)
+    assert job.status is ExportStatus.succeeded, (job.error_code, job.error_message)
+    assert (job.rows_written, job.rows_quarantined) == (299_998, 2)
+    assert [(q["line"], q["column"]) for q in job.quarantine] == [(1001, None), (250_002, "age")]
 
 
 @pytest.mark.parametrize("bad_rows", [BadRows.fail, BadRows.quarantine])
