@@ -221,3 +221,39 @@ async def test_a_page_of_datasets_shows_each_ones_latest_version_as_the_dataset_
     for dataset in datasets:
         alone = await api.query(ONE_DATASET, {"id": dataset["id"]}, headers)
         assert alone["data"]["node"]["latestVersion"] == dataset["latestVersion"]
+
+
+BATCHES = (
+    "batches(first: 2) { totalCount pageInfo { hasNextPage hasPreviousPage } nodes { lotNumber qcResults { value } } }"
+)
+PAGE_OF_BATCHES = "{ datasets(first: 30) { edges { node { id latestVersion { " + BATCHES + " } } } } }"
+DATASET_BATCHES = "query($id: ID!) { node(id: $id) { ... on Dataset { latestVersion { " + BATCHES + " } } } }"
+TWO_PAGES = "{ datasets(first: 30) { nodes { latestVersion { a: batches(first: 1) { nodes { lotNumber } } "
+
+
+async def test_a_page_of_datasets_shows_each_versions_batches_as_the_dataset_alone_does(api):
+    """A page of datasets preloads its latest versions' pages of batches and their QC results (three statements
+    in all); a dataset asked for alone pages its own; two different pages asked of the same place are each
+    answered as asked."""
+    headers = api.token(LEIDEN)
+    await api.query("{ viewer { signedIn } }", headers=headers)
+    before = api.statements["all"]
+    page = await api.query(PAGE_OF_BATCHES, headers=headers)
+    assert "errors" not in page, page
+    assert api.statements["all"] - before == 3
+    datasets = [edge["node"] for edge in page["data"]["datasets"]["edges"]]
+    assert any(d["latestVersion"]["batches"]["nodes"] for d in datasets)
+    for dataset in datasets[:10]:
+        alone = await api.query(DATASET_BATCHES, {"id": dataset["id"]}, headers)
+        assert alone["data"]["node"]["latestVersion"] == dataset["latestVersion"]
+    two = await api.query(TWO_PAGES + "b: batches(first: 2) { nodes { lotNumber } } } } } }", headers=headers)
+    for version in (n["latestVersion"] for n in two["data"]["datasets"]["nodes"]):
+        assert version["a"]["nodes"] == version["b"]["nodes"][:1] and len(version["b"]["nodes"]) <= 2
+
+
+async def test_a_bad_page_of_batches_is_reported_at_each_version(api):
+    bad = '{ datasets(first: 3) { nodes { accession latestVersion { batches(first: 2, after: "not-a-cursor") { '
+    result = await api.query(bad + "nodes { id } } } } } }", headers=api.token(LEIDEN))
+    paths = [error["path"] for error in result["errors"]]
+    assert paths and all(path[:2] == ["datasets", "nodes"] and path[-1] == "batches" for path in paths)
+    assert all(node["accession"] for node in result["data"]["datasets"]["nodes"])

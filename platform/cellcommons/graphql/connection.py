@@ -6,7 +6,7 @@ the rows their DataLoader fetched for the whole level, with the same cursors.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import strawberry
@@ -147,7 +147,12 @@ def nodes_select(info: strawberry.Info, field: str) -> bool:
 
 def selects(info: strawberry.Info, path: tuple[str, ...]) -> bool:
     """Whether the field being resolved selects `path` (field names, through fragments too)."""
-    return any(_selects(f.selections, path) for f in info.selected_fields)
+    return any(True for f in info.selected_fields for _ in _selected(f.selections, path))
+
+
+def selected_arguments(info: strawberry.Info, path: tuple[str, ...]) -> list[dict]:
+    """The arguments of each selection of `path` under the field being resolved (variables filled in)."""
+    return [selected.arguments for f in info.selected_fields for selected in _selected(f.selections, path)]
 
 
 def _path(path) -> list:
@@ -158,11 +163,12 @@ def _path(path) -> list:
     return steps
 
 
-def _selects(selections: list, path: tuple[str, ...]) -> bool:
+def _selected(selections: list, path: tuple[str, ...]) -> Iterator[SelectedField]:
     for selection in selections:
         if not isinstance(selection, SelectedField):  # a fragment spread or an inline fragment
-            if _selects(selection.selections, path):
-                return True
-        elif selection.name == path[0] and (len(path) == 1 or _selects(selection.selections, path[1:])):
-            return True
-    return False
+            yield from _selected(selection.selections, path)
+        elif selection.name == path[0]:
+            if len(path) == 1:
+                yield selection
+            else:
+                yield from _selected(selection.selections, path[1:])

@@ -12,7 +12,14 @@ from cellcommons.catalogue import search as finding
 from cellcommons.errors import InvalidInput
 from cellcommons.graphql.access import AccessMutation, AccessQuery
 from cellcommons.graphql.changes import ChangesQuery
-from cellcommons.graphql.connection import Connection, nodes_select, page_request, sql_connection
+from cellcommons.graphql.connection import (
+    Connection,
+    nodes_select,
+    page_request,
+    selected_arguments,
+    selects,
+    sql_connection,
+)
 from cellcommons.graphql.execution import PlainFieldsExecution, call_resolvers_directly
 from cellcommons.graphql.exports import ExportsMutation, ExportsQuery
 from cellcommons.graphql.files import FilesMutation
@@ -52,6 +59,25 @@ async def _node(info: strawberry.Info, global_id: str, field: str) -> Node | Non
         return None  # same answer as a row that is hidden or gone
     row = await info.context.row(model, key)
     return as_node(info, type_name, row) if row else None
+
+
+NODES = (("nodes",), ("edges", "node"))  # where a connection's nodes are selected
+PAGE_ARGUMENTS = ("first", "after", "last", "before")
+
+
+async def _preload_latest_batches(info: strawberry.Info, versions: list[DatasetVersion]) -> None:
+    """The page of batches (and their QC results) of a page of datasets' latest versions, when every place in
+    the query asks for the same page: each version's `batches` is then answered without a task of its own."""
+    places = [(*nodes, "latestVersion", "batches") for nodes in NODES]
+    asked = [arguments for place in places for arguments in selected_arguments(info, place)]
+    if not versions or not asked or any(arguments != asked[0] for arguments in asked):
+        return
+    with_qc = any(selects(info, (*place, *nodes, "qcResults")) for place in places for nodes in NODES)
+    page = {name: asked[0].get(name) for name in PAGE_ARGUMENTS}
+    for size in ("first", "last"):  # Strawberry hands literals over as written; variables come coerced
+        if isinstance(page[size], str):
+            page[size] = int(page[size])
+    await DatasetVersion.preload_batches(info, versions, page, with_qc)
 
 
 @strawberry.type(description="Who is asking, as the platform sees them.")
@@ -120,15 +146,17 @@ class CatalogueQuery:
         request = page_request(info.context.ids, first, after, last, before)
         found = finding.find_datasets(info.context.principal, to_query(filter, search, order_by))
         node_id = info.context.settings.node_id
-        if nodes_select(info, "latestVersion"):
-            # The page's rows are joined with their latest visible version already: read it with them.
-            def to_node(row, version):
-                return Dataset.of(row, node_id).with_latest(version)
+        kind = DatasetSearchConnection
+        if not nodes_select(info, "latestVersion"):
+            return await found_connection(info, found, request, lambda r: Dataset.of(r, node_id), kind)
 
-            also = (models.DatasetVersion,)
-        else:
-            to_node, also = (lambda row: Dataset.of(row, node_id)), ()
-        return await found_connection(info, found, request, to_node, DatasetSearchConnection, also)
+        # The page's rows are joined with their latest visible version already: read it with them.
+        def to_node(row, version):
+            return Dataset.of(row, node_id).with_latest(version)
+
+        page = await found_connection(info, found, request, to_node, kind, (models.DatasetVersion,))
+        await _preload_latest_batches(info, [edge.node.latest for edge in page.edges if edge.node.latest])
+        return page
 
     @strawberry.field(description="Batches (lots) the caller may see, filtered, searched and sorted, with facets.")
     async def batches(

@@ -10,6 +10,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from cellcommons.catalogue import enums, models
+from cellcommons.errors import CellCommonsError
 from cellcommons.graphql.connection import Connection, list_connection, nodes_select, page_request
 
 Sector = strawberry.enum(enums.Sector)
@@ -230,6 +231,7 @@ class DatasetVersion(Node):
     licence: str | None
     keywords: list[str]
     claims_isct: bool
+    batch_page: strawberry.Private[tuple[dict, Connection[Batch]] | None] = None  # (arguments, page) preloaded
 
     @classmethod
     def of(cls, row: models.DatasetVersion) -> DatasetVersion:
@@ -251,7 +253,7 @@ class DatasetVersion(Node):
         return [Distribution.of(r) for r in await info.context.distributions.load(self.row.id)]
 
     @strawberry.field(description="The batches this version links to (those the caller may see).")
-    async def batches(
+    def batches(
         self,
         info: strawberry.Info,
         first: int | None = None,
@@ -259,13 +261,36 @@ class DatasetVersion(Node):
         last: int | None = None,
         before: str | None = None,
     ) -> Connection[Batch]:
-        request = page_request(info.context.ids, first, after, last, before)
+        # Sync when a page of datasets preloaded this very page (see preload_batches): no task per version.
+        asked = {"first": first, "after": after, "last": last, "before": before}
+        if self.batch_page is not None and self.batch_page[0] == asked:
+            return self.batch_page[1]
+        return self._load_batches(info, asked, nodes_select(info, "qcResults"))
+
+    async def _load_batches(self, info: strawberry.Info, asked: dict, with_qc: bool) -> Connection[Batch]:
+        request = page_request(info.context.ids, **asked)
         rows = await info.context.batches_of_version.load(self.row.id)
         node_id = info.context.settings.node_id
         connection = list_connection(info.context, rows, request, lambda r: Batch.of(r, node_id))
-        if nodes_select(info, "qcResults"):
+        if with_qc:
             await Batch.preload_qc_results(info, [edge.node for edge in connection.edges])
         return connection
+
+    @staticmethod
+    async def preload_batches(info: strawberry.Info, versions: list[DatasetVersion], asked: dict, with_qc: bool):
+        """The pages of batches `asked` of each version (and their QC results), one statement each for all
+        versions, through the same DataLoaders; a page the arguments refuse is left to the field to report."""
+        groups = await info.context.batches_of_version.load_many([version.row.id for version in versions])
+        node_id = info.context.settings.node_id
+        try:
+            request = page_request(info.context.ids, **asked)
+            pages = [list_connection(info.context, rows, request, lambda r: Batch.of(r, node_id)) for rows in groups]
+        except CellCommonsError:
+            return  # a bad size or cursor: each version's field reports it, in its place
+        for version, page in zip(versions, pages, strict=True):
+            version.batch_page = (asked, page)
+        if with_qc:
+            await Batch.preload_qc_results(info, [edge.node for page in pages for edge in page.edges])
 
 
 @strawberry.type(description="An MSC dataset: its identity, custodian and versions.")
