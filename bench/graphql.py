@@ -27,6 +27,7 @@ from bench.load import Run, graphql_failure, seed, served
 from bench.report import Measure, Report
 from cellcommons.auth.dev_idp import DevIdentityProvider
 from cellcommons.auth.principal import Principal, Role
+from cellcommons.background import settle_heap
 from cellcommons.catalogue.models import Institution
 from cellcommons.db import Database
 from cellcommons.demo.consortium import SCALES, Scale
@@ -111,7 +112,7 @@ class Bench:
         self.statements = Counter()
         event.listen(self.database.engine.sync_engine, "before_cursor_execute", self._count)
         gc.collect()
-        gc.freeze()  # as the app's lifespan does once it has started
+        settle_heap()  # as the app's lifespan does once it has started
 
     def _count(self, *args) -> None:
         self.statements["all"] += 1

@@ -19,6 +19,7 @@ from cellcommons.auth.authenticate import Authenticator
 from cellcommons.auth.issuers import IssuerRegistry
 from cellcommons.auth.principal import Principal
 from cellcommons.auth.validator import TokenValidator
+from cellcommons.background import settle_heap
 from cellcommons.db import Database
 from cellcommons.errors import CellCommonsError
 from cellcommons.graphql.context import Context
@@ -60,7 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
             # What survives startup (modules, schema, engine) lives as long as the process: out of the collector's
             # reach, full collections no longer walk it (a third of a nested GraphQL page's CPU at bench scale).
             gc.collect()
-            gc.freeze()
+            settle_heap()
             yield
         await database.dispose()
 
