@@ -1,8 +1,9 @@
-"""How a page's batches land: lots new to the institution by COPY, lots it holds by upsert, and a lot another
-writer creates while the page lands (the page fails as a whole and lands again as an update)."""
+"""How a page's batches land: lots new to the institution by COPY, lots it holds by upsert, a lot another writer
+creates while the page lands (the page fails as a whole and lands again as an update), and the page read ahead."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -13,8 +14,10 @@ from tests.sync.conftest import batch_record, memory_connector
 from cellcommons.catalogue.changes import Change
 from cellcommons.catalogue.enums import ReleaseStatus
 from cellcommons.catalogue.models import Batch, QcResult
+from cellcommons.catalogue.schemas import BatchIn
 from cellcommons.sync.models import RunStatus
 from cellcommons.sync.resilience import RetryPolicy
+from cellcommons.sync.sdk import Connector, Page, Stream
 
 
 def _owner_url(env) -> str:
@@ -102,3 +105,37 @@ async def test_a_lot_created_by_another_writer_while_the_page_lands_is_landed_ag
         names = dict((await session.execute(select(Batch.lot_number, Batch.product_name))).all())
     assert names == {"LOT-1": "BM-MSC lot LOT-1", "LOT-2": "BM-MSC lot LOT-2"}
     assert await _changes(env) == [("LOT-2", "create"), ("LOT-1", "update")]  # nothing of the failed attempt
+
+
+async def test_the_page_read_ahead_stops_with_the_run_and_the_source_is_closed(env):
+    """The next page is read and validated while the current one lands; when the run ends early (here: a
+    shutdown after the first page), the read-ahead is cancelled and the source's page generator closed."""
+    reads: list[int] = []
+    closed = asyncio.Event()
+    stop = asyncio.Event()
+
+    class Slow(Stream):
+        name, target, natural_key, schema = "batches", "batch", ("lot_number",), BatchIn
+
+        async def read_pages(self, bookmark):
+            try:
+                for offset in range(0, 1000, 100):
+                    reads.append(offset)
+                    if offset:
+                        stop.set()  # the shutdown arrives while page one lands
+                        await asyncio.sleep(0.5)  # a slow source: this read is in flight when the run ends
+                    yield Page([self.record(batch_record(f"LOT-{offset + i:04d}")) for i in range(100)],
+                               {"offset": offset + 100})  # fmt: skip
+            finally:
+                closed.set()
+
+    class Source(Connector):
+        def streams(self):
+            return [Slow()]
+
+    await env.add_source()
+    run = await env.runtime(Source, stop=stop).run("lims")
+
+    assert run.status is RunStatus.interrupted and run.upserted_count == 100
+    assert closed.is_set() and reads == [0, 100]  # one page ahead at most, and nothing after the run
+    assert len(await env.lots()) == 100

@@ -36,9 +36,11 @@ async def test_the_scheduler_outlives_a_database_outage_and_resumes_from_the_boo
     rows = [batch_record(f"LOT-{i:03d}") for i in range(500)]
     stopped = asyncio.Event()
 
-    async def database_stops_during_page_three(offset):
+    def database_stops_during_page_three(offset):
+        # Read ahead while page two lands. Stopped here and now (blocking the event loop, as the server dies
+        # under it): awaited in a thread, the stop would be cancelled with the read-ahead once page two failed.
         if offset == 200 and not stopped.is_set():
-            await asyncio.to_thread(outage.stop_postgres)
+            outage.stop_postgres()
             stopped.set()
 
     env = await make_env(outage.settings)

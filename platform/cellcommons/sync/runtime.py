@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -168,12 +168,13 @@ class SyncRuntime:
         failures = 0
         while True:
             try:
-                async for page, checked in _checked_ahead(work, stream.read_pages(bookmark)):
-                    await self._land(run_id, work, page, checked)
-                    bookmark, failures = page.bookmark, 0
-                    self.progress(stream.name, len(page.records))
-                    if self.stop is not None and self.stop.is_set():
-                        raise Interrupted()
+                async with aclosing(_checked_ahead(work, stream.read_pages(bookmark))) as checked_pages:
+                    async for page, checked in checked_pages:
+                        await self._land(run_id, work, page, checked)
+                        bookmark, failures = page.bookmark, 0
+                        self.progress(stream.name, len(page.records))
+                        if self.stop is not None and self.stop.is_set():
+                            raise Interrupted()
                 break
             except TransientError as exc:
                 failures += 1
@@ -313,22 +314,25 @@ class Interrupted(CellCommonsError):
 
 
 async def _checked_ahead(work: PageWork, pages: AsyncIterator[Page]) -> AsyncIterator[tuple[Page, CheckedPage]]:
-    """Each page with its records validated, the next page's validation running as a task while the caller
-    lands this one: landing mostly waits on PostgreSQL, validation is pure Python, so the two overlap. A page
-    read before the source failed still lands first, so reading ahead loses nothing."""
-    ahead = None
+    """Each page with its records validated, the next page read and validated by a task while the caller lands
+    this one: landing mostly waits on PostgreSQL, reading waits on the source or is pure Python, and validation is
+    pure Python, so they overlap. A page read before the source failed still lands first (the failure surfaces
+    when the next page is asked for), so reading ahead loses nothing. Closing this generator stops the reading."""
+
+    async def next_checked() -> tuple[Page, CheckedPage] | None:
+        page = await anext(pages, None)
+        return None if page is None else (page, await check_page_between(work, page.records))
+
+    ahead = asyncio.ensure_future(next_checked())
     try:
-        async for page in pages:
-            checking = asyncio.ensure_future(check_page_between(work, page.records))
-            if ahead is not None:
-                yield ahead[0], await ahead[1]
-            ahead = (page, checking)
-    except Exception:
-        if ahead is not None:
-            yield ahead[0], await ahead[1]
-        raise
-    if ahead is not None:
-        yield ahead[0], await ahead[1]
+        while (current := await ahead) is not None:
+            ahead = asyncio.ensure_future(next_checked())
+            yield current
+    finally:
+        ahead.cancel()
+        await asyncio.gather(ahead, return_exceptions=True)
+        if isinstance(pages, AsyncGenerator):  # read_pages is usually one; a plain iterator has nothing to close
+            await pages.aclose()
 
 
 def _due(source: SyncSource, now: datetime) -> bool:
