@@ -95,13 +95,18 @@ async def staged(session: AsyncSession, target: Table, names: Sequence[str], row
     return table(name, *(column(n, target.c[n].type) for n in names))
 
 
+def keys_table(keys: Iterable[str]):
+    """`keys` as a table `page(key)`: one array parameter, whatever the number of keys."""
+    return func.unnest(bindparam("keys", list(keys), type_=ARRAY(String))).table_valued("key").render_derived("page")
+
+
 def per_key(keys: Iterable[str], entry: Callable[[ColumnElement], Select]) -> Select:
     """`entry(key)` (a query for one key) for each of `keys`, as one statement: a LATERAL … LIMIT 1 join, one
     index probe per key whatever the statistics say. A filter over a parameter array (`IN (…)`/`= ANY(…)`) is
     checked row by row against every row of the indexed prefix, and a plain join is planned as a hash of the
     whole table while its statistics still describe it as small (during a first large sync): both turned a
     run quadratic. A LATERAL subquery with LIMIT cannot be flattened into a hash join."""
-    page = func.unnest(bindparam("keys", list(keys), type_=ARRAY(String))).table_valued("key").render_derived("page")
+    page = keys_table(keys)
     found = entry(page.c.key).limit(1).lateral("entry")
     return select(*found.c).select_from(page).join(found, true())
 

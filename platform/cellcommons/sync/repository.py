@@ -7,7 +7,7 @@ from collections.abc import Container, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Select, String, any_, bindparam, delete, func, select, text, update
+from sqlalchemy import Select, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -15,7 +15,7 @@ from cellcommons.access.policy import not_found
 from cellcommons.access.visibility import visible_sync_sources
 from cellcommons.auth.principal import Principal
 from cellcommons.errors import NotFound
-from cellcommons.sync.bulk import copy_rows, insert_rows, per_key
+from cellcommons.sync.bulk import copy_rows, insert_rows, keys_table, per_key
 from cellcommons.sync.models import QuarantinedRecord, RunStatus, SyncBookmark, SyncRecord, SyncRun, SyncSource
 
 ABSENT_CHUNK = 1000
@@ -93,11 +93,6 @@ async def save_bookmark(
 # ---- the ledger ------------------------------------------------------------------------------------------------
 
 
-def _any_of(keys: Iterable[str]):
-    """`= ANY(array)`: one parameter for a page of keys (an IN list of a thousand parameters plans far slower)."""
-    return any_(bindparam("keys", list(keys), type_=ARRAY(String)))
-
-
 async def ledger(
     session: AsyncSession, source_id: uuid.UUID, stream: str, keys: Iterable[str]
 ) -> dict[str, tuple[datetime | None, str]]:
@@ -128,27 +123,26 @@ async def remember(
         )
 
 
+def _ledger_keys(source_id: uuid.UUID, stream: str, keys: list[str]):
+    """The source's ledger entries for `keys`, as a join with the keys (an index probe each, or one hash of the
+    ledger): `record_key = ANY(keys)` was a filter comparing every ledger entry with every key, 0.7 s a page for a
+    source of 50 000 records."""
+    page = keys_table(keys)
+    return SyncRecord.source_id == source_id, SyncRecord.stream == stream, SyncRecord.record_key == page.c.key
+
+
 async def mark_seen(
     session: AsyncSession, source_id: uuid.UUID, stream: str, keys: list[str], snapshot_pass: uuid.UUID
 ) -> None:
     if keys:
-        await session.execute(
-            update(SyncRecord)
-            .where(
-                SyncRecord.source_id == source_id, SyncRecord.stream == stream, SyncRecord.record_key == _any_of(keys)
-            )
-            .values(snapshot_pass=snapshot_pass)
-        )
+        where = _ledger_keys(source_id, stream, keys)
+        await session.execute(update(SyncRecord).where(*where).values(snapshot_pass=snapshot_pass))
 
 
 async def forget(session: AsyncSession, source_id: uuid.UUID, stream: str, keys: Iterable[str]) -> None:
     keys = list(keys)
     if keys:
-        await session.execute(
-            delete(SyncRecord).where(
-                SyncRecord.source_id == source_id, SyncRecord.stream == stream, SyncRecord.record_key == _any_of(keys)
-            )
-        )
+        await session.execute(delete(SyncRecord).where(*_ledger_keys(source_id, stream, keys)))
 
 
 async def absent_keys(session: AsyncSession, source_id: uuid.UUID, stream: str, snapshot_pass: uuid.UUID) -> list[str]:
