@@ -180,21 +180,23 @@ class Pseudonymiser:
             return self._last[1]
         text = distinct if pa.types.is_string(distinct.type) else pc.cast(distinct, pa.string())
         found = pc.index_in(text, value_set=self._known)
-        unseen = text.filter(pc.is_null(found))
-        if len(unseen):
-            self._remember(unseen)
-            found = pc.index_in(text, value_set=self._known)
-        names = self._names.take(found)
+        names = self._names.take(found)  # null where the value is new
+        unseen = pc.is_null(found)
+        if names.null_count:
+            fresh_values = text.filter(unseen)
+            fresh = pa.array([self._digest(value) for value in fresh_values.to_pylist()], pa.string())
+            names = pc.replace_with_mask(names, unseen, fresh)
+            self._remember(text, names, fresh_values, fresh)
         self._last = (distinct, names)
         return names
 
-    def _remember(self, unseen: pa.Array) -> None:
-        names = pa.array([self._digest(value) for value in unseen.to_pylist()], pa.string())
-        if len(self._known) + len(unseen) > MEMO_LIMIT:
-            self._known, self._names = unseen, names  # start over: memory stays bounded, hashing stays correct
+    def _remember(self, text: pa.Array, names: pa.Array, fresh_values: pa.Array, fresh: pa.Array) -> None:
+        if len(self._known) + len(fresh) > MEMO_LIMIT:
+            # Start over with this batch's values (every one of them named): memory stays bounded.
+            self._known, self._names = text, names
         else:
-            self._known = pa.concat_arrays([self._known, unseen])
-            self._names = pa.concat_arrays([self._names, names])
+            self._known = pa.concat_arrays([self._known, fresh_values])
+            self._names = pa.concat_arrays([self._names, fresh])
 
     def _digest(self, value: str) -> str:
         mac = self._mac.copy()
