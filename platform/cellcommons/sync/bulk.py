@@ -18,11 +18,14 @@ from operator import itemgetter
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.errors import DeadlockDetected, UniqueViolation
 from sqlalchemy import ARRAY, JSON, ColumnElement, Select, String, Table, bindparam, column, func, select, table, true
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import TableClause
+
+from cellcommons.sync.sdk import TransientError
 
 
 def _array_literal(values: list | None) -> str | None:
@@ -75,10 +78,16 @@ async def _copy(
 
 
 async def copy_rows(session: AsyncSession, target: Table, rows: list[dict[str, Any]]) -> None:
-    """`rows` (which all have the same keys) COPYed straight into `target`: for rows known to be new, whose ids
-    the caller made. A key that turns out to exist fails the whole statement (UniqueViolation)."""
-    if rows:
+    """`rows` (which all have the same keys) COPYed straight into `target`: for rows known to be new a moment
+    ago, whose ids the caller made. Should another writer have created one of their keys since, or hold one in a
+    transaction of its own that waits for ours, the statement fails as a whole: a TransientError, so the page's
+    transaction rolls back and the page lands again from its bookmark (then as an update)."""
+    if not rows:
+        return
+    try:
         await _copy(session, target.name, target, list(rows[0]), rows)
+    except (UniqueViolation, DeadlockDetected) as exc:
+        raise TransientError(f"another writer created some of these {target.name} rows meanwhile: {exc}") from exc
 
 
 async def staged(session: AsyncSession, target: Table, names: Sequence[str], rows: list[dict[str, Any]]) -> TableClause:

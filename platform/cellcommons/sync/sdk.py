@@ -15,7 +15,7 @@ only ever restarts it from the last committed bookmark (after a transient error,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
@@ -124,10 +124,24 @@ def connector_class(name: str) -> type[Connector]:
 
 
 async def pages_in_thread(pages: Iterator[Page]) -> AsyncIterator[Page]:
-    """Drive a blocking page generator (file parsing, a synchronous SDK) without blocking the event loop."""
-    done = object()
-    while (page := await asyncio.to_thread(next, pages, done)) is not done:
-        yield page
+    """Drive a blocking page generator (file parsing, a synchronous SDK) without blocking the event loop.
+
+    The runtime reads a page ahead and cancels that read when the run ends early; a thread cannot be stopped, so
+    the read in flight is left to finish (shielded), and then the generator is closed in a thread, releasing its
+    files and connections before the connector closes."""
+    done, reading = object(), None
+    try:
+        while True:
+            reading = asyncio.ensure_future(asyncio.to_thread(next, pages, done))
+            page = await asyncio.shield(reading)
+            if page is done:
+                return
+            yield page
+    finally:
+        if reading is not None:
+            await asyncio.gather(reading, return_exceptions=True)
+        if isinstance(pages, Generator):
+            await asyncio.to_thread(pages.close)
 
 
 async def send(http: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:

@@ -12,9 +12,9 @@ import json
 import uuid
 from collections.abc import Container
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
-from psycopg.errors import UniqueViolation
 from sqlalchemy import ColumnElement, Insert, Row, case, delete, exists, func, insert, literal, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -28,7 +28,6 @@ from cellcommons.catalogue.validation import BatchContext, validate_batch
 from cellcommons.catalogue.validation.findings import error
 from cellcommons.errors import ValidationFailed
 from cellcommons.sync.bulk import copy_rows, insert_rows, per_key
-from cellcommons.sync.sdk import TransientError
 
 
 @dataclass(frozen=True)
@@ -140,12 +139,10 @@ async def _held_lots(session: AsyncSession, institution_id: uuid.UUID, lots: lis
 
 
 async def _insert_new(session: AsyncSession, origin: str, rows: list[dict[str, Any]]) -> None:
-    """COPY lots the institution did not hold a moment ago, with their change-log entries. Another writer may
-    have created one since: the page then fails as a whole and lands again from its bookmark (as an update)."""
-    try:
-        await copy_rows(session, Batch.__table__, rows)
-    except UniqueViolation as exc:
-        raise TransientError("a lot of this page was created by another writer while it landed") from exc
+    """COPY lots the institution did not hold a moment ago, with their change-log entries (in lot order: two
+    writers of overlapping lots then wait on each other rather than deadlock)."""
+    rows = sorted(rows, key=itemgetter("lot_number"))
+    await copy_rows(session, Batch.__table__, rows)
     created = [(row["id"], row["institution_id"], Operation.create) for row in rows]
     await log_changes(session, "Batch", created, origin)
 
