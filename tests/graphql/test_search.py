@@ -172,6 +172,13 @@ async def test_a_cursor_of_another_ordering_is_refused(api):
     )
     assert result["errors"][0]["extensions"]["code"] == "invalid_input"
     assert result["errors"][0]["extensions"]["field"] == "after"
+    # Asking only for the count reads no page, and still says the cursor is wrong.
+    count_only = await api.query(
+        "query($after: String) { batches(first: 2, after: $after, orderBy: {field: PASSAGE}) { totalCount } }",
+        {"after": page["pageInfo"]["endCursor"]},
+        api.token(LEIDEN),
+    )
+    assert count_only["errors"][0]["extensions"]["field"] == "after"
 
 
 async def test_search_stems_english_ranks_and_highlights(api):

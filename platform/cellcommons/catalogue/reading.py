@@ -158,13 +158,22 @@ def checked_cursor(cursor: Cursor | None, ordering: str, field: str) -> Cursor |
     return cursor
 
 
+def ordering_of(order: Any) -> Ordering:
+    return order if isinstance(order, Ordering) else creation_order(order)
+
+
+def checked_cursors(order: Any, request: PageRequest) -> tuple[Cursor | None, Cursor | None]:
+    """The request's `after` and `before`, refused when they belong to another ordering (also when no page is
+    read: a caller asking only for a count still learns that its cursor is wrong)."""
+    name = ordering_of(order).name
+    return checked_cursor(request.after, name, "after"), checked_cursor(request.before, name, "before")
+
+
 async def keyset_page(session: AsyncSession, query: Select, order: Any, request: PageRequest) -> Page:
     """A page of `query` in `order` (an Ordering, or a model for creation order): stable under inserts, no OFFSET.
 
     The sort keys are selected with each row, so cursors carry exactly the values the database compared."""
-    ordering = order if isinstance(order, Ordering) else creation_order(order)
-    after = checked_cursor(request.after, ordering.name, "after")
-    before = checked_cursor(request.before, ordering.name, "before")
+    ordering, (after, before) = ordering_of(order), checked_cursors(order, request)
     if after is not None:
         query = query.where(_beyond(ordering, after, after=True))
     if before is not None:

@@ -445,6 +445,7 @@ async def found_connection(
         query = found.query if selects(info, ("edges", "highlight")) else found.unhighlighted
         page = await context.read(reading.keyset_page, query.add_columns(*also), found.ordering, request)
     else:
+        reading.checked_cursors(found.ordering, request)
         page = reading.Page([], [], has_next=False, has_previous=False)
     edges = [
         Hit(position=c, seal=context.ids.cursor, sealed=None, node=to_node(entity, *more), rank=rank,
