@@ -14,7 +14,6 @@ protection, budget) with 20 clients at once, each sending its next request when 
 from __future__ import annotations
 
 import asyncio
-import gc
 import statistics
 import time
 from collections import Counter
@@ -111,7 +110,6 @@ class Bench:
         self.ids = Identifiers(settings.secret_key.get_secret_value())
         self.statements = Counter()
         event.listen(self.database.engine.sync_engine, "before_cursor_execute", self._count)
-        gc.collect()
         settle_heap()  # as the app's lifespan does once it has started
 
     def _count(self, *args) -> None:

@@ -22,7 +22,11 @@ def settle_heap() -> None:
     garbage collector, and let it wait for 10 000 net new objects instead of 700 before a young collection. While a
     sync lands thousands of short-lived records (freed by reference counting, few cycles), the collector otherwise
     walked the whole start-up heap again and again and the records in flight at every turn: a sixth of the
-    runtime's CPU in `python -m bench sync`. Call once, when a long-running command has started."""
+    runtime's CPU in `python -m bench sync`. Call when a long-running command or the app has started; only the
+    first call in a process does anything (the tests and the demo start several apps in one process)."""
+    if gc.get_freeze_count():
+        return
+    gc.collect()  # what starting left behind is garbage, not heap to keep
     gc.freeze()
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -60,7 +59,6 @@ def create_app(settings: Settings) -> FastAPI:
             )
             # What survives startup (modules, schema, engine) lives as long as the process: out of the collector's
             # reach, full collections no longer walk it (a third of a nested GraphQL page's CPU at bench scale).
-            gc.collect()
             settle_heap()
             yield
         await database.dispose()
