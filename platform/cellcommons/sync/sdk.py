@@ -59,7 +59,11 @@ class Page:
 
 
 class Stream:
-    """Subclass and set the class attributes; implement `read_pages`."""
+    """Subclass and set the class attributes; implement `read_pages`.
+
+    The runtime reads one page ahead of the page it lands, as a task, and cancels that read when a run ends
+    early: release what a read holds in `finally` (a blocking generator driven by `pages_in_thread` is closed
+    for you)."""
 
     name: ClassVar[str]
     target: ClassVar[str]  # an entity of sync.runtime.ENTITIES: "batch", "node_record"
