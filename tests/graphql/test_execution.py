@@ -13,7 +13,8 @@ from strawberry.extensions import SchemaExtension
 from strawberry.permission import BasePermission
 
 from cellcommons.auth.principal import Principal, Role
-from cellcommons.catalogue.models import Dataset, Institution
+from cellcommons.catalogue.enums import VersionStatus
+from cellcommons.catalogue.models import Dataset, DatasetVersion, Institution, dataset_version_batch
 from cellcommons.db import Database
 from cellcommons.graphql.context import Context
 from cellcommons.graphql.execution import PlainFieldsExecution, _coercion
@@ -178,7 +179,16 @@ async def test_the_api_schema_answers_as_strawberry_alone_does(seeded_settings, 
     try:
         async with database.sessions() as session:
             institution = await session.scalar(select(Institution).where(Institution.slug == "leiden-scgt"))
-            dataset = await session.scalar(select(Dataset.id).order_by(Dataset.created_at).limit(1))
+            # A published dataset of the caller's own institution with linked lots (the seed writes every row in
+            # one transaction: ordering by creation time would pick any of them, hidden ones included).
+            dataset = await session.scalar(
+                select(Dataset.id)
+                .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+                .join(dataset_version_batch, dataset_version_batch.c.dataset_version_id == DatasetVersion.id)
+                .where(Dataset.institution_id == institution.id, DatasetVersion.status == VersionStatus.published)
+                .order_by(Dataset.id)
+                .limit(1)
+            )
         principal = Principal(institution.id, institution.slug, "alice", frozenset({Role.reader}))
         if operation == "nested page":
             query, variables = NESTED_PAGE, {"first": 20}
