@@ -15,7 +15,7 @@ from cellcommons.catalogue.changes import Change
 from cellcommons.catalogue.enums import ReleaseStatus
 from cellcommons.catalogue.models import Batch, QcResult
 from cellcommons.catalogue.schemas import BatchIn
-from cellcommons.sync.models import RunStatus
+from cellcommons.sync.models import QuarantinedRecord, RunStatus
 from cellcommons.sync.resilience import RetryPolicy
 from cellcommons.sync.sdk import Connector, Page, Stream
 
@@ -139,3 +139,28 @@ async def test_the_page_read_ahead_stops_with_the_run_and_the_source_is_closed(e
     assert run.status is RunStatus.interrupted and run.upserted_count == 100
     assert closed.is_set() and reads == [0, 100]  # one page ahead at most, and nothing after the run
     assert len(await env.lots()) == 100
+
+
+async def test_a_quarantine_replay_meeting_the_same_race_retries_its_chunk(env):
+    await env.add_source()
+    sleeps: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    runtime = env.runtime(memory_connector([batch_record("LOT-1", passage=-1)]),
+                          retry=RetryPolicy(attempts=3, base=0.01, cap=0.01), sleep=record_sleep)  # fmt: skip
+    assert (await runtime.run("lims")).quarantined_count == 1
+    async with env.database.unit_of_work() as session:
+        held = await session.scalar(select(QuarantinedRecord))
+        held.payload = {**held.payload, "passage": 4}  # as if the source were fixed
+    other = OtherWriter(env)
+    other.start()
+    assert other.inserted.wait(10)
+    replay = await runtime.replay_quarantine("lims")
+    other.join(10)
+
+    assert other.saw_the_wait and len(sleeps) == 1
+    assert (replay.status, replay.upserted_count, replay.quarantined_count) == (RunStatus.ok, 1, 0)
+    assert await env.scalar(select(Batch.product_name)) == "BM-MSC lot LOT-1"
+    assert await _changes(env) == [("LOT-1", "update")]

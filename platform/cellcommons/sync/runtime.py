@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -273,18 +274,36 @@ class SyncRuntime:
             streams = {stream.name: stream for stream in connector.streams()}
         finally:
             await connector.close()  # replay only needs the streams' declarations
-        after = None
+        after: uuid.UUID | None = None
         while True:
-            async with self.database.unit_of_work() as session:
-                chunk = await repository.open_quarantine(session, source.id, after, REPLAY_CHUNK)
-                if not chunk:
-                    return
-                resolved, outcome = await self._replay_chunk(session, source, streams, chunk)
-                await repository.resolve(session, resolved)
-                held = len(chunk) - len(resolved)
-                await repository.add_counts(session, run_id, read=len(chunk), upserted=outcome.upserted,
-                                            deleted=outcome.deleted, quarantined=held)  # fmt: skip
-                after = chunk[-1].id
+            after = await self._retrying(partial(self._replay_next, run_id, source, streams, after))
+            if after is None:
+                return
+
+    async def _replay_next(self, run_id: uuid.UUID, source: SourceView, streams: dict, after: uuid.UUID | None):
+        """Replay the next chunk of the quarantine in one transaction; the last id replayed, None when done."""
+        async with self.database.unit_of_work() as session:
+            chunk = await repository.open_quarantine(session, source.id, after, REPLAY_CHUNK)
+            if not chunk:
+                return None
+            resolved, outcome = await self._replay_chunk(session, source, streams, chunk)
+            await repository.resolve(session, resolved)
+            held = len(chunk) - len(resolved)
+            await repository.add_counts(session, run_id, read=len(chunk), upserted=outcome.upserted,
+                                        deleted=outcome.deleted, quarantined=held)  # fmt: skip
+            return chunk[-1].id
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
+        """`attempt()`, tried again after a backoff while it fails transiently (each try its own transaction)."""
+        failures = 0
+        while True:
+            try:
+                return await attempt()
+            except TransientError as exc:
+                failures += 1
+                if failures >= self.retry.attempts:
+                    raise
+                await self.sleep(self.retry.delay(failures - 1, exc.retry_after))
 
     async def _replay_chunk(
         self, session, source: SourceView, streams: dict, chunk: list
