@@ -84,19 +84,11 @@ class CheckedPage:
     accepted: list[tuple[Record, str, Checked | None]]
 
 
-def check_page(work: PageWork, records: list[Record]) -> CheckedPage:
-    page = CheckedPage(PageOutcome(read=len(records)), [])
-    for record in records:
-        _check(work, record, page)
-    page.accepted = _newest(page.accepted)
-    return page
-
-
 async def check_page_between(work: PageWork, records: list[Record]) -> CheckedPage:
-    """check_page, giving the event loop a turn every few records: run as a task, it validates the next page
-    in the gaps while the previous page's statements execute in PostgreSQL. (A thread would not overlap: the
-    validation holds the GIL, and the landing waits up to a switch interval to get it back after every
-    round trip, which made the pipeline slower than no overlap at all.)"""
+    """Validate a page's records and collapse duplicates, giving the event loop a turn every few records: run as
+    a task, it validates the next page in the gaps while the previous page's statements execute in PostgreSQL.
+    (A thread would not overlap: the validation holds the GIL, and the landing waits up to a switch interval to
+    get it back after every round trip, which made the pipeline slower than no overlap at all.)"""
     page = CheckedPage(PageOutcome(read=len(records)), [])
     for start in range(0, len(records), TURN):
         for record in records[start : start + TURN]:
@@ -120,8 +112,7 @@ def _check(work: PageWork, record: Record, page: CheckedPage) -> None:
         page.outcome.rejected.append(Rejected(record, key, [f.model_dump(mode="json") for f in exc.findings]))
 
 
-async def land_page(session: AsyncSession, work: PageWork, records: list[Record] | CheckedPage) -> PageOutcome:
-    page = records if isinstance(records, CheckedPage) else check_page(work, records)
+async def land_page(session: AsyncSession, work: PageWork, page: CheckedPage) -> PageOutcome:
     outcome, accepted = page.outcome, page.accepted
     stored = await repository.ledger(session, work.source_id, work.stream, [key for _, key, _ in accepted])
     await _upserts(session, work, [e for e in accepted if e[2] is not None], stored, outcome)

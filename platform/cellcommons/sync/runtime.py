@@ -150,8 +150,7 @@ class SyncRuntime:
         except Interrupted as exc:
             return RunStatus.interrupted, exc.message
         except Exception as exc:  # any failure ends the run as failed; committed pages stay, with their bookmark
-            message = exc.message if isinstance(exc, CellCommonsError) else f"{type(exc).__name__}: {exc}"
-            return RunStatus.failed, _redacted(message, source)
+            return RunStatus.failed, _failure(exc, source)
         finally:
             if connector is not None:
                 await connector.close()
@@ -179,9 +178,7 @@ class SyncRuntime:
                 break
             except TransientError as exc:
                 failures += 1
-                if failures >= self.retry.attempts:
-                    raise
-                await self.sleep(self.retry.delay(failures - 1, exc.retry_after))
+                await self._back_off(failures, exc)
         if stream.full_snapshot:
             await self._complete_snapshot(run_id, work)
 
@@ -264,8 +261,7 @@ class SyncRuntime:
             try:
                 await self._replay(run.id, source)
             except Exception as exc:  # as for a run: the chunks already landed stay
-                message = exc.message if isinstance(exc, CellCommonsError) else f"{type(exc).__name__}: {exc}"
-                return await self._finish(run.id, source, RunStatus.failed, _redacted(message, source), replay=True)
+                return await self._finish(run.id, source, RunStatus.failed, _failure(exc, source), replay=True)
             return await self._finish(run.id, source, RunStatus.ok, None, replay=True)
 
     async def _replay(self, run_id: uuid.UUID, source: SourceView) -> None:
@@ -301,9 +297,13 @@ class SyncRuntime:
                 return await attempt()
             except TransientError as exc:
                 failures += 1
-                if failures >= self.retry.attempts:
-                    raise
-                await self.sleep(self.retry.delay(failures - 1, exc.retry_after))
+                await self._back_off(failures, exc)
+
+    async def _back_off(self, failures: int, error: TransientError) -> None:
+        """Wait before the next try after `failures` transient failures in a row; `error` once tries are spent."""
+        if failures >= self.retry.attempts:
+            raise error
+        await self.sleep(self.retry.delay(failures - 1, error.retry_after))
 
     async def _replay_chunk(
         self, session, source: SourceView, streams: dict, chunk: list
@@ -317,7 +317,7 @@ class SyncRuntime:
             scope = await target.scope(session, source.institution_id, self._origin(streams[stream_name]))
             work = PageWork(target, scope, source.id, stream_name)
             records = [Record(q.payload, q.source_updated_at, q.deleted) for q in entries]
-            outcome = await land_page(session, work, records)
+            outcome = await land_page(session, work, await check_page_between(work, records))
             resolved += [q.id for q in entries if q.record_key is not None and q.record_key in outcome.landed]
             total.upserted, total.deleted = total.upserted + outcome.upserted, total.deleted + outcome.deleted
         return resolved, total
@@ -404,8 +404,10 @@ def _counts(run: SyncRun) -> dict[str, int]:
     }
 
 
-def _redacted(message: str, source: SourceView) -> str:
-    """An error may quote a URL or a request; never let a secret of the source through."""
+def _failure(exc: Exception, source: SourceView) -> str:
+    """What a failed run records: the domain error's message, else the exception's type and text. An error may
+    quote a URL or a request: never let a secret of the source through."""
+    message = exc.message if isinstance(exc, CellCommonsError) else f"{type(exc).__name__}: {exc}"
     for secret in source.secrets.values():
         if secret:
             message = message.replace(secret, "***")
