@@ -28,10 +28,9 @@ from cellcommons.auth.dev_idp import DevIdentityProvider
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.background import settle_heap
 from cellcommons.catalogue.models import Institution
-from cellcommons.db import Database
+from cellcommons.db import Database, driver_connection
 from cellcommons.demo.consortium import SCALES, Scale
 from cellcommons.demo.scratch import ScratchStack
-from cellcommons.demo.seed import driver_connection
 from cellcommons.graphql.context import Context
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.graphql.limits import protection

@@ -7,10 +7,10 @@ import time
 from rich.console import Console
 
 from bench.report import Measure, Report
-from cellcommons.db import Database
+from cellcommons.db import Database, driver_connection
 from cellcommons.demo.consortium import SCALES, Consortium, Scale
 from cellcommons.demo.scratch import ScratchStack
-from cellcommons.demo.seed import bulk_rows, copy_rows, driver_connection, seed_bulk
+from cellcommons.demo.seed import bulk_rows, copy_rows, seed_bulk
 
 QUICK = Scale("quick", batches_per_institution=2_000, datasets_per_institution=200)
 

@@ -18,9 +18,8 @@ from cellcommons.background import settle_heap
 from cellcommons.catalogue.enums import Sector, TransferBasis
 from cellcommons.catalogue.models import Institution
 from cellcommons.catalogue.schemas import BatchIn
-from cellcommons.db import Database
+from cellcommons.db import Database, driver_connection
 from cellcommons.demo.scratch import ScratchStack
-from cellcommons.demo.seed import driver_connection
 from cellcommons.settings import Settings
 from cellcommons.sync.models import SyncSource
 from cellcommons.sync.runtime import SyncRuntime

@@ -79,6 +79,12 @@ async def committed(
     return result
 
 
+async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection:
+    """The psycopg connection under the session's current transaction (COPY is not in SQLAlchemy)."""
+    raw = await (await session.connection()).get_raw_connection()
+    return raw.driver_connection
+
+
 class DriverStatement:
     """A Core statement compiled once into psycopg's SQL, its constants converted once, run on the session's own
     connection (so inside its transaction: the edge still commits). For the few statements on the hottest path

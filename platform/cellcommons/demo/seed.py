@@ -31,7 +31,7 @@ from cellcommons.catalogue.schemas import (
     InstitutionIn,
     SpecificationIn,
 )
-from cellcommons.db import Database
+from cellcommons.db import Database, driver_connection
 from cellcommons.demo.activity import DemoFiles
 from cellcommons.demo.consortium import INSTITUTIONS, SCALES, Consortium, InstitutionRecords
 from cellcommons.errors import InvalidInput
@@ -211,13 +211,6 @@ class _RowBuilder:
             self.rows["distribution"].append(
                 (self._id(), version_id, f["file_name"], f["media_type"], Jsonb(f["columns"]))
             )
-
-
-async def driver_connection(session: AsyncSession) -> AsyncConnection:
-    """The psycopg connection under the session's current transaction (COPY is not in SQLAlchemy)."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection
 
 
 async def copy_rows(

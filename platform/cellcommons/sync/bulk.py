@@ -17,7 +17,6 @@ from enum import Enum
 from operator import itemgetter
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg.errors import DeadlockDetected, UniqueViolation
 from sqlalchemy import ARRAY, JSON, ColumnElement, Select, String, Table, bindparam, column, func, select, table, true
 from sqlalchemy import Enum as SqlEnum
@@ -25,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import TableClause
 
+from cellcommons.db import driver_connection
 from cellcommons.sync.sdk import TransientError
 
 
@@ -52,12 +52,6 @@ def _carrier(col) -> Callable[[Any], Any] | None:
     if isinstance(col.type, SqlEnum):
         return _enum_value  # psycopg would write an Enum's name; the database type holds its value
     return None
-
-
-async def driver_connection(session: AsyncSession) -> AsyncConnection:
-    """The psycopg connection under the session's current transaction (COPY is not in SQLAlchemy)."""
-    raw = await (await session.connection()).get_raw_connection()
-    return raw.driver_connection
 
 
 async def _copy(
