@@ -173,7 +173,8 @@ async def keyset_page(session: AsyncSession, query: Select, order: Any, request:
     """A page of `query` in `order` (an Ordering, or a model for creation order): stable under inserts, no OFFSET.
 
     The sort keys are selected with each row, so cursors carry exactly the values the database compared."""
-    ordering, (after, before) = ordering_of(order), checked_cursors(order, request)
+    ordering = ordering_of(order)
+    after, before = checked_cursors(ordering, request)
     if after is not None:
         query = query.where(_beyond(ordering, after, after=True))
     if before is not None:
@@ -247,7 +248,6 @@ class Lookup:
     """A batched lookup compiled once, run on the driver; rows are named tuples of the selected columns' labels."""
 
     def __init__(self, statement: Select):
-        self.statement = statement  # what SQLAlchemy would run (the tests compare both)
         self._statement = DriverStatement(statement)
         columns = list(statement.selected_columns)
         self._row = namedtuple("Row", [column.key for column in columns])
