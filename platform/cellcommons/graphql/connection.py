@@ -135,13 +135,16 @@ def list_connection(context, rows: Sequence[Any], request: reading.PageRequest, 
     return _connection(context.ids, page, cursors, to_node, has_next, has_previous, total)
 
 
+NODES = (("nodes",), ("edges", "node"))  # where a connection's nodes are selected
+
+
 def nodes_select(info: strawberry.Info, field: str) -> bool:
     """Whether the nodes of the connection being resolved (`nodes { … }` or `edges { node { … } }`) ask for
     `field`, through fragments too; worked out once per place in the query per request, not once per parent."""
     place = (field, *((p.key, p.typename) for p in _path(info.path) if isinstance(p.key, str)))
     known = info.context.lookahead
     if place not in known:
-        known[place] = selects(info, ("nodes", field)) or selects(info, ("edges", "node", field))
+        known[place] = any(selects(info, (*nodes, field)) for nodes in NODES)
     return known[place]
 
 

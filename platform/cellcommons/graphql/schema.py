@@ -13,6 +13,7 @@ from cellcommons.errors import InvalidInput
 from cellcommons.graphql.access import AccessMutation, AccessQuery
 from cellcommons.graphql.changes import ChangesQuery
 from cellcommons.graphql.connection import (
+    NODES,
     Connection,
     nodes_select,
     page_request,
@@ -61,7 +62,6 @@ async def _node(info: strawberry.Info, global_id: str, field: str) -> Node | Non
     return as_node(info, type_name, row) if row else None
 
 
-NODES = (("nodes",), ("edges", "node"))  # where a connection's nodes are selected
 PAGE_ARGUMENTS = ("first", "after", "last", "before")
 
 
