@@ -167,21 +167,15 @@ app.add_typer(institutions_app, name="institutions")
 
 def _in_unit_of_work(work):
     """Run `work(session, http)` in one transaction with an HTTP client; commit when it returns."""
-    import asyncio
-
     import httpx
 
-    from cellcommons.db import Database
+    from cellcommons.db import with_database
 
-    async def run():
-        database = Database(load_settings())
-        try:
-            async with httpx.AsyncClient(timeout=10) as http, database.unit_of_work() as session:
-                return await work(session, http)
-        finally:
-            await database.dispose()
+    async def run(database):
+        async with httpx.AsyncClient(timeout=10) as http, database.unit_of_work() as session:
+            return await work(session, http)
 
-    return asyncio.run(run())
+    return with_database(load_settings(), run)
 
 
 def _pair(text: str, option: str) -> tuple[str, str]:

@@ -6,9 +6,10 @@ a CLI command) opens a unit of work, which commits when the block succeeds and r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import Executable, MetaData
@@ -19,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase
 
 from cellcommons.settings import Settings
+
+T = TypeVar("T")
 
 # Stable constraint names, so migrations and error messages can refer to them.
 NAMING_CONVENTION = {
@@ -59,6 +62,19 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """`work(database)` run to completion from synchronous code (a command), the engine disposed afterwards."""
+
+    async def run() -> T:
+        database = Database(settings)
+        try:
+            return await work(database)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(run())
 
 
 async def committed(

@@ -5,8 +5,6 @@ Nothing here prints a source's secrets: listings show the names of its secrets, 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rich.console import Console
@@ -14,7 +12,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cellcommons.background import settle_heap, stop_on_signals
-from cellcommons.db import Database
+from cellcommons.db import Database, with_database
 from cellcommons.observability import metrics
 from cellcommons.settings import Settings
 from cellcommons.sync import repository, service
@@ -22,17 +20,6 @@ from cellcommons.sync.models import RunTrigger, SyncRun
 from cellcommons.sync.runtime import SyncRuntime
 from cellcommons.sync.scheduler import scheduler_duties
 from cellcommons.sync.secrets import unseal
-
-
-def _with_database(settings: Settings, work: Callable[[Database], Awaitable[Any]]) -> Any:
-    async def run() -> Any:
-        database = Database(settings)
-        try:
-            return await work(database)
-        finally:
-            await database.dispose()
-
-    return asyncio.run(run())
 
 
 def run_line(name: str, run: SyncRun) -> str:
@@ -49,7 +36,7 @@ def add_source(settings: Settings, **fields: Any) -> str:
             source = await service.add_source(session, settings, **fields)
             return f"added {source.name} ({source.connector}); next run {source.next_run_at:%Y-%m-%d %H:%M %Z}"
 
-    return _with_database(settings, work)
+    return with_database(settings, work)
 
 
 def sources_table(settings: Settings) -> Table:
@@ -58,7 +45,7 @@ def sources_table(settings: Settings) -> Table:
             return await service.list_sources(session)
 
     table = Table("source", "institution", "connector", "schedule", "next run", "breaker", "config", "secrets")
-    for slug, source in _with_database(settings, work):
+    for slug, source in with_database(settings, work):
         breaker = f"open until {source.breaker_open_until:%H:%M}" if source.breaker_open_until else "closed"
         config = ", ".join(f"{k}={v}" for k, v in sorted(source.config.items()))
         secrets = ", ".join(sorted(unseal(settings, source.name, source.sealed_secrets))) or "—"
@@ -73,7 +60,7 @@ def runs_table(settings: Settings, source: str | None, limit: int) -> Table:
             return await repository.runs_of(session, source, limit)
 
     table = Table("source", "started", "trigger", "status", "read", "upserted", "quarantined", "deleted", "error")
-    for name, run in _with_database(settings, work):
+    for name, run in with_database(settings, work):
         table.add_row(name, f"{run.created_at:%Y-%m-%d %H:%M:%S}", run.trigger.value, run.status.value,
                       f"{run.read_count:,}", f"{run.upserted_count:,}", f"{run.quarantined_count:,}",
                       f"{run.deleted_count:,}", run.error or "")  # fmt: skip
@@ -86,7 +73,7 @@ def quarantine_table(settings: Settings, source: str, limit: int) -> Table:
             return await service.open_quarantine(session, source, limit)
 
     table = Table("held since", "stream", "key", "problems")
-    for held in _with_database(settings, work):
+    for held in with_database(settings, work):
         problems = "; ".join(f"{e['field']}: {e['message']}" for e in held.errors)
         table.add_row(f"{held.created_at:%Y-%m-%d %H:%M}", held.stream, held.record_key or "—", problems)
     return table
@@ -113,11 +100,11 @@ def run_now(settings: Settings, name: str, console: Console, *, replay_of: str |
                 start = await repository.start_bookmarks(session, name, replay_of)
             return await runtime.run(name, trigger=RunTrigger.replay, from_bookmarks=start)
 
-        return _with_database(settings, work)
+        return with_database(settings, work)
 
 
 def replay_quarantine(settings: Settings, name: str) -> SyncRun:
-    return _with_database(settings, lambda database: SyncRuntime(database, settings).replay_quarantine(name))
+    return with_database(settings, lambda database: SyncRuntime(database, settings).replay_quarantine(name))
 
 
 def run_scheduler(
@@ -139,4 +126,4 @@ def run_scheduler(
 
     host, port = metrics_at
     with metrics.exposed(metrics.Metrics(), port, host):
-        _with_database(settings, work)
+        with_database(settings, work)
