@@ -481,6 +481,7 @@ class Found:
     request: Query  # what facets over the same set start from
 
     def params(self, values: dict[str, Any]) -> Found:
+        """Each statement with `values` bound: how `visibility.per_viewer` binds the caller's institution."""
         return Found(
             self.query.params(values),
             self.unhighlighted.params(values),
