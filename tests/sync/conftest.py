@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -118,8 +118,17 @@ async def env(fresh_settings: Settings):
 
 @pytest.fixture
 def sleeps() -> list[float]:
-    """The backoff delays a runtime waited, when it is given a `sleep` that records instead of sleeping."""
+    """The backoff delays a runtime waited, when it is given `recorder(sleeps)` as its `sleep`."""
     return []
+
+
+def recorder(sleeps: list[float]) -> Callable[[float], Awaitable[None]]:
+    """A runtime's `sleep` that records each delay in `sleeps` instead of waiting."""
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    return sleep
 
 
 async def existing_env(settings: Settings) -> SyncEnv:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.sync.conftest import SLUG
+from tests.sync.conftest import SLUG, recorder
 
 from cellcommons.sync import service
 from cellcommons.sync.resilience import RetryPolicy
@@ -107,7 +107,6 @@ async def register(env, name: str, connector: str, config: dict, secrets: dict[s
 
 
 def recording_runtime(env, sleeps: list[float]) -> SyncRuntime:
-    async def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    return SyncRuntime(env.database, env.settings, retry=RetryPolicy(attempts=3, base=0.1, cap=5), sleep=sleep)
+    return SyncRuntime(
+        env.database, env.settings, retry=RetryPolicy(attempts=3, base=0.1, cap=5), sleep=recorder(sleeps)
+    )

@@ -9,7 +9,7 @@ import time
 
 import psycopg
 from sqlalchemy import select
-from tests.sync.conftest import batch_record, memory_connector
+from tests.sync.conftest import batch_record, memory_connector, recorder
 
 from cellcommons.catalogue.changes import Change
 from cellcommons.catalogue.enums import ReleaseStatus
@@ -84,15 +84,10 @@ class OtherWriter(threading.Thread):
             # leaving the block commits
 
 
-async def test_a_lot_created_by_another_writer_while_the_page_lands_is_landed_again_as_an_update(env):
+async def test_a_lot_created_by_another_writer_while_the_page_lands_is_landed_again_as_an_update(env, sleeps):
     await env.add_source()
-    sleeps: list[float] = []
-
-    async def record_sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
     runtime = env.runtime(memory_connector([batch_record("LOT-1"), batch_record("LOT-2")]),
-                          retry=RetryPolicy(attempts=3, base=0.01, cap=0.01), sleep=record_sleep)  # fmt: skip
+                          retry=RetryPolicy(attempts=3, base=0.01, cap=0.01), sleep=recorder(sleeps))  # fmt: skip
     other = OtherWriter(env)
     other.start()
     assert other.inserted.wait(10)
@@ -141,15 +136,10 @@ async def test_the_page_read_ahead_stops_with_the_run_and_the_source_is_closed(e
     assert len(await env.lots()) == 100
 
 
-async def test_a_quarantine_replay_meeting_the_same_race_retries_its_chunk(env):
+async def test_a_quarantine_replay_meeting_the_same_race_retries_its_chunk(env, sleeps):
     await env.add_source()
-    sleeps: list[float] = []
-
-    async def record_sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
     runtime = env.runtime(memory_connector([batch_record("LOT-1", passage=-1)]),
-                          retry=RetryPolicy(attempts=3, base=0.01, cap=0.01), sleep=record_sleep)  # fmt: skip
+                          retry=RetryPolicy(attempts=3, base=0.01, cap=0.01), sleep=recorder(sleeps))  # fmt: skip
     assert (await runtime.run("lims")).quarantined_count == 1
     async with env.database.unit_of_work() as session:
         held = await session.scalar(select(QuarantinedRecord))

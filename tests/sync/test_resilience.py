@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from sqlalchemy import select
-from tests.sync.conftest import batch_record
+from tests.sync.conftest import batch_record, recorder
 
 from cellcommons.catalogue.schemas import BatchIn
 from cellcommons.sync.models import RunStatus, SyncSource
@@ -85,10 +85,7 @@ def api_connector(url: str) -> type[Connector]:
 
 
 def runtime(env, url, sleeps, **options):
-    async def sleep(seconds):
-        sleeps.append(seconds)
-
-    return env.runtime(api_connector(url), sleep=sleep, **options)
+    return env.runtime(api_connector(url), sleep=recorder(sleeps), **options)
 
 
 async def test_429_and_503_are_retried_with_backoff_and_the_run_completes(env, sleeps):
