@@ -101,13 +101,17 @@ async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection:
     return raw.driver_connection
 
 
+# The dialect statements run on the driver are compiled with, and their values converted by.
+DRIVER_DIALECT = PGDialectAsync_psycopg()
+
+
 class DriverStatement:
     """A Core statement compiled once into psycopg's SQL, its constants converted once, run on the session's own
     connection (so inside its transaction: the edge still commits). For the few statements on the hottest path
     (URL issuance): SQLAlchemy's per-execution work, not the query, is most of their cost there. Rows come back
     as plain tuples; errors as SQLAlchemy's, like any other statement's."""
 
-    _dialect = PGDialectAsync_psycopg()
+    _dialect = DRIVER_DIALECT
 
     def __init__(self, statement: Executable):
         compiled = statement.compile(dialect=self._dialect)

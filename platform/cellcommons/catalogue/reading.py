@@ -36,7 +36,6 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
-from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons.access import visibility
@@ -55,7 +54,7 @@ from cellcommons.catalogue.models import (
     batch_donor,
     dataset_version_batch,
 )
-from cellcommons.db import DriverStatement
+from cellcommons.db import DRIVER_DIALECT, DriverStatement
 from cellcommons.errors import InvalidInput
 
 MAX_PAGE = 100
@@ -228,9 +227,6 @@ def _any_id(column: ColumnElement) -> ColumnElement[bool]:
     return column == any_(bindparam("ids", type_=ARRAY(UUID)))
 
 
-_DIALECT = PGDialectAsync_psycopg()
-
-
 def _result_processor(column: ColumnElement) -> Any:
     """What SQLAlchemy would do to a value psycopg returns: enums become the Python enum (by one dict lookup, a
     quarter of SQLAlchemy's own processor's time); psycopg's own numbers (Decimal for numeric, float for float8)
@@ -241,7 +237,7 @@ def _result_processor(column: ColumnElement) -> Any:
     if isinstance(kind, Enum) and kind.enum_class is not None:
         members = dict(zip(kind.enums, kind.enum_class, strict=True))  # stored value → member, as SQLAlchemy pairs
         return lambda value: None if value is None else members[value]
-    return kind.dialect_impl(_DIALECT).result_processor(_DIALECT, None)
+    return kind.dialect_impl(DRIVER_DIALECT).result_processor(DRIVER_DIALECT, None)
 
 
 class Lookup:
