@@ -83,16 +83,25 @@ class OtherWriter(threading.Thread):
                 self.saw_the_wait = waiting.fetchone()[0] == 1
             # leaving the block commits
 
+    def __enter__(self) -> OtherWriter:
+        self.start()
+        assert self.inserted.wait(10), "the other writer never inserted its lot"
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.join(10)
+
+
+def _quickly_retrying(env, rows: list[dict], sleeps: list[float]):
+    retry = RetryPolicy(attempts=3, base=0.01, cap=0.01)
+    return env.runtime(memory_connector(rows), retry=retry, sleep=recorder(sleeps))
+
 
 async def test_a_lot_created_by_another_writer_while_the_page_lands_is_landed_again_as_an_update(env, sleeps):
     await env.add_source()
-    runtime = env.runtime(memory_connector([batch_record("LOT-1"), batch_record("LOT-2")]),
-                          retry=RetryPolicy(attempts=3, base=0.01, cap=0.01), sleep=recorder(sleeps))  # fmt: skip
-    other = OtherWriter(env)
-    other.start()
-    assert other.inserted.wait(10)
-    run = await runtime.run("lims")
-    other.join(10)
+    runtime = _quickly_retrying(env, [batch_record("LOT-1"), batch_record("LOT-2")], sleeps)
+    with OtherWriter(env) as other:
+        run = await runtime.run("lims")
 
     assert other.saw_the_wait
     assert (run.status, run.upserted_count) == (RunStatus.ok, 2) and len(sleeps) == 1
@@ -138,17 +147,13 @@ async def test_the_page_read_ahead_stops_with_the_run_and_the_source_is_closed(e
 
 async def test_a_quarantine_replay_meeting_the_same_race_retries_its_chunk(env, sleeps):
     await env.add_source()
-    runtime = env.runtime(memory_connector([batch_record("LOT-1", passage=-1)]),
-                          retry=RetryPolicy(attempts=3, base=0.01, cap=0.01), sleep=recorder(sleeps))  # fmt: skip
+    runtime = _quickly_retrying(env, [batch_record("LOT-1", passage=-1)], sleeps)
     assert (await runtime.run("lims")).quarantined_count == 1
     async with env.database.unit_of_work() as session:
         held = await session.scalar(select(QuarantinedRecord))
         held.payload = {**held.payload, "passage": 4}  # as if the source were fixed
-    other = OtherWriter(env)
-    other.start()
-    assert other.inserted.wait(10)
-    replay = await runtime.replay_quarantine("lims")
-    other.join(10)
+    with OtherWriter(env) as other:
+        replay = await runtime.replay_quarantine("lims")
 
     assert other.saw_the_wait and len(sleeps) == 1
     assert (replay.status, replay.upserted_count, replay.quarantined_count) == (RunStatus.ok, 1, 0)
