@@ -95,5 +95,5 @@ class ChangesQuery:
 
 
 def _given(cursor: str | None) -> SealedCursor | None:
-    """A cursor the client sent, handed back as it came."""
+    """A cursor the client sent, handed back as it came (already sealed: its `seal` is never called)."""
     return SealedCursor(position=None, seal=str, sealed=cursor) if cursor else None
