@@ -260,9 +260,7 @@ def parquet_batches(chunks: Iterator[bytes], plans: list[ColumnPlan], sha256: st
         rows = _parquet_batch_rows(source, names)
         # One thread: decoding the columns in parallel holds more of the row group at once, for little gain here.
         for batch in source.iter_batches(batch_size=rows, columns=names, use_threads=False):
-            yield pa.RecordBatch.from_arrays(
-                [_cast(batch.column(plan.name), plan) for plan in plans], names=[plan.name for plan in plans]
-            )
+            yield pa.RecordBatch.from_arrays([_cast(batch.column(plan.name), plan) for plan in plans], names=names)
 
 
 def _parquet_batch_rows(source: pq.ParquetFile, names: list[str]) -> int:

@@ -19,7 +19,7 @@ import io
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -83,12 +83,7 @@ class _Sink:
 
 
 class ParquetStream(io.RawIOBase):
-    def __init__(
-        self,
-        batches: Iterator[pa.RecordBatch],
-        schema: pa.Schema,
-        on_row_group: Callable[[int, int], None] = lambda rows, size: None,
-    ):
+    def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema):
         self._batches = batches
         self._sink = _Sink()
         # The writer's many small writes (page headers, pages) gathered in Arrow: the sink, Python, is called per
@@ -99,7 +94,6 @@ class ParquetStream(io.RawIOBase):
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
         self._done = False
-        self._on_row_group = on_row_group
         self.rows = 0
 
     @property
@@ -144,7 +138,6 @@ class ParquetStream(io.RawIOBase):
         self._pending, self._pending_bytes = [], 0
         self._writer_for(table).write_table(table, row_group_size=table.num_rows)
         self.rows += table.num_rows
-        self._on_row_group(self.rows, self.size)
 
     def _writer_for(self, first: pa.Table | None) -> pq.ParquetWriter:
         if self._writer is None:
