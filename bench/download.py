@@ -92,16 +92,10 @@ async def _measure(settings, quick: bool) -> Report:
 
 async def _issuance_rates(database, store, settings, principal, distribution_id, bucket, key, count):
     """Issuance as the API serves it: concurrent requests, each its own transaction."""
-
-    async def requester(share: int) -> None:
-        for _ in range(share):
-            async with database.unit_of_work() as session:
-                await downloads.issue_download_url(session, store, settings, principal, distribution_id)
-
     best_issued = best_bare = 0.0
     for _ in range(3):
         start = time.perf_counter()
-        await asyncio.gather(*(requester(count // CONCURRENT) for _ in range(CONCURRENT)))
+        await _issue_concurrently(database, store, settings, principal, distribution_id, count)
         best_issued = max(best_issued, count // CONCURRENT * CONCURRENT / (time.perf_counter() - start))
         start = time.perf_counter()
         for _ in range(count):
@@ -137,18 +131,23 @@ def _worker(settings, principal, distribution_id, count: int, start_at: float) -
             await asyncio.gather(*(look() for _ in range(CONCURRENT)))  # every connection open before the start
             await asyncio.sleep(max(0.0, start_at - time.time()))
             started = time.time()  # later than start_at only if this process was not ready in time
-
-            async def requester(share: int) -> None:
-                for _ in range(share):
-                    async with database.unit_of_work() as session:
-                        await downloads.issue_download_url(session, store, settings, principal, distribution_id)
-
-            await asyncio.gather(*(requester(count // CONCURRENT) for _ in range(CONCURRENT)))
+            await _issue_concurrently(database, store, settings, principal, distribution_id, count)
             return max(start_at, started), time.time()
         finally:
             await database.dispose()
 
     return asyncio.run(issue())
+
+
+async def _issue_concurrently(database, store, settings, principal, distribution_id, count: int) -> None:
+    """`CONCURRENT` requesters issuing `count // CONCURRENT` URLs each, every one in its own transaction."""
+
+    async def requester() -> None:
+        for _ in range(count // CONCURRENT):
+            async with database.unit_of_work() as session:
+                await downloads.issue_download_url(session, store, settings, principal, distribution_id)
+
+    await asyncio.gather(*(requester() for _ in range(CONCURRENT)))
 
 
 def _alternating(first, second) -> tuple[float, float]:
