@@ -25,12 +25,11 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 # The agreements and the dataset are set up exactly as the export tests do it.
-from tests.exports.conftest import Draws, make_world
+from tests.exports.conftest import Draws, make_world, request
 from tests.processes import cli_environment
 
 from bench.report import Measure, Report
 from cellcommons.demo.scratch import ScratchStack
-from cellcommons.exports import service
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1_000_000
@@ -194,11 +193,7 @@ async def _queued(world, table: pa.Table, name: str, jobs: int) -> list:
     source = await world.add_file(f"{name}.parquet", sink.getvalue(), COLUMNS, "application/vnd.apache.parquet")
     queued = []
     for _ in range(jobs):
-        async with world.database.unit_of_work() as session:
-            job = await service.request_export(
-                session, world.settings, world.member("lowlands"), agreement_id=world.agreements["lowlands"].id,
-                dataset_version_id=source[0], distribution_id=source[1],
-            )  # fmt: skip
+        job = await request(world, "lowlands", dataset_version_id=source[0], distribution_id=source[1])
         queued.append(job.id)
     return queued
 

@@ -6,8 +6,10 @@ leave them (key, size and SHA-256 recorded on the distribution).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -29,8 +31,8 @@ from cellcommons.catalogue import service as catalogue
 from cellcommons.catalogue.models import Dataset, Distribution
 from cellcommons.catalogue.schemas import InstitutionIn
 from cellcommons.db import Database
-from cellcommons.exports.models import ExportJob
-from cellcommons.exports.service import issue_export_download_url
+from cellcommons.exports.models import ExportJob, ExportStatus
+from cellcommons.exports.service import issue_export_download_url, request_export
 from cellcommons.exports.worker import ExportWorker
 from cellcommons.storage import ObjectStore, buckets
 
@@ -86,6 +88,16 @@ class World:
         async with self.database.unit_of_work() as session:
             return await session.get_one(ExportJob, export_id)
 
+    async def finished(self, export_id: uuid.UUID, seconds: float = 30) -> ExportJob:
+        """The job once a worker elsewhere has finished it (succeeded or failed)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            job = await self.job(export_id)
+            if job.status in {ExportStatus.succeeded, ExportStatus.failed}:
+                return job
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"export {export_id} still {job.status} after {seconds} s")
+
     async def result(self, job: ExportJob, recipient: str) -> bytes:
         """The export's file, fetched like a recipient would: through a presigned URL."""
         async with self.database.unit_of_work() as session:
@@ -134,6 +146,15 @@ async def world(stack):
     yield made
     await made.database.dispose()
     stack.drop(settings)
+
+
+async def request(world: World, who: str, agreement: str = "lowlands", **changes) -> ExportJob:
+    """An export requested by a member of `who` under `agreement` (by recipient); of the first version's
+    catalogue batches unless `changes` say otherwise (a file's `dataset_version_id` and `distribution_id`)."""
+    version = world.consortium.versions["leiden"].id
+    arguments = dict(agreement_id=world.agreements[agreement].id, dataset_version_id=version)
+    async with world.database.unit_of_work() as session:
+        return await request_export(session, world.settings, world.member(who), **{**arguments, **changes})
 
 
 class Draws:

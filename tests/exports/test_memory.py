@@ -14,10 +14,9 @@ import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tests.exports.conftest import Draws
+from tests.exports.conftest import Draws, request
 from tests.processes import cli_environment
 
-from cellcommons.exports import service
 from cellcommons.exports.models import ExportStatus
 
 ROWS, CHUNK = 2_400_000, 200_000  # about 1 GiB of rows once decoded
@@ -74,11 +73,7 @@ async def exported_peak(world, rows: int) -> tuple[int, int]:
     the source's decoded size."""
     data, decoded = source_of(rows)
     source = await world.add_file(f"rows-{rows}.parquet", data, COLUMNS, "application/vnd.apache.parquet")
-    async with world.database.unit_of_work() as session:
-        job = await service.request_export(
-            session, world.settings, world.member("lowlands"), agreement_id=world.agreements["lowlands"].id,
-            dataset_version_id=source[0], distribution_id=source[1],
-        )  # fmt: skip
+    job = await request(world, "lowlands", dataset_version_id=source[0], distribution_id=source[1])
     done = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-c", PEAK, str(job.id)], env=cli_environment(world.settings),
         capture_output=True, text=True, timeout=300,

@@ -6,11 +6,9 @@ The servers are the module's own (tests/outages.py), so they can be stopped and 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
-from tests.exports.conftest import make_world
-from tests.exports.test_refusals import request
+from tests.exports.conftest import make_world, request
 from tests.outages import own_servers
 
 from cellcommons.exports.models import ExportStatus
@@ -54,14 +52,12 @@ async def test_the_worker_outlives_a_database_outage_and_runs_what_is_queued_aft
         assert not serving.done(), "the outage ended the worker"
         await asyncio.to_thread(servers.start_postgres)
         job = await _when_the_database_answers(lambda: request(world, "stroma", agreement="stroma"))
-        deadline = time.monotonic() + 60
-        while (current := await world.job(job.id)).status is not ExportStatus.succeeded:
-            assert current.status is not ExportStatus.failed and time.monotonic() < deadline, current.error_message
-            await asyncio.sleep(0.2)
+        done = await world.finished(job.id, 60)
+        assert done.status is ExportStatus.succeeded, done.error_message
     finally:
         stop.set()
         await asyncio.wait_for(serving, 30)
-    assert world.exported_keys("stroma") == [current.result_key]
+    assert world.exported_keys("stroma") == [done.result_key]
 
 
 async def _when_the_database_answers(work):

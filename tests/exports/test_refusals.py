@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
-from tests.exports.conftest import TODAY
+from tests.exports.conftest import TODAY, request
 from tests.exports.test_exports import CSV, CSV_COLUMNS, run_export
 
 from cellcommons.access.models import Agreement, AgreementStatus
@@ -16,13 +16,6 @@ from cellcommons.errors import Conflict, InvalidInput, NotFound
 from cellcommons.exports import service
 from cellcommons.exports.errors import AgreementNotInForce, ColumnForbidden
 from cellcommons.exports.models import ExportStatus
-
-
-async def request(world, who: str, agreement: str = "lowlands", **changes):
-    version = world.consortium.versions["leiden"].id
-    arguments = dict(agreement_id=world.agreements[agreement].id, dataset_version_id=version)
-    async with world.database.unit_of_work() as session:
-        return await service.request_export(session, world.settings, world.member(who), **{**arguments, **changes})
 
 
 async def set_agreement(world, key: str, **values) -> None:

@@ -6,25 +6,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 
 import httpx
-from tests.exports.test_refusals import request
+from tests.exports.conftest import request
 from tests.processes import cli_environment
 
 from cellcommons.demo.stack import free_port
 from cellcommons.exports.models import ExportStatus
 from cellcommons.exports.worker import background_worker
-
-
-async def finished(world, export_id, seconds: float = 30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        job = await world.job(export_id)
-        if job.status in {ExportStatus.succeeded, ExportStatus.failed}:
-            return job
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"export {export_id} still {job.status} after {seconds} s")
 
 
 async def test_the_worker_command_runs_queued_exports_and_stops_on_sigterm(world):
@@ -36,7 +25,7 @@ async def test_the_worker_command_runs_queued_exports_and_stops_on_sigterm(world
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        done = await finished(world, job.id)
+        done = await world.finished(job.id)
         assert done.status is ExportStatus.succeeded
         async with httpx.AsyncClient() as http:  # counted after its commit, so it is there once the job is
             scraped = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
@@ -61,7 +50,7 @@ async def test_the_demos_background_worker_runs_jobs_until_stopped(world):
     background = background_worker(world.settings, interval=0.1).start()
     try:
         job = await request(world, "stroma", agreement="stroma")
-        assert (await finished(world, job.id)).status is ExportStatus.succeeded
+        assert (await world.finished(job.id)).status is ExportStatus.succeeded
     finally:
         await asyncio.to_thread(background.stop, 15)
     assert not background.running
