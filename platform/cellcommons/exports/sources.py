@@ -36,7 +36,7 @@ from cellcommons.exports.models import BadRows
 from cellcommons.exports.policy import ColumnPlan
 from cellcommons.storage.object_store import ObjectStore
 
-BATCH_ROWS = 65_536  # catalogue rows (narrow); Parquet batches are sized by bytes, see _parquet_batch_rows
+BATCH_ROWS = 65_536  # catalogue rows per batch (narrow); at most this many in a Parquet batch, sized by bytes
 BATCH_BYTES = 2 * 1024 * 1024  # of decoded rows per batch: 4 MiB held ~10 MiB more at the peak, for no speed
 CSV_BLOCK = 4 * 1024 * 1024
 READ_BUFFER = 256 * 1024
