@@ -21,7 +21,9 @@ from sqlalchemy.orm import aliased, make_transient_to_detached
 from cellcommons.access import agreements
 from cellcommons.access.models import Agreement, AgreementDataset
 from cellcommons.access.visibility import (
+    VIEWER,
     downloadable_dataset_versions,
+    standing_in,
     visible_dataset_versions,
     visible_distributions,
 )
@@ -50,12 +52,6 @@ class DownloadTarget:
     distribution: Distribution
     custodian_id: uuid.UUID
     custodian_slug: str
-
-
-def _standing_in(roles: frozenset[Role]) -> Principal:
-    """A principal whose institution is a bound parameter, for building a statement once per set of roles."""
-    institution = bindparam("institution_id", type_=UUID)
-    return Principal(institution_id=institution, institution_slug="", subject="", roles=roles)
 
 
 def _covered_by_agreement(principal: Principal, version=DatasetVersion) -> ColumnElement[bool]:
@@ -87,7 +83,7 @@ def _custodied(statement: Select) -> Select:
 
 @functools.cache
 def _file_views(roles: frozenset[Role]) -> Select:
-    principal = _standing_in(roles)
+    principal = standing_in(roles)
     return _custodied(
         select(Distribution, DatasetVersion, Institution.id, Institution.slug, _may_download(principal).label("d"))
         .join(DatasetVersion, DatasetVersion.id == Distribution.dataset_version_id)
@@ -100,7 +96,7 @@ def _download_targets(roles: frozenset[Role]) -> Select:
     return _custodied(
         select(Distribution, Institution.id, Institution.slug)
         .join(DatasetVersion, DatasetVersion.id == Distribution.dataset_version_id)
-        .where(Distribution.id.in_(bindparam("distribution_ids", expanding=True)), _may_download(_standing_in(roles)))
+        .where(Distribution.id.in_(bindparam("distribution_ids", expanding=True)), _may_download(standing_in(roles)))
     )
 
 
@@ -114,7 +110,7 @@ def _download_target(roles: frozenset[Role]) -> DriverStatement:
         _custodied(
             select(*(attribute.expression for attribute in _DISTRIBUTION_COLUMNS), Institution.id, Institution.slug)
             .join(DatasetVersion, DatasetVersion.id == Distribution.dataset_version_id)
-            .where(Distribution.id == bindparam("distribution_id", type_=UUID), _may_download(_standing_in(roles)))
+            .where(Distribution.id == bindparam("distribution_id", type_=UUID), _may_download(standing_in(roles)))
         )
     )
 
@@ -123,13 +119,13 @@ def _download_target(roles: frozenset[Role]) -> DriverStatement:
 def _downloadable_versions(roles: frozenset[Role]) -> Select:
     return _custodied(
         select(DatasetVersion, Institution.id, Institution.slug).where(
-            DatasetVersion.id == bindparam("version_id"), _may_download(_standing_in(roles))
+            DatasetVersion.id == bindparam("version_id"), _may_download(standing_in(roles))
         )
     )
 
 
 def _bound(principal: Principal, **ids: object) -> dict[str, object]:
-    return {"institution_id": principal.institution_id, "on": agreements.today(), **ids}
+    return {VIEWER: principal.institution_id, "on": agreements.today(), **ids}
 
 
 async def file_view(session: AsyncSession, principal: Principal | None, distribution_id: uuid.UUID) -> FileView | None:
