@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,7 +11,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cellcommons.background import stop_on_signals
-from cellcommons.db import Database
+from cellcommons.db import with_database
 from cellcommons.errors import Conflict, InvalidInput
 from cellcommons.exports import service
 from cellcommons.exports.models import ExportJob
@@ -25,15 +24,8 @@ from cellcommons.storage import ObjectStore
 
 def _with_worker(settings: Settings, work: Callable[[ExportWorker], Awaitable[Any]], **options: Any) -> Any:
     return_freed_memory()
-
-    async def run() -> Any:
-        database = Database(settings)
-        try:
-            return await work(ExportWorker(database, ObjectStore.from_settings(settings), settings, **options))
-        finally:
-            await database.dispose()
-
-    return asyncio.run(run())
+    store = ObjectStore.from_settings(settings)
+    return with_database(settings, lambda database: work(ExportWorker(database, store, settings, **options)))
 
 
 def job_line(job: ExportJob) -> str:

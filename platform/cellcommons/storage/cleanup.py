@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons.audit.service import append
-from cellcommons.db import Database
+from cellcommons.db import Database, with_database
 from cellcommons.errors import CellCommonsError
 from cellcommons.settings import Settings
 from cellcommons.storage import buckets, repository, uploads
@@ -111,14 +111,8 @@ def delete_orphans(store: ObjectStore, settings: Settings, before: datetime, pen
 def clean_staging_now(settings: Settings, ttl: timedelta = STAGING_TTL) -> Cleaned:
     """One cleanup from a command line."""
 
-    async def run() -> Cleaned:
-        database = Database(settings)
-        try:
-            return await clean_staging(database, ObjectStore.from_settings(settings), settings, ttl=ttl)
-        finally:
-            await database.dispose()
-
-    return asyncio.run(run())
+    store = ObjectStore.from_settings(settings)
+    return with_database(settings, lambda database: clean_staging(database, store, settings, ttl=ttl))
 
 
 async def keep_clean(database: Database, settings: Settings, stop: asyncio.Event, every: timedelta = EVERY) -> None:
