@@ -140,7 +140,7 @@ def _beyond(ordering: Ordering, cursor: Cursor, *, after: bool) -> ColumnElement
     return or_(*alternatives)
 
 
-def _order_by(ordering: Ordering, forward: bool) -> list:
+def order_clauses(ordering: Ordering, forward: bool) -> list:
     """The ordering itself when paging forward; its exact reverse (NULLs first) when paging back from `last`."""
     ascending = forward != ordering.descending
     order = []
@@ -168,19 +168,27 @@ def checked_cursors(order: Any, request: PageRequest) -> tuple[Cursor | None, Cu
     return checked_cursor(request.after, name, "after"), checked_cursor(request.before, name, "before")
 
 
+def keyset_select(
+    query: Select, ordering: Ordering, after: Cursor | None, before: Cursor | None, forward: bool, limit: Any
+) -> Select:
+    """`query` between the cursors in `ordering` (reversed when paging back), its sort keys and id added as its
+    last columns, at most `limit` rows (a number, or a SQL expression such as a bound parameter)."""
+    if after is not None:
+        query = query.where(_beyond(ordering, after, after=True))
+    if before is not None:
+        query = query.where(_beyond(ordering, before, after=False))
+    return query.add_columns(*ordering.columns()).order_by(*order_clauses(ordering, forward)).limit(limit)
+
+
 async def keyset_page(session: AsyncSession, query: Select, order: Any, request: PageRequest) -> Page:
     """A page of `query` in `order` (an Ordering, or a model for creation order): stable under inserts, no OFFSET.
 
     The sort keys are selected with each row, so cursors carry exactly the values the database compared."""
     ordering = ordering_of(order)
     after, before = checked_cursors(ordering, request)
-    if after is not None:
-        query = query.where(_beyond(ordering, after, after=True))
-    if before is not None:
-        query = query.where(_beyond(ordering, before, after=False))
     forward = request.last is None
-    query = query.add_columns(*ordering.columns()).order_by(*_order_by(ordering, forward))
-    rows = list((await session.execute(query.limit(request.size + 1))).all())
+    query = keyset_select(query, ordering, after, before, forward, request.size + 1)
+    rows = list((await session.execute(query)).all())
     more = len(rows) > request.size
     rows = rows[: request.size]
     if not forward:

@@ -50,6 +50,7 @@ class Context(BaseContext):
         self.batches_of_version = self._group_loader(reading.batches_of)
         self.donor_counts = DataLoader(self._donor_counts)
         self.lookahead: dict[tuple, bool] = {}  # what a place in the query selects (connection.nodes_select)
+        self.completes_ahead = False  # set by an execution that takes answers already completed (graphql.compiled)
 
     async def read(self, query: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         async with self._lock:

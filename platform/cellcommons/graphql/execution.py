@@ -35,6 +35,12 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
 
+class Completed(NamedTuple):
+    """A field's value already in its response shape (`graphql.compiled`): passed on as it is."""
+
+    value: Any
+
+
 class PlainField(NamedTuple):
     attribute: str
     coerce: Callable[[Any], Any]  # the leaf type's coerce_output_value, or an equal but faster one
@@ -125,6 +131,13 @@ class PlainFieldsExecution(StrawberryGraphQLCoreExecutionContext):
         # id of a grouped field set → (the set, kept alive so the id stays its own; its plain fields by name)
         self._plans: dict[int, tuple[dict, dict[str, PlainField]]] = {}
         self._direct = not (self.middleware_manager and self.middleware_manager.middlewares)
+        if self._direct and hasattr(self.context_value, "completes_ahead"):
+            self.context_value.completes_ahead = True  # resolvers may answer `Completed` values
+
+    def complete_value(self, return_type, field_details_list, info, path, result, position_context):
+        if type(result) is Completed:
+            return result.value
+        return super().complete_value(return_type, field_details_list, info, path, result, position_context)
 
     def _plain_fields(self, parent_type: GraphQLObjectType, grouped_field_set: dict) -> dict[str, PlainField]:
         plan = self._plans.get(id(grouped_field_set))

@@ -1,0 +1,526 @@
+"""A page of datasets answered by one statement that builds its JSON (as PostGraphile and Hasura do).
+
+Executed field by field, a page of 20 datasets × 5 batches × their QC results is ~2 000 values, each read,
+coerced and placed by graphql-core in Python: most of the request's time, several times the database's. Here the
+selection is compiled to one SELECT that renders each dataset — its latest visible version, a page of that
+version's visible batches, their QC results — as JSON in the database; Python seals the cursors and puts the
+page together.
+
+Only what the database renders exactly as the API's scalars do is compiled: plain columns of the catalogue's
+types (strings, booleans, integers, dates, timestamps, fixed-point decimals, enums whose names are their stored
+values, string lists), `harvested`, `__typename`, those three relations and the connections' `nodes`,
+`edges { node }` and `pageInfo` (and, at the top, cursors). Any other field (a resolver, a global id, a float,
+a count, facets, a nested cursor), a directive or a field asked twice under one name leaves the whole field to
+the normal execution. The statement carries the same visibility rules (`access.visibility`), the same search,
+filter and ordering (`catalogue.search`), and the same keyset cursors (`catalogue.reading`); the tests compare
+both executions for every kind of caller.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, NamedTuple
+
+import strawberry
+from graphql import GraphQLEnumType, GraphQLObjectType, get_named_type
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    Date,
+    DateTime,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    bindparam,
+    case,
+    cast,
+    false,
+    func,
+    inspect,
+    literal_column,
+    select,
+)
+from sqlalchemy import Enum as SqlEnum
+from sqlalchemy.dialects.postgresql import UUID, aggregate_order_by
+from sqlalchemy.orm import aliased
+from strawberry.types.nodes import SelectedField
+
+from cellcommons.access import visibility
+from cellcommons.auth.principal import Principal
+from cellcommons.catalogue import reading
+from cellcommons.catalogue import search as finding
+from cellcommons.catalogue.models import Batch, Dataset, DatasetVersion, QcResult, dataset_version_batch
+from cellcommons.db import DriverStatement
+from cellcommons.graphql.execution import Completed, plain_field
+
+MODELS = {"Dataset": Dataset, "DatasetVersion": DatasetVersion, "Batch": Batch, "QcResult": QcResult}
+MAX_KEYS = 50  # json_build_object takes at most 100 arguments
+KEPT = 256  # compiled statements kept (clients repeat a few queries)
+NAME = re.compile(r"^[_A-Za-z][_0-9A-Za-z]*$")  # a GraphQL name: safe to write into SQL as a string literal
+EMPTY = literal_column("'[]'::json")
+MARK = "json_build_object"  # in the compiled statement, in no other statement of the API's
+
+
+# ---- the plan: what the selection asks, in terms the statement can build ---------------------------------
+
+
+class Column(NamedTuple):
+    attribute: str
+    render: str  # "value": as the database's JSON has it; "text": a decimal's digits; "timestamp": isoformat
+
+
+class Constant(NamedTuple):
+    value: str  # a type name, for __typename
+
+
+class Shape(NamedTuple):
+    """One object: (response name, what) in the order asked."""
+
+    entries: tuple[tuple[str, Any], ...]
+
+
+class Latest(NamedTuple):
+    version: Shape  # Dataset.latestVersion: the version the page's row was found with
+
+
+class BatchPage(NamedTuple):
+    size: str  # the parameter holding `first`
+    connection: Shape  # of Listed / Edges / PageInfo / Constant entries
+
+
+class Listed(NamedTuple):
+    node: Shape  # a connection's `nodes`, or a list of QC results
+
+
+class Edges(NamedTuple):
+    edge: Shape  # of ("node", Listed-like Shape) / Constant entries
+
+
+class Flag(NamedTuple):
+    name: str  # hasNextPage / hasPreviousPage
+
+
+HARVESTED = Column("origin_node", "harvested")
+CURSOR = "cursor"
+
+
+def _selected(selections: list, type_name: str) -> list[SelectedField] | None:
+    """The fields asked of `type_name`, through fragments; None where a directive or a repeated name asks for
+    graphql-core's own merging."""
+    fields: list[SelectedField] = []
+    for selection in selections:
+        if selection.directives:
+            return None
+        if isinstance(selection, SelectedField):
+            fields.append(selection)
+            continue
+        if selection.type_condition not in (None, type_name):
+            return None
+        inner = _selected(selection.selections, type_name)
+        if inner is None:
+            return None
+        fields += inner
+    names = [field.alias or field.name for field in fields]
+    return fields if len(set(names)) == len(names) <= MAX_KEYS else None
+
+
+def _object(kind: GraphQLObjectType, selections: list, sizes: dict[str, int]) -> Shape | None:
+    fields = _selected(selections, kind.name)
+    if fields is None:
+        return None
+    entries = []
+    for field in fields:
+        if field.name == "__typename":
+            entry = Constant(kind.name)
+        elif (kind.name, field.name) in RELATIONS:
+            entry = RELATIONS[kind.name, field.name](kind, field, sizes)
+        else:
+            entry = None if field.arguments or field.selections else _column(kind, field.name)
+        if entry is None:
+            return None
+        entries.append((field.alias or field.name, entry))
+    return Shape(tuple(entries))
+
+
+@functools.cache
+def _column(kind: GraphQLObjectType, name: str) -> Column | None:
+    """How the database renders the plain field `name` of `kind` exactly as the API does, or None."""
+    model, field = MODELS.get(kind.name), kind.fields.get(name)
+    shape = plain_field(field) if model is not None and field is not None else None
+    if shape is None:
+        return None
+    if shape.attribute == "harvested":
+        return HARVESTED
+    column = inspect(model).columns.get(shape.attribute)
+    if column is None or (column.nullable and not shape.nullable and not shape.is_list):
+        return None
+    leaf, sql = get_named_type(field.type), column.type
+    if isinstance(sql, ARRAY):
+        render = "value" if shape.is_list and isinstance(sql.item_type, String) and leaf.name == "String" else None
+    elif isinstance(sql, SqlEnum):
+        members = sql.enum_class
+        named = members is not None and all(m.name == m.value for m in members)
+        render = "value" if named and isinstance(leaf, GraphQLEnumType) else None
+    elif isinstance(sql, Numeric):
+        # Fixed scale up to 6: the database's digits are str(Decimal) of the same value (no exponent form).
+        fixed = sql.scale is not None and sql.scale <= 6 and sql.asdecimal is not False
+        render = "text" if fixed and leaf.name == "Decimal" else None
+    elif isinstance(sql, DateTime):
+        render = "timestamp" if sql.timezone and leaf.name == "DateTime" else None
+    else:
+        # Integer exactly: a bigint may be beyond GraphQL's Int, which the API reports as an error.
+        plain = {"Boolean": isinstance(sql, Boolean), "String": isinstance(sql, String), "Date": isinstance(sql, Date),
+                 "Int": type(sql) is Integer}  # fmt: skip
+        render = "value" if plain.get(leaf.name) else None
+    return Column(shape.attribute, render) if render else None
+
+
+def _latest(kind, field: SelectedField, sizes) -> Latest | None:
+    version = _object(get_named_type(kind.fields[field.name].type), field.selections, sizes)
+    return Latest(version) if version is not None and not field.arguments else None
+
+
+def _qc_results(kind, field: SelectedField, sizes) -> Listed | None:
+    result = _object(get_named_type(kind.fields[field.name].type), field.selections, sizes)
+    return Listed(result) if result is not None and not field.arguments else None
+
+
+def _size(value: Any) -> int | None:
+    """`first` as asked: Strawberry hands literals over as written, variables coerced."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return value if type(value) is int and 0 <= value <= reading.MAX_PAGE else None
+
+
+def _batch_page(kind, field: SelectedField, sizes) -> BatchPage | None:
+    arguments = field.arguments
+    size = _size(arguments.get("first"))
+    if size is None or any(arguments.get(name) is not None for name in ("after", "last", "before")):
+        return None  # other pages, and refusals, are the field's own
+    connection = _connection(get_named_type(kind.fields[field.name].type), field.selections, sizes, nested=True)
+    if connection is None:
+        return None
+    name = f"batches_{len(sizes)}"
+    sizes[name] = size
+    return BatchPage(name, connection)
+
+
+def _connection(kind: GraphQLObjectType, selections: list, sizes: dict, *, nested: bool) -> Shape | None:
+    """`nodes`, `edges { node }` (with `cursor` at the top only), `pageInfo` (cursors at the top only)."""
+    fields = _selected(selections, kind.name)
+    if fields is None:
+        return None
+    entries = []
+    for field in fields:
+        named = get_named_type(kind.fields[field.name].type) if field.name in kind.fields else None
+        if field.name == "__typename":
+            entry = Constant(kind.name)
+        elif field.name == "nodes":
+            node = _object(named, field.selections, sizes)
+            entry = Listed(node) if node is not None else None
+        elif field.name == "edges":
+            entry = _edges(named, field.selections, sizes, nested)
+        elif field.name == "pageInfo":
+            entry = _page_info(named, field.selections, nested)
+        else:
+            entry = None
+        if entry is None or field.arguments:
+            return None
+        entries.append((field.alias or field.name, entry))
+    return Shape(tuple(entries))
+
+
+def _edges(kind: GraphQLObjectType, selections: list, sizes: dict, nested: bool) -> Edges | None:
+    fields = _selected(selections, kind.name)
+    entries = []
+    for field in fields or ():
+        if field.name == "__typename":
+            entry = Constant(kind.name)
+        elif field.name == "node":
+            entry = _object(get_named_type(kind.fields["node"].type), field.selections, sizes)
+        elif field.name == "cursor" and not nested:
+            entry = CURSOR
+        else:
+            entry = None
+        if entry is None:
+            return None
+        entries.append((field.alias or field.name, entry))
+    return Edges(Shape(tuple(entries))) if fields is not None else None
+
+
+def _page_info(kind: GraphQLObjectType, selections: list, nested: bool) -> Shape | None:
+    fields = _selected(selections, kind.name)
+    flags = {"hasNextPage", "hasPreviousPage"} | (set() if nested else {"startCursor", "endCursor"})
+    entries = []
+    for field in fields or ():
+        if field.name == "__typename":
+            entries.append((field.alias or field.name, Constant(kind.name)))
+        elif field.name in flags:
+            entries.append((field.alias or field.name, Flag(field.name)))
+        else:
+            return None
+    return Shape(tuple(entries)) if fields is not None else None
+
+
+RELATIONS = {
+    ("Dataset", "latestVersion"): _latest,
+    ("DatasetVersion", "batches"): _batch_page,
+    ("Batch", "qcResults"): _qc_results,
+}
+
+
+# ---- the statement -------------------------------------------------------------------------------------------
+
+
+def _text(value: str) -> Any:
+    assert NAME.match(value), value  # names come from a parsed, validated document
+    return literal_column(f"'{value}'::text")
+
+
+def _isoformat(column: Any) -> Any:
+    """datetime.isoformat() in SQL: microseconds only when there are any, the session's offset as ±HH:MM."""
+    fraction = case((func.to_char(column, "US") == "000000", ""), else_=func.to_char(column, ".US"))
+    return func.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SS').op("||")(fraction).op("||")(func.to_char(column, "TZH:TZM"))
+
+
+class Builder:
+    """Builds the JSON expressions of one statement: the policy of one set of roles, the viewer a parameter."""
+
+    def __init__(self, principal: Principal | None):
+        self.principal = principal
+        self.aliases = 0
+
+    def alias(self, model: Any) -> Any:
+        self.aliases += 1
+        return aliased(model, name=f"{model.__tablename__}_{self.aliases}")
+
+    def object(self, shape: Shape, row: Any, version: Any = None) -> Any:
+        """`row(attribute)` reads a column of the object; `version` is the dataset's latest version (a row)."""
+        arguments = []
+        for key, entry in shape.entries:
+            arguments += [_text(key), self.value(entry, row, version)]
+        return func.json_build_object(*arguments)
+
+    def value(self, entry: Any, row: Any, version: Any) -> Any:
+        match entry:
+            case Constant(name):
+                return _text(name)
+            case Column("origin_node", "harvested"):
+                return row("origin_node").is_distinct_from(bindparam("node_id", type_=String))
+            case Column(attribute, "text"):
+                return cast(row(attribute), Text)
+            case Column(attribute, "timestamp"):
+                return _isoformat(row(attribute))
+            case Column(attribute, _):
+                return row(attribute)
+            case Latest(shape):
+                return self.object(shape, version)
+            case BatchPage():
+                return self.batch_page(entry, row)
+            case Listed(shape):
+                return self.qc_results(shape, row)
+            case Shape():  # an edge's node
+                return self.object(entry, row, version)
+        raise AssertionError(entry)
+
+    def batch_page(self, page: BatchPage, version: Any) -> Any:
+        """The version's visible batches in (created_at, id) order, `first` of them, and whether there are more."""
+        link, batch = dataset_version_batch.alias(), self.alias(Batch)
+        size = bindparam(page.size, type_=Integer)
+        position = func.row_number().over(order_by=(batch.created_at, batch.id)).label("position")
+        columns = [getattr(batch, name).label(name) for name in inspect(Batch).columns.keys()]
+        rows = (
+            select(*columns, position)
+            .select_from(link)
+            .join(batch, batch.id == link.c.batch_id)
+            .where(link.c.dataset_version_id == version("id"), visibility.visible_batches(self.principal, batch))
+            .order_by(batch.created_at, batch.id)
+            .limit(size + 1)
+            .correlate(version.entity)
+            .subquery()
+        )
+        on_page, listed_rows = rows.c.position <= size, Columns(rows)
+        flags = {"hasNextPage": func.count() > size, "hasPreviousPage": false()}
+
+        def part(entry: Any) -> Any:
+            match entry:
+                case Listed(shape) | Edges(shape):  # a JSON array of the page's nodes (or edges), in order
+                    listed = func.json_agg(aggregate_order_by(self.object(shape, listed_rows), rows.c.position))
+                    return func.coalesce(listed.filter(on_page), EMPTY)
+                case Shape(entries):  # pageInfo
+                    return func.json_build_object(*[a for k, e in entries for a in (_text(k), part(e))])
+                case Flag(name):
+                    return flags[name]
+                case Constant(name):
+                    return _text(name)
+            raise AssertionError(entry)
+
+        connection = func.json_build_object(*[a for k, e in page.connection.entries for a in (_text(k), part(e))])
+        return select(connection).select_from(rows).correlate(version.entity).scalar_subquery()
+
+    def qc_results(self, shape: Shape, batch: Any) -> Any:
+        result = self.alias(QcResult)
+        return (
+            select(func.coalesce(func.json_agg(aggregate_order_by(self.object(shape, Entity(result)), result.position)),
+                                 EMPTY))
+            .where(result.batch_id == batch("id"), visibility.visible_qc_results(self.principal, result))
+            .scalar_subquery()
+        )  # fmt: skip
+
+
+class Entity:
+    """Columns of a mapped class or alias, by attribute name."""
+
+    def __init__(self, entity: Any):
+        self.entity = entity
+
+    def __call__(self, attribute: str) -> Any:
+        return getattr(self.entity, attribute)
+
+
+class Columns:
+    """Columns of a subquery, by name."""
+
+    def __init__(self, rows: Any):
+        self.entity = rows
+
+    def __call__(self, attribute: str) -> Any:
+        return self.entity.c[attribute]
+
+
+# ---- the page ---------------------------------------------------------------------------------------------
+
+
+def _node_shapes(plan: Shape) -> list[Shape]:
+    """The nodes the statement renders, one JSON column each, in the order `_answer` reads them."""
+    shapes = []
+    for _, entry in plan.entries:
+        if isinstance(entry, Listed):
+            shapes.append(entry.node)
+        elif isinstance(entry, Edges):
+            shapes += [part for _, part in entry.edge.entries if isinstance(part, Shape)]
+    return shapes
+
+
+class Statement(NamedTuple):
+    run: DriverStatement
+    ordering: reading.Ordering
+    keys: int  # the sort keys' columns, before the dataset's id and the nodes
+
+
+def _standing(roles: frozenset | None) -> Principal | None:
+    return None if roles is None else visibility.standing_in(roles)
+
+
+@functools.lru_cache(maxsize=KEPT)
+def _statement(plan: Shape, asked: finding.Asked, roles: frozenset | None, after: tuple[bool, ...] | None) -> Statement:
+    """The page's statement for one set of roles; `after` says which of the cursor's values are NULL (a NULL
+    compares differently, see `reading.keyset_select`), the values themselves are parameters."""
+    principal = _standing(roles)
+    found = finding.find_datasets(principal, asked.request)
+    ordering = found.ordering
+    cursor = None
+    if after is not None:
+        values = tuple(
+            None if null else bindparam(f"after_{i}", type_=key.column.type)
+            for i, (null, key) in enumerate(zip(after, ordering.keys, strict=True))
+        )
+        cursor = reading.Cursor(ordering.name, values, bindparam("after_id", type_=UUID))
+    found_rows = found.unhighlighted.with_only_columns(DatasetVersion.id.label("version_id"))
+    limit = bindparam("page_size", type_=Integer)
+    page = reading.keyset_select(found_rows, ordering, cursor, None, True, limit).subquery("page")
+    columns = list(page.c)  # the version's id, the sort keys, the dataset's id
+    keys, dataset_id = columns[1:-1], columns[-1]
+    builder = Builder(principal)
+    dataset, version = builder.alias(Dataset), builder.alias(DatasetVersion)
+    nodes = [builder.object(shape, Entity(dataset), Entity(version)) for shape in _node_shapes(plan)]
+    in_order = reading.Ordering(
+        ordering.name,
+        tuple(reading.SortKey(column, key.nullable) for column, key in zip(keys, ordering.keys, strict=True)),
+        dataset_id,
+        ordering.descending,
+    )
+    statement = (
+        select(*keys, dataset_id, *nodes)
+        .select_from(page)
+        .join(dataset, dataset.id == dataset_id)
+        .join(version, version.id == page.c.version_id)
+        .order_by(*reading.order_clauses(in_order, True))
+    )
+    return Statement(DriverStatement(statement), ordering, len(keys))
+
+
+async def dataset_page(info: strawberry.Info, request: reading.PageRequest, query: finding.Query) -> Completed | None:
+    """The `datasets` field's answer from one statement, or None when the selection asks for more than it
+    compiles (the resolver then answers as usual)."""
+    context = info.context
+    if not context.completes_ahead or request.first is None or request.before is not None:
+        return None
+    selected = info.selected_fields
+    if len(selected) != 1 or selected[0].directives:
+        return None
+    sizes: dict[str, int] = {}
+    plan = _connection(get_named_type(info._raw_info.return_type), selected[0].selections, sizes, nested=False)
+    if plan is None:
+        return None
+    principal = context.principal
+    roles = None if principal is None else principal.roles
+    # The cursor is checked against the ordering before anything runs, as the usual path does.
+    reading.checked_cursors(finding.find_datasets(_standing(roles), query).ordering, request)
+    after = request.after
+    null = None if after is None else tuple(value is None for value in after.values)
+    statement = _statement(plan, finding.Asked(query), roles, null)
+    params: dict[str, Any] = {**sizes, "page_size": request.first + 1, "node_id": context.settings.node_id}
+    if principal is not None:
+        params[visibility.VIEWER] = principal.institution_id
+    if after is not None:
+        params |= {f"after_{i}": value for i, value in enumerate(after.values) if value is not None}
+        params["after_id"] = after.id
+    wanted = {name: value for name, value in params.items() if name in statement.run.parameters}
+    rows = await context.read(functools.partial(statement.run.rows, **wanted))
+    more, rows = len(rows) > request.first, rows[: request.first]
+    keys = statement.keys
+    cursors = [reading.Cursor(statement.ordering.name, tuple(row[:keys]), row[keys]) for row in rows]
+    return Completed(_answer(plan, rows, keys + 1, cursors, more, after is not None, context.ids.cursor))
+
+
+def _answer(plan: Shape, rows: list, first_node: int, cursors: list, more: bool, came_from: bool, seal) -> dict:
+    sealed: dict[int, str] = {}
+
+    def cursor(index: int) -> str:
+        if index not in sealed:
+            sealed[index] = seal(cursors[index])
+        return sealed[index]
+
+    flags = {
+        "hasNextPage": lambda: more,
+        "hasPreviousPage": lambda: came_from,
+        "startCursor": lambda: cursor(0) if cursors else None,
+        "endCursor": lambda: cursor(len(cursors) - 1) if cursors else None,
+    }
+    answer: dict[str, Any] = {}
+    column = first_node
+    for key, entry in plan.entries:
+        match entry:
+            case Constant(name):
+                answer[key] = name
+            case Listed():
+                answer[key] = [row[column] for row in rows]
+                column += 1
+            case Edges(edge):
+                parts = []
+                for name, part in edge.entries:
+                    if isinstance(part, Shape):
+                        parts.append((name, column))
+                        column += 1
+                    else:
+                        parts.append((name, part))
+                answer[key] = [
+                    {name: row[p] if type(p) is int else cursor(i) if p == CURSOR else p.value for name, p in parts}
+                    for i, row in enumerate(rows)
+                ]
+            case Shape(entries):  # pageInfo
+                answer[key] = {name: flags[p.name]() if isinstance(p, Flag) else p.value for name, p in entries}
+    return answer
