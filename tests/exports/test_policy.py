@@ -1,10 +1,13 @@
-"""The policy's vectorised pseudonyms against the one-value reference, across the column memo's limit."""
+"""The policy against one-value references: pseudonyms across the column memo's limit, months in a zone."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 import pyarrow as pa
 
-from cellcommons.exports.policy import MEMO_LIMIT, Pseudonymiser, pseudonym
+from cellcommons.exports.policy import MEMO_LIMIT, Pseudonymiser, month, pseudonym
 
 KEY = b"k" * 32
 
@@ -30,3 +33,19 @@ def test_a_dictionary_encoded_column_is_named_like_a_plain_one():
     plain = Pseudonymiser(KEY)(values).to_pylist()
     assert plain == [pseudonym(KEY, "D1"), pseudonym(KEY, "D2"), None, pseudonym(KEY, "D1")]
     assert Pseudonymiser(KEY)(values.dictionary_encode()).to_pylist() == plain
+
+
+def test_a_zoned_timestamp_generalises_to_its_month_in_its_own_zone_at_every_month_boundary():
+    """Instants either side of each month's first instant (UTC), in zones east and west of UTC by up to 14 hours
+    (and by odd quarters and halves), in every unit: the month is the one on the zone's own calendar."""
+    instants = [
+        int(datetime(year, month_of_year, 1, tzinfo=UTC).timestamp()) + shift
+        for year in (1995, 2024, 2031)
+        for month_of_year in range(1, 13)
+        for shift in (-14 * 3600 - 1, -11 * 3600, -3601, -1, 0, 1, 3599, 11 * 3600, 14 * 3600 + 1, 20 * 86400)
+    ]
+    for zone in ("Europe/Amsterdam", "America/St_Johns", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Asia/Kathmandu"):
+        for unit, scale in (("s", 1), ("ms", 10**3), ("us", 10**6), ("ns", 10**9)):
+            values = pa.array([*(t * scale for t in instants), None], pa.timestamp(unit, tz=zone))
+            expected = [datetime.fromtimestamp(t, ZoneInfo(zone)).date().replace(day=1) for t in instants]
+            assert month(values).to_pylist() == [*expected, None], (zone, unit)
