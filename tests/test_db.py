@@ -6,7 +6,7 @@ from tests.storage.files import institution as institution_named
 
 from cellcommons.audit.models import Outcome
 from cellcommons.catalogue.models import Institution
-from cellcommons.db import Database, DriverStatement, make_engine
+from cellcommons.db import Database, DriverStatement, end_request, make_engine
 
 
 async def _owner_creates_table(settings, name):
@@ -73,3 +73,56 @@ async def test_a_driver_statement_runs_in_the_sessions_transaction_after_its_pen
         async with session.begin_nested():
             await DriverStatement(text("SELECT 1 / :zero")).rows(session, zero=0)
     assert await statement.rows(session, slug="leiden-scgt", id=institution.id) == rows  # the transaction goes on
+
+
+async def _prepared_statements(session) -> int:
+    return await session.scalar(text("SELECT count(*) FROM pg_prepared_statements"))
+
+
+async def test_a_request_that_only_read_ends_in_a_commit_and_keeps_its_prepared_statements(fresh_settings):
+    """psycopg prepares a statement run five times on a connection, and forgets them all on a rollback."""
+    database = Database(fresh_settings)
+    try:
+        for _ in range(6):
+            session = database.sessions()
+            assert await session.scalar(select(Institution.slug).where(Institution.slug == "none")) is None
+            await end_request(session)
+        session = database.sessions()
+        assert await _prepared_statements(session) == 1
+        await session.close()  # an ordinary rollback: psycopg deallocates what it prepared
+        session = database.sessions()
+        assert await _prepared_statements(session) == 0
+        await session.close()
+    finally:
+        await database.dispose()
+
+
+@pytest.mark.parametrize("how", ["flushed", "executed"])
+async def test_a_request_that_wrote_and_did_not_commit_is_rolled_back(fresh_settings, how):
+    await _owner_creates_table(fresh_settings, "note")
+    database = Database(fresh_settings)
+    try:
+        session = database.sessions()
+        if how == "flushed":
+            await institution_named(session, "leiden-scgt")
+        else:
+            await session.execute(text("INSERT INTO note VALUES (1, 'left behind')"))
+        await end_request(session)
+        async with database.sessions() as session:
+            assert await session.scalar(select(Institution.id)) is None
+            assert await session.scalar(text("SELECT count(*) FROM note")) == 0
+    finally:
+        await database.dispose()
+
+
+async def test_a_request_whose_statement_failed_ends_without_an_error(fresh_settings):
+    database = Database(fresh_settings)
+    try:
+        session = database.sessions()
+        with pytest.raises(ProgrammingError):
+            await session.execute(text("SELECT * FROM no_such_table"))
+        await end_request(session)
+        async with database.sessions() as session:
+            assert await session.scalar(select(literal(1))) == 1
+    finally:
+        await database.dispose()

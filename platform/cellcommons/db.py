@@ -12,12 +12,12 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import psycopg
-from sqlalchemy import Executable, MetaData
+from sqlalchemy import Executable, MetaData, event
 from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session
 
 from cellcommons.settings import Settings
 
@@ -41,8 +41,44 @@ def make_engine(url: URL, **kwargs: object) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
 
+WROTE = "wrote"  # Session.info: the current transaction wrote something (flushed, or ran an INSERT/UPDATE/DELETE)
+
+
+class TrackedSession(Session):
+    """A session that knows whether its current transaction wrote anything (see `end_request`)."""
+
+
+@event.listens_for(TrackedSession, "after_flush")
+def _flushed(session: Session, _context: Any) -> None:
+    session.info[WROTE] = True
+
+
+@event.listens_for(TrackedSession, "do_orm_execute")
+def _executed(state: ORMExecuteState) -> None:
+    if not state.is_select:
+        state.session.info[WROTE] = True
+
+
+@event.listens_for(TrackedSession, "after_transaction_end")
+def _ended(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(WROTE, None)
+
+
 def make_sessionmaker(bind: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(bind, expire_on_commit=False)
+    return async_sessionmaker(bind, expire_on_commit=False, sync_session_class=TrackedSession)
+
+
+async def end_request(session: AsyncSession) -> None:
+    """Close a request's session. A transaction that only read is committed rather than rolled back — the same
+    to the database, but psycopg forgets the statements it prepared on every rollback, so each request would
+    parse and plan its statements afresh; whatever wrote and was not committed by its edge is rolled back."""
+    if session.in_transaction() and not session.info.get(WROTE):
+        try:
+            await session.commit()
+        except InvalidRequestError:
+            pass  # a statement failed and left the transaction to be rolled back: closing does
+    await session.close()
 
 
 class Database:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from graphql import parse
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from tests.graphql.limits_schema import Context, build_schema
 
 from cellcommons.auth.principal import Principal
 from cellcommons.graphql.limits import BodySizeLimit, Budget, Limits
+from cellcommons.graphql.limits.guard import PriceList
 from cellcommons.settings import Environment, Settings
 
 # Only the environment matters here; model_construct skips the production checks of unrelated settings.
@@ -242,6 +244,30 @@ async def test_budget_is_charged_reported_and_exhausted_before_any_resolver():
     )
     assert again.errors is None and context.calls
     assert again.extensions["cost"]["remaining"] == 100 - 40 - 12
+
+
+async def test_a_repeated_query_is_priced_once_and_charged_every_time():
+    limits = Limits(budget_points=100)
+    budget = Budget(limits.budget_points, limits.budget_window, clock=Clock())
+    schema = build_schema(TEST, limits, budget)
+    query = "query($n: Int!) { items(first: $n) { edges { node { id } } } }"
+
+    async def ask(n: int):
+        context = Context(principal=principal("alice"))
+        return await schema.execute(query, variable_values={"n": n}, context_value=context), context
+
+    answers = [await ask(n) for n in (10, 10, 20, 101, 101)]
+    costs = [result.extensions["cost"] for result, _ in answers]
+    assert [cost["requested"] for cost in costs[:3]] == [10, 10, 20]
+    assert [cost["remaining"] for cost in costs] == [90, 80, 60, 60, 60]
+    for refusal in answers[3:]:  # a refusal is worked out (and refused) every time
+        refused(*refusal, "page_size_too_large")
+
+    prices = PriceList(limits, hide_suggestions=False)
+    document = parse(query)
+    kept = prices.price(schema._schema, document, query, None, {"n": 10})
+    assert prices.price(schema._schema, document, query, None, {"n": 10}) is kept
+    assert prices.price(schema._schema, document, query, None, {"n": 11}).cost == 11
 
 
 async def test_anonymous_callers_are_charged_by_address_and_refused_queries_cost_nothing():

@@ -19,7 +19,7 @@ from cellcommons.auth.issuers import IssuerRegistry
 from cellcommons.auth.principal import Principal
 from cellcommons.auth.validator import TokenValidator
 from cellcommons.background import settle_heap
-from cellcommons.db import Database
+from cellcommons.db import Database, end_request
 from cellcommons.errors import CellCommonsError
 from cellcommons.graphql.context import Context
 from cellcommons.graphql.ids import Identifiers
@@ -132,7 +132,7 @@ async def _close_after_response(session) -> None:
     """The answer has been sent by now: a database that went away meanwhile leaves nothing to roll back, and
     raising here could not reach the client anyway (the pool discards the dead connection)."""
     try:
-        await session.close()
+        await end_request(session)
     except DBAPIError:
         await session.invalidate()
 

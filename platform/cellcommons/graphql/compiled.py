@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import strawberry
 from graphql import GraphQLEnumType, GraphQLObjectType, get_named_type
+from orjson import loads
 from sqlalchemy import (
     ARRAY,
     Boolean,
@@ -435,7 +436,8 @@ def _statement(plan: Shape, asked: finding.Asked, roles: frozenset | None, after
     keys, dataset_id = columns[1:-1], columns[-1]
     builder = Builder(principal)
     dataset, version = builder.alias(Dataset), builder.alias(DatasetVersion)
-    nodes = [builder.object(shape, Entity(dataset), Entity(version)) for shape in _node_shapes(plan)]
+    # As text, parsed by orjson: psycopg's own JSON loading (the standard library's) is a tenth of a request.
+    nodes = [cast(builder.object(shape, Entity(dataset), Entity(version)), Text) for shape in _node_shapes(plan)]
     in_order = reading.Ordering(
         ordering.name,
         tuple(reading.SortKey(column, key.nullable) for column, key in zip(keys, ordering.keys, strict=True)),
@@ -507,7 +509,7 @@ def _answer(plan: Shape, rows: list, first_node: int, cursors: list, more: bool,
             case Constant(name):
                 answer[key] = name
             case Listed():
-                answer[key] = [row[column] for row in rows]
+                answer[key] = [loads(row[column]) for row in rows]
                 column += 1
             case Edges(edge):
                 parts = []
@@ -517,10 +519,18 @@ def _answer(plan: Shape, rows: list, first_node: int, cursors: list, more: bool,
                         column += 1
                     else:
                         parts.append((name, part))
-                answer[key] = [
-                    {name: row[p] if type(p) is int else cursor(i) if p == CURSOR else p.value for name, p in parts}
-                    for i, row in enumerate(rows)
-                ]
+
+                def edge(i: int, row: tuple, parts: list = parts) -> dict:
+                    return {name: _part(p, row, lambda: cursor(i)) for name, p in parts}
+
+                answer[key] = [edge(i, row) for i, row in enumerate(rows)]
             case Shape(entries):  # pageInfo
                 answer[key] = {name: flags[p.name]() if isinstance(p, Flag) else p.value for name, p in entries}
     return answer
+
+
+def _part(part: Any, row: tuple, cursor) -> Any:
+    """An edge's field: its node's JSON (the column it is in), its cursor, or a constant."""
+    if type(part) is int:
+        return loads(row[part])
+    return cursor() if part == CURSOR else part.value

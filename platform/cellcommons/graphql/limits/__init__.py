@@ -28,7 +28,7 @@ from cellcommons.graphql.limits.body import BodySizeLimit
 from cellcommons.graphql.limits.budget import Balance, Budget, principal_key
 from cellcommons.graphql.limits.config import Limits
 from cellcommons.graphql.limits.errors import CachedValidation, ErrorPolicy, format_error
-from cellcommons.graphql.limits.guard import CostGuard
+from cellcommons.graphql.limits.guard import CostGuard, PriceList
 from cellcommons.graphql.limits.shape import TokenLimit, shape_rule
 from cellcommons.settings import Environment, Settings
 
@@ -52,6 +52,6 @@ def protection(settings: Settings, limits: Limits = Limits(), *, budget: Budget 
         partial(TokenLimit, limits.max_tokens),  # before the parser cache: a long text is refused unparsed
         partial(ParserCache, maxsize=PARSED_DOCUMENTS),
         partial(AddValidationRules, rules),
-        partial(CostGuard, limits, budget, hide_suggestions=production),
+        partial(CostGuard, budget, PriceList(limits, hide_suggestions=production)),
         partial(CachedValidation, hide_suggestions=production),
     ]

@@ -2,24 +2,52 @@
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 
 from graphql import ExecutionResult, GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from cellcommons.graphql.limits.budget import Budget, principal_key
 from cellcommons.graphql.limits.config import Limits, limit_error
-from cellcommons.graphql.limits.cost import measure
+from cellcommons.graphql.limits.cost import Measurement, measure
 from cellcommons.observability import metrics
 
 
-class CostGuard(SchemaExtension):
-    """One instance per request (pass a factory to Strawberry); the budget is shared by all of them."""
+class PriceList:
+    """What the queries a process has priced cost, by query text, operation and variables: pricing walks the
+    whole document (a tenth of a small page's time), and clients repeat a few queries. Refusals are not kept."""
 
-    def __init__(self, limits: Limits, budget: Budget, *, hide_suggestions: bool):
+    def __init__(self, limits: Limits, *, hide_suggestions: bool, size: int = 256):
         self.limits = limits
-        self.budget = budget
         self.hide_suggestions = hide_suggestions
+        self.size = size
+        self._kept: OrderedDict[tuple, Measurement] = OrderedDict()
+
+    def price(self, schema: Any, document: Any, text: str, operation_name: str | None, variables: Any) -> Measurement:
+        key = (id(schema), text, operation_name, json.dumps(variables, sort_keys=True, default=repr))
+        kept = self._kept.get(key)
+        if kept is not None:
+            self._kept.move_to_end(key)
+            return kept
+        measured = measure(
+            schema, document, operation_name, variables, self.limits, hide_suggestions=self.hide_suggestions
+        )
+        if not measured.errors:
+            self._kept[key] = measured
+            if len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return measured
+
+
+class CostGuard(SchemaExtension):
+    """One instance per request (pass a factory to Strawberry); the budget and price list are shared by all."""
+
+    def __init__(self, budget: Budget, prices: PriceList):
+        self.budget = budget
+        self.prices = prices
         self.requested = 0
 
     def on_execute(self) -> Iterator[None]:
@@ -36,13 +64,12 @@ class CostGuard(SchemaExtension):
 
     def _admit(self) -> list[GraphQLError]:
         context = self.execution_context
-        measurement = measure(
+        measurement = self.prices.price(
             context.schema._schema,  # the graphql-core schema, as Strawberry's own extensions read it
             context.graphql_document,
+            context.query,
             context.operation_name,
             context.variables,
-            self.limits,
-            hide_suggestions=self.hide_suggestions,
         )
         self.requested = measurement.cost
         metrics.graphql_cost(context.operation_name, measurement.cost)

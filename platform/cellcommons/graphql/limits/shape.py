@@ -8,6 +8,7 @@ MaxIntrospectionDepthRule bounds introspection.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -121,6 +122,7 @@ def shape_rule(limits: Limits) -> type[ValidationRule]:
     return QueryShapeRule
 
 
+@functools.lru_cache(maxsize=256)  # as many texts as the parser cache keeps parsed: a client repeats a few
 def has_more_tokens(text: str, limit: int) -> bool:
     """Whether `text` holds more than `limit` lexical tokens; stops reading at limit + 1."""
     lexer = Lexer(Source(text))
