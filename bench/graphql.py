@@ -4,8 +4,11 @@ query, each against hand-written SQL fetching the same data in the same run; the
 The GraphQL side runs through the real schema with the endpoint's protection extensions, context and
 DataLoaders on one session per request, timed from the query text to the result (parsing, validation, cost
 check, execution, every statement; not HTTP, the token, JSON encoding, or the session's connection checkout,
-which is timed apart), in a process whose startup heap is frozen as the app's is; statements are counted by
-the engine's cursor events, which statements run on psycopg directly (`DriverStatement`) report too. The
+which is timed apart), in a process whose startup heap is frozen as the app's is; each session ends as the
+endpoint ends it (`db.end_request`: a request that only read commits, so psycopg's prepared statements outlive
+it, as they do in the server). The page is the shape `graphql/compiled.py` answers with one statement that
+builds its JSON. Statements are counted by the engine's cursor events, which statements run on psycopg directly
+(`DriverStatement`) report too. The
 hand-written SQL runs on the driver with tuples back, in one connection and transaction. The concurrency part
 drives `cellcommons serve` with several workers (HTTP, bearer tokens from the dev identity provider,
 protection, budget) with 20 clients at once, each sending its next request when the last one is answered.

@@ -49,6 +49,8 @@ NOT_COMPILED = {
     "a directive": "{ datasets(first: 3) { nodes { accession doi @include(if: false) } } }",
     "facets": "{ datasets(first: 3) { facets { tissue { value count } } nodes { accession } } }",
     "paging back": "{ datasets(last: 3) { nodes { accession } } }",
+    "a nested page from the end": "{ datasets(first: 3) { nodes { latestVersion { batches(last: 2) { nodes { "
+    "lotNumber } } } } } }",
 }
 ORDERS = [
     None,
@@ -207,6 +209,19 @@ async def test_what_is_not_compiled_runs_field_by_field(callers, asked):
     answer, statements = await callers.both(principal, NOT_COMPILED[asked])
     assert statements and compiled.MARK not in statements
     assert _leaves(answer) > 0
+
+
+async def test_a_plan_is_kept_per_document_and_its_page_sizes_read_per_request(callers):
+    """The same text with other variables: the kept plan reads each request's sizes (and a null cursor)."""
+    principal = await callers.principal("leiden-scgt", Role.reader)
+    query = """query($n: Int!, $from: String) { datasets(first: 10) { nodes { accession
+      latestVersion { batches(first: $n, after: $from) { pageInfo { hasNextPage } nodes { lotNumber } } } } } }"""
+    sizes = []
+    for n in (1, 3, 0):
+        answer, statements = await callers.both(principal, query, {"n": n, "from": None})
+        assert statements == [compiled.MARK]
+        sizes.append(max(len(node["latestVersion"]["batches"]["nodes"]) for node in answer["datasets"]["nodes"]))
+    assert sizes[0] == 1 and sizes[1] >= 1 and sizes[2] == 0
 
 
 async def test_a_cursor_of_another_ordering_is_refused_as_before(callers):

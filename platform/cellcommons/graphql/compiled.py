@@ -20,10 +20,22 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import OrderedDict
 from typing import Any, NamedTuple
 
 import strawberry
-from graphql import GraphQLEnumType, GraphQLObjectType, get_named_type
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLEnumType,
+    GraphQLObjectType,
+    IntValueNode,
+    NullValueNode,
+    ValueNode,
+    VariableNode,
+    get_named_type,
+)
 from orjson import loads
 from sqlalchemy import (
     ARRAY,
@@ -46,7 +58,7 @@ from sqlalchemy import (
 from sqlalchemy import Enum as SqlEnum
 from sqlalchemy.dialects.postgresql import UUID, aggregate_order_by
 from sqlalchemy.orm import aliased
-from strawberry.types.nodes import SelectedField
+from strawberry.types.nodes import get_variable_values
 
 from cellcommons.access import visibility
 from cellcommons.auth.principal import Principal
@@ -107,42 +119,142 @@ HARVESTED = Column("origin_node", "harvested")
 CURSOR = "cursor"
 
 
-def _selected(selections: list, type_name: str) -> list[SelectedField] | None:
-    """The fields asked of `type_name`, through fragments; None where a directive or a repeated name asks for
-    graphql-core's own merging."""
-    fields: list[SelectedField] = []
-    for selection in selections:
-        if selection.directives:
-            return None
-        if isinstance(selection, SelectedField):
-            fields.append(selection)
-            continue
-        if selection.type_condition not in (None, type_name):
-            return None
-        inner = _selected(selection.selections, type_name)
-        if inner is None:
-            return None
-        fields += inner
-    names = [field.alias or field.name for field in fields]
-    return fields if len(set(names)) == len(names) <= MAX_KEYS else None
+class Field(NamedTuple):
+    """A field asked, as written (graphql-core's nodes; Strawberry's conversion of them costs more than this)."""
+
+    name: str
+    key: str  # the response name
+    arguments: dict[str, ValueNode]
+    selections: tuple
 
 
-def _object(kind: GraphQLObjectType, selections: list, sizes: dict[str, int]) -> Shape | None:
-    fields = _selected(selections, kind.name)
-    if fields is None:
-        return None
-    entries = []
-    for field in fields:
-        if field.name == "__typename":
-            entry = Constant(kind.name)
-        elif (kind.name, field.name) in RELATIONS:
-            entry = RELATIONS[kind.name, field.name](kind, field, sizes)
-        else:
-            entry = None if field.arguments or field.selections else _column(kind, field.name)
-        if entry is None:
+class Size(NamedTuple):
+    """Where a nested page's arguments come from: a literal or a variable, read at each request."""
+
+    param: str
+    first: ValueNode | None
+    others: tuple[ValueNode, ...]  # after, last, before: the page is compiled only when all are null
+
+
+class Planner:
+    """Walks the selection of the `datasets` field once per document (cached by the caller)."""
+
+    def __init__(self, fragments: dict[str, FragmentDefinitionNode]):
+        self.fragments = fragments
+        self.sizes: list[Size] = []
+
+    def selected(self, selections: Any, type_name: str) -> list[Field] | None:
+        """The fields asked of `type_name`, through fragments; None where a directive or a repeated name asks
+        for graphql-core's own merging."""
+        fields: list[Field] = []
+        for selection in selections:
+            if selection.directives:
+                return None
+            if isinstance(selection, FieldNode):
+                arguments = {argument.name.value: argument.value for argument in selection.arguments or ()}
+                inner = selection.selection_set.selections if selection.selection_set else ()
+                key = selection.alias.value if selection.alias else selection.name.value
+                fields.append(Field(selection.name.value, key, arguments, tuple(inner)))
+                continue
+            fragment = (
+                self.fragments.get(selection.name.value) if isinstance(selection, FragmentSpreadNode) else selection
+            )
+            condition = fragment.type_condition.name.value if fragment and fragment.type_condition else None
+            if fragment is None or condition not in (None, type_name):
+                return None
+            inner = self.selected(fragment.selection_set.selections, type_name)
+            if inner is None:
+                return None
+            fields += inner
+        keys = [field.key for field in fields]
+        return fields if len(set(keys)) == len(keys) <= MAX_KEYS else None
+
+    def object(self, kind: GraphQLObjectType, selections: Any) -> Shape | None:
+        fields = self.selected(selections, kind.name)
+        entries = []
+        for field in fields or ():
+            if field.name == "__typename":
+                entry = Constant(kind.name)
+            elif field.arguments and (kind.name, field.name) != ("DatasetVersion", "batches"):
+                entry = None
+            elif (kind.name, field.name) == ("Dataset", "latestVersion"):
+                version = self.object(_named(kind, field), field.selections)
+                entry = Latest(version) if version is not None else None
+            elif (kind.name, field.name) == ("DatasetVersion", "batches"):
+                entry = self.batch_page(kind, field)
+            elif (kind.name, field.name) == ("Batch", "qcResults"):
+                result = self.object(_named(kind, field), field.selections)
+                entry = Listed(result) if result is not None else None
+            else:
+                entry = None if field.selections else _column(kind, field.name)
+            if entry is None:
+                return None
+            entries.append((field.key, entry))
+        return Shape(tuple(entries)) if fields is not None else None
+
+    def batch_page(self, kind: GraphQLObjectType, field: Field) -> BatchPage | None:
+        if set(field.arguments) - {"first", "after", "last", "before"}:
             return None
-        entries.append((field.alias or field.name, entry))
-    return Shape(tuple(entries))
+        connection = self.connection(_named(kind, field), field.selections, nested=True)
+        if connection is None:
+            return None
+        others = tuple(field.arguments[name] for name in ("after", "last", "before") if name in field.arguments)
+        size = Size(f"batches_{len(self.sizes)}", field.arguments.get("first"), others)
+        self.sizes.append(size)
+        return BatchPage(size.param, connection)
+
+    def connection(self, kind: GraphQLObjectType, selections: Any, *, nested: bool) -> Shape | None:
+        """`nodes`, `edges { node }` (with `cursor` at the top only), `pageInfo` (cursors at the top only)."""
+        fields = self.selected(selections, kind.name)
+        entries = []
+        for field in fields or ():
+            if field.name == "__typename":
+                entry = Constant(kind.name)
+            elif field.arguments:
+                entry = None
+            elif field.name == "nodes":
+                node = self.object(_named(kind, field), field.selections)
+                entry = Listed(node) if node is not None else None
+            elif field.name == "edges":
+                entry = self.edges(_named(kind, field), field.selections, nested)
+            elif field.name == "pageInfo":
+                entry = self.page_info(_named(kind, field), field.selections, nested)
+            else:
+                entry = None
+            if entry is None:
+                return None
+            entries.append((field.key, entry))
+        return Shape(tuple(entries)) if fields is not None else None
+
+    def edges(self, kind: GraphQLObjectType, selections: Any, nested: bool) -> Edges | None:
+        fields = self.selected(selections, kind.name)
+        entries = []
+        for field in fields or ():
+            if field.name == "__typename":
+                entry = Constant(kind.name)
+            elif field.name == "node":
+                entry = self.object(_named(kind, field), field.selections)
+            elif field.name == "cursor" and not nested:
+                entry = CURSOR
+            else:
+                entry = None
+            if entry is None or field.arguments:
+                return None
+            entries.append((field.key, entry))
+        return Edges(Shape(tuple(entries))) if fields is not None else None
+
+    def page_info(self, kind: GraphQLObjectType, selections: Any, nested: bool) -> Shape | None:
+        fields = self.selected(selections, kind.name)
+        flags = {"hasNextPage", "hasPreviousPage"} | (set() if nested else {"startCursor", "endCursor"})
+        entries = []
+        for field in fields or ():
+            if field.name == "__typename":
+                entries.append((field.key, Constant(kind.name)))
+            elif field.name in flags and not field.arguments:
+                entries.append((field.key, Flag(field.name)))
+            else:
+                return None
+        return Shape(tuple(entries)) if fields is not None else None
 
 
 @functools.cache
@@ -178,98 +290,61 @@ def _column(kind: GraphQLObjectType, name: str) -> Column | None:
     return Column(shape.attribute, render) if render else None
 
 
-def _latest(kind, field: SelectedField, sizes) -> Latest | None:
-    version = _object(get_named_type(kind.fields[field.name].type), field.selections, sizes)
-    return Latest(version) if version is not None and not field.arguments else None
+def _named(kind: GraphQLObjectType, field: Field) -> Any:
+    return get_named_type(kind.fields[field.name].type)
 
 
-def _qc_results(kind, field: SelectedField, sizes) -> Listed | None:
-    result = _object(get_named_type(kind.fields[field.name].type), field.selections, sizes)
-    return Listed(result) if result is not None and not field.arguments else None
-
-
-def _size(value: Any) -> int | None:
-    """`first` as asked: Strawberry hands literals over as written, variables coerced."""
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    return value if type(value) is int and 0 <= value <= reading.MAX_PAGE else None
-
-
-def _batch_page(kind, field: SelectedField, sizes) -> BatchPage | None:
-    arguments = field.arguments
-    size = _size(arguments.get("first"))
-    if size is None or any(arguments.get(name) is not None for name in ("after", "last", "before")):
-        return None  # other pages, and refusals, are the field's own
-    connection = _connection(get_named_type(kind.fields[field.name].type), field.selections, sizes, nested=True)
-    if connection is None:
+def _value(node: ValueNode | None, variables: dict) -> Any:
+    """An argument's value: a literal as written (ints), a variable as coerced."""
+    if node is None or isinstance(node, NullValueNode):
         return None
-    name = f"batches_{len(sizes)}"
-    sizes[name] = size
-    return BatchPage(name, connection)
+    if isinstance(node, VariableNode):
+        return variables.get(node.name.value)
+    return int(node.value) if isinstance(node, IntValueNode) else node
 
 
-def _connection(kind: GraphQLObjectType, selections: list, sizes: dict, *, nested: bool) -> Shape | None:
-    """`nodes`, `edges { node }` (with `cursor` at the top only), `pageInfo` (cursors at the top only)."""
-    fields = _selected(selections, kind.name)
-    if fields is None:
-        return None
-    entries = []
-    for field in fields:
-        named = get_named_type(kind.fields[field.name].type) if field.name in kind.fields else None
-        if field.name == "__typename":
-            entry = Constant(kind.name)
-        elif field.name == "nodes":
-            node = _object(named, field.selections, sizes)
-            entry = Listed(node) if node is not None else None
-        elif field.name == "edges":
-            entry = _edges(named, field.selections, sizes, nested)
-        elif field.name == "pageInfo":
-            entry = _page_info(named, field.selections, nested)
-        else:
-            entry = None
-        if entry is None or field.arguments:
+def _sizes(sizes: tuple[Size, ...], variables: dict) -> dict[str, int] | None:
+    """Each nested page's `first`, or None when a page asks for more than a first page of 0 to 100 (the field
+    itself then answers, or refuses)."""
+    asked = {}
+    for size in sizes:
+        first = _value(size.first, variables)
+        if type(first) is not int or not 0 <= first <= reading.MAX_PAGE:
             return None
-        entries.append((field.alias or field.name, entry))
-    return Shape(tuple(entries))
-
-
-def _edges(kind: GraphQLObjectType, selections: list, sizes: dict, nested: bool) -> Edges | None:
-    fields = _selected(selections, kind.name)
-    entries = []
-    for field in fields or ():
-        if field.name == "__typename":
-            entry = Constant(kind.name)
-        elif field.name == "node":
-            entry = _object(get_named_type(kind.fields["node"].type), field.selections, sizes)
-        elif field.name == "cursor" and not nested:
-            entry = CURSOR
-        else:
-            entry = None
-        if entry is None:
+        if any(_value(other, variables) is not None for other in size.others):
             return None
-        entries.append((field.alias or field.name, entry))
-    return Edges(Shape(tuple(entries))) if fields is not None else None
+        asked[size.param] = first
+    return asked
 
 
-def _page_info(kind: GraphQLObjectType, selections: list, nested: bool) -> Shape | None:
-    fields = _selected(selections, kind.name)
-    flags = {"hasNextPage", "hasPreviousPage"} | (set() if nested else {"startCursor", "endCursor"})
-    entries = []
-    for field in fields or ():
-        if field.name == "__typename":
-            entries.append((field.alias or field.name, Constant(kind.name)))
-        elif field.name in flags:
-            entries.append((field.alias or field.name, Flag(field.name)))
-        else:
-            return None
-    return Shape(tuple(entries)) if fields is not None else None
+class Plan(NamedTuple):
+    connection: Shape | None  # None: not compiled
+    sizes: tuple[Size, ...]
 
 
-RELATIONS = {
-    ("Dataset", "latestVersion"): _latest,
-    ("DatasetVersion", "batches"): _batch_page,
-    ("Batch", "qcResults"): _qc_results,
-}
+PLANS: OrderedDict[tuple, tuple[Any, Plan]] = OrderedDict()  # (schema, field node) → (the node, kept; its plan)
+
+
+def _plan(info: Any) -> Plan:
+    """The plan of the `datasets` field being resolved, worked out once per parsed document (the parser cache
+    hands back the same nodes for the same text)."""
+    raw = info._raw_info
+    nodes = raw.field_nodes
+    key = (id(raw.schema), id(nodes[0]))
+    kept = PLANS.get(key)
+    if kept is not None:
+        PLANS.move_to_end(key)
+        return kept[1]
+    planner = Planner(raw.fragments)
+    connection = None
+    if len(nodes) == 1 and not nodes[0].directives and nodes[0].selection_set:
+        connection = planner.connection(get_named_type(raw.return_type), nodes[0].selection_set.selections,
+                                        nested=False)  # fmt: skip
+    plan = Plan(connection, tuple(planner.sizes))
+    PLANS[key] = (nodes[0], plan)
+    if len(PLANS) > KEPT:
+        PLANS.popitem(last=False)
+    return plan
 
 
 # ---- the statement -------------------------------------------------------------------------------------------
@@ -460,12 +535,9 @@ async def dataset_page(info: strawberry.Info, request: reading.PageRequest, quer
     context = info.context
     if not context.completes_ahead or request.first is None or request.before is not None:
         return None
-    selected = info.selected_fields
-    if len(selected) != 1 or selected[0].directives:
-        return None
-    sizes: dict[str, int] = {}
-    plan = _connection(get_named_type(info._raw_info.return_type), selected[0].selections, sizes, nested=False)
-    if plan is None:
+    plan = _plan(info)
+    sizes = _sizes(plan.sizes, get_variable_values(info._raw_info)) if plan.connection is not None else None
+    if sizes is None:
         return None
     principal = context.principal
     roles = None if principal is None else principal.roles
@@ -473,7 +545,7 @@ async def dataset_page(info: strawberry.Info, request: reading.PageRequest, quer
     reading.checked_cursors(finding.find_datasets(_standing(roles), query).ordering, request)
     after = request.after
     null = None if after is None else tuple(value is None for value in after.values)
-    statement = _statement(plan, finding.Asked(query), roles, null)
+    statement = _statement(plan.connection, finding.Asked(query), roles, null)
     params: dict[str, Any] = {**sizes, "page_size": request.first + 1, "node_id": context.settings.node_id}
     if principal is not None:
         params[visibility.VIEWER] = principal.institution_id
@@ -485,7 +557,7 @@ async def dataset_page(info: strawberry.Info, request: reading.PageRequest, quer
     more, rows = len(rows) > request.first, rows[: request.first]
     keys = statement.keys
     cursors = [reading.Cursor(statement.ordering.name, tuple(row[:keys]), row[keys]) for row in rows]
-    return Completed(_answer(plan, rows, keys + 1, cursors, more, after is not None, context.ids.cursor))
+    return Completed(_answer(plan.connection, rows, keys + 1, cursors, more, after is not None, context.ids.cursor))
 
 
 def _answer(plan: Shape, rows: list, first_node: int, cursors: list, more: bool, came_from: bool, seal) -> dict:
