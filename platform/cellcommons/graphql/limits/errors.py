@@ -74,12 +74,27 @@ class CachedValidation(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         # The graphql-core schema, as Strawberry's own ValidationCache reads it.
-        found = _validate(context.schema._schema, context.graphql_document, tuple(context.validation_rules),
+        found = _validate(context.schema._schema, Same(context.graphql_document), tuple(context.validation_rules),
                           self.hide_suggestions)  # fmt: skip
         context.pre_execution_errors = list(found)
         yield
 
 
-@functools.lru_cache(maxsize=256)
-def _validate(schema: GraphQLSchema, document: DocumentNode, rules: tuple, hide_suggestions: bool) -> tuple:
-    return tuple(validate(schema, document, (*rules, *_STRAWBERRY_RULES), hide_suggestions=hide_suggestions))
+class Same:
+    """A document as a cache key by identity: a document's own hash walks every node of it, on every request."""
+
+    __slots__ = ("document",)
+
+    def __init__(self, document: DocumentNode):
+        self.document = document
+
+    def __hash__(self) -> int:
+        return id(self.document)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Same) and other.document is self.document
+
+
+@functools.lru_cache(maxsize=256)  # keeps each key, and so its document, alive: an id is not reused meanwhile
+def _validate(schema: GraphQLSchema, document: Same, rules: tuple, hide_suggestions: bool) -> tuple:
+    return tuple(validate(schema, document.document, (*rules, *_STRAWBERRY_RULES), hide_suggestions=hide_suggestions))
