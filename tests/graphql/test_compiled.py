@@ -8,6 +8,7 @@ import datetime as dt
 
 import pytest
 from sqlalchemy import DateTime, Numeric, Text, cast, event, literal, select, text
+from tests.graphql.answers import leaves, opened
 
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.catalogue.models import Institution
@@ -60,26 +61,6 @@ ORDERS = [
 ]
 
 
-def _opened(value, ids: Identifiers):
-    """Sealed cursors opened: sealing draws a fresh nonce, the position it seals does not."""
-    if isinstance(value, dict):
-        return {
-            k: ids.parse_cursor(v, k) if k in ("cursor", "startCursor", "endCursor") and v else _opened(v, ids)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_opened(v, ids) for v in value]
-    return value
-
-
-def _leaves(value) -> int:
-    if isinstance(value, dict):
-        return sum(_leaves(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_leaves(v) for v in value)
-    return value is not None
-
-
 class Callers:
     """Both executions of the API's schema in one transaction (rolled back), statements counted."""
 
@@ -105,7 +86,7 @@ class Callers:
         """The compiled answer (raw, cursors sealed) and its statements, after checking it against the reference."""
         ours, statements = await self.ask("compiled", principal, query, variables or {})
         reference, _ = await self.ask("reference", principal, query, variables or {})
-        assert _opened(ours, self.ids) == _opened(reference, self.ids)
+        assert opened(ours, self.ids) == opened(reference, self.ids)
         return ours, statements
 
 
@@ -140,7 +121,7 @@ async def test_every_compiled_field_answers_as_the_field_by_field_execution(call
     assert statements == [compiled.MARK]
     if principal is None:  # what anonymous callers may see, exactly as the reference answers it
         return
-    assert _leaves(answer) > 200  # so that equality above means something
+    assert leaves(answer) > 200  # so that equality above means something
     versions = [edge["node"]["latestVersion"] for edge in answer["datasets"]["edges"]]
     assert any(v["batches"]["nodes"] and v["batches"]["nodes"][0]["qcResults"] for v in versions)
 
@@ -208,7 +189,7 @@ async def test_what_is_not_compiled_runs_field_by_field(callers, asked):
     principal = await callers.principal("leiden-scgt", Role.reader)
     answer, statements = await callers.both(principal, NOT_COMPILED[asked])
     assert statements and compiled.MARK not in statements
-    assert _leaves(answer) > 0
+    assert leaves(answer) > 0
 
 
 async def test_a_plan_is_kept_per_document_and_its_page_sizes_read_per_request(callers):

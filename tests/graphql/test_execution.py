@@ -11,6 +11,7 @@ import strawberry
 from sqlalchemy import select
 from strawberry.extensions import SchemaExtension
 from strawberry.permission import BasePermission
+from tests.graphql.answers import leaves, opened
 
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.catalogue.enums import VersionStatus
@@ -159,18 +160,6 @@ READS = {
 }
 
 
-def _opened(value, ids: Identifiers):
-    """The answer with each sealed cursor opened: sealing draws a fresh nonce, the position it seals does not."""
-    if isinstance(value, dict):
-        return {
-            k: ids.parse_cursor(v, k) if k in ("cursor", "startCursor", "endCursor") and v else _opened(v, ids)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_opened(v, ids) for v in value]
-    return value
-
-
 @pytest.mark.parametrize("operation", [*READS, "nested page"])
 async def test_the_api_schema_answers_as_strawberry_alone_does(seeded_settings, operation):
     """Plain fields read inline and resolvers called directly change no answer to the documented reads."""
@@ -201,16 +190,8 @@ async def test_the_api_schema_answers_as_strawberry_alone_does(seeded_settings, 
                 context = Context(principal=principal, session=session, settings=seeded_settings, ids=ids)
                 result = await schema.execute(query, variable_values=variables, context_value=context)
             assert not result.errors, result.errors
-            answers.append(_opened(result.data, ids))
+            answers.append(opened(result.data, ids))
     finally:
         await database.dispose()
     assert answers[0] == answers[1]
-    assert _leaves(answers[0]) > 20  # an answer with something in it, so that equality means something
-
-
-def _leaves(value) -> int:
-    if isinstance(value, dict):
-        return sum(_leaves(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_leaves(v) for v in value)
-    return value is not None
+    assert leaves(answers[0]) > 20  # an answer with something in it, so that equality means something
