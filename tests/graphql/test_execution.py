@@ -18,7 +18,7 @@ from cellcommons.catalogue.enums import VersionStatus
 from cellcommons.catalogue.models import Dataset, DatasetVersion, Institution, dataset_version_batch
 from cellcommons.db import Database
 from cellcommons.graphql.context import Context
-from cellcommons.graphql.execution import PlainFieldsExecution, _coercion
+from cellcommons.graphql.execution import InputsKept, PlainFieldsExecution, _coercion
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.graphql.schema import build_schema
 
@@ -195,3 +195,16 @@ async def test_the_api_schema_answers_as_strawberry_alone_does(seeded_settings, 
         await database.dispose()
     assert answers[0] == answers[1]
     assert leaves(answers[0]) > 20  # an answer with something in it, so that equality means something
+
+
+def test_a_query_fields_input_objects_are_converted_once_per_value():
+    schema = build_schema()
+    inputs = InputsKept(schema._schema.query_type.fields["datasets"], schema, size=2)
+    first = inputs({"filter": {"tissue": {"eq": "UBERON:0002371"}}, "first": 5})
+    again = inputs({"filter": {"tissue": {"eq": "UBERON:0002371"}}, "first": 7, "orderBy": None})
+    other = inputs({"filter": {"tissue": {"eq": "UBERON:0001013"}}})
+    assert type(first["filter"]).__name__ == "DatasetFilter" and first["first"] == 5
+    assert again["filter"] is first["filter"] and again["first"] == 7 and again["order_by"] is None
+    assert other["filter"] is not first["filter"] and other["filter"].tissue.eq == "UBERON:0001013"
+    inputs({"filter": {"keywords": {"anyOf": ["MSC"]}}})  # a third value: the least recently used goes
+    assert inputs({"filter": {"tissue": {"eq": "UBERON:0002371"}}})["filter"] is not first["filter"]
