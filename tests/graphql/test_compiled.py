@@ -230,3 +230,10 @@ def test_only_what_the_database_renders_as_the_api_is_compiled():
     assert columns["Batch", "harvested"] is compiled.HARVESTED
     for float_or_id in [("Batch", "totalCells"), ("Batch", "id"), ("QcResult", "id"), ("Dataset", "institution")]:
         assert columns[float_or_id] is None
+
+
+def test_plans_of_different_kinds_are_different_plans():
+    """A plan is the key of its kept statement: a list and a single object of the same fields must differ."""
+    shape = compiled.Shape((("title", compiled.Column("title", "value")),))
+    assert len({compiled.Listed(shape), compiled.Latest(shape), compiled.Edges(shape)}) == 3
+    assert compiled.Constant("hasNextPage") != compiled.Flag("hasNextPage")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import strawberry
@@ -77,41 +78,50 @@ MARK = "json_build_object"  # in the compiled statement, in no other statement o
 
 
 # ---- the plan: what the selection asks, in terms the statement can build ---------------------------------
+# Dataclasses, not tuples: two plans are the same (one kept statement) only when each part is the same kind.
 
 
-class Column(NamedTuple):
+@dataclass(frozen=True)
+class Column:
     attribute: str
     render: str  # "value": as the database's JSON has it; "text": a decimal's digits; "timestamp": isoformat
 
 
-class Constant(NamedTuple):
+@dataclass(frozen=True)
+class Constant:
     value: str  # a type name, for __typename
 
 
-class Shape(NamedTuple):
+@dataclass(frozen=True)
+class Shape:
     """One object: (response name, what) in the order asked."""
 
     entries: tuple[tuple[str, Any], ...]
 
 
-class Latest(NamedTuple):
+@dataclass(frozen=True)
+class Latest:
     version: Shape  # Dataset.latestVersion: the version the page's row was found with
 
 
-class BatchPage(NamedTuple):
+@dataclass(frozen=True)
+class BatchPage:
     size: str  # the parameter holding `first`
     connection: Shape  # of Listed / Edges / PageInfo / Constant entries
 
 
-class Listed(NamedTuple):
+@dataclass(frozen=True)
+class Listed:
     node: Shape  # a connection's `nodes`, or a list of QC results
 
 
-class Edges(NamedTuple):
+@dataclass(frozen=True)
+class Edges:
     edge: Shape  # of ("node", Listed-like Shape) / Constant entries
 
 
-class Flag(NamedTuple):
+@dataclass(frozen=True)
+class Flag:
     name: str  # hasNextPage / hasPreviousPage
 
 
