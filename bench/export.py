@@ -160,10 +160,11 @@ async def _measure(settings, count: int, console: Console) -> Report:
         notes=[
             f"{count:,} rows, {mb:,.0f} MB in Arrow; MB/s counts those bytes for both; Parquet out "
             f"{on['bytes'] / MB:,.1f} MB (policy on), {off['bytes'] / MB:,.1f} MB (off); zstd everywhere",
-            "export = claim to recorded result: S3 GET of the source Parquet (spooled, hashed); on one thread, "
-            "batches decoded (donor ids as each row group's dictionary) and through the policy (HMAC pseudonyms "
-            "of 50 000 donors, once per row group; age bands, months); on another, Parquet with the terms encoded "
-            "and hashed; the SDK's threads upload the parts",
+            "export = claim to recorded result: S3 GET of the source Parquet (spooled and hashed on a thread of "
+            "its own, read as it arrives: its footer fetched ahead by a range request); on one thread, batches "
+            "decoded (donor ids as each row group's dictionary) and through the policy (HMAC pseudonyms of 50 000 "
+            "donors, once per row group; age bands, months), up to a row group's worth ahead; on another, Parquet "
+            "with the terms encoded and hashed; the SDK's threads upload the parts",
             f"CPU time of the export process: {on['cpu']:.1f} s (policy off: {off['cpu']:.1f} s; write_table: "
             f"{baseline_cpu:.1f} s), on {os.cpu_count()} cores it shares with the S3 server; load average "
             f"{load[0]:.2f} after the exports (1-minute)",
