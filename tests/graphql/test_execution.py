@@ -18,7 +18,7 @@ from cellcommons.catalogue.enums import VersionStatus
 from cellcommons.catalogue.models import Dataset, DatasetVersion, Institution, dataset_version_batch
 from cellcommons.db import Database
 from cellcommons.graphql.context import Context
-from cellcommons.graphql.execution import InputsKept, PlainFieldsExecution, _coercion
+from cellcommons.graphql.execution import InputsKept, PlainFieldsExecution, _coercion, call_resolvers_directly
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.graphql.schema import build_schema
 
@@ -208,3 +208,17 @@ def test_a_query_fields_input_objects_are_converted_once_per_value():
     assert other["filter"] is not first["filter"] and other["filter"].tissue.eq == "UBERON:0001013"
     inputs({"filter": {"keywords": {"anyOf": ["MSC"]}}})  # a third value: the least recently used goes
     assert inputs({"filter": {"tissue": {"eq": "UBERON:0002371"}}})["filter"] is not first["filter"]
+
+
+@strawberry.type
+class Sources:
+    @strawberry.field
+    async def runs(self, source: str, first: int | None = None) -> list[str]:
+        return [source] * (first or 1)
+
+
+async def test_a_query_field_called_directly_takes_any_argument_name():
+    """`source` is also the name of the parent the resolver is handed: an argument of that name still arrives."""
+    schema = strawberry.Schema(Sources, execution_context_class=PlainFieldsExecution)
+    result = await call_resolvers_directly(schema).execute('{ runs(source: "leiden-lims", first: 2) }')
+    assert result.errors is None and result.data == {"runs": ["leiden-lims", "leiden-lims"]}

@@ -157,7 +157,7 @@ def _direct_resolver(field: GraphQLField, info_class: type, inputs: InputsKept |
     info_name = resolver.info_parameter.name if resolver.info_parameter else None
     source_names = [p.name for p in (resolver.root_parameter, resolver.parent_parameter) if p is not None]
 
-    def resolve(source: Any, info: Any, **arguments: Any) -> Any:
+    def resolve(source: Any, info: Any, /, **arguments: Any) -> Any:  # an argument may be named `source` too
         kwargs = inputs(arguments) if inputs is not None else {}
         kwargs.update((name, source) for name in source_names)
         if info_name is not None:
