@@ -15,7 +15,7 @@ from cellcommons.catalogue.changes import Change
 from cellcommons.catalogue.enums import ReleaseStatus
 from cellcommons.catalogue.models import Batch, QcResult
 from cellcommons.catalogue.schemas import BatchIn
-from cellcommons.sync.models import QuarantinedRecord, RunStatus
+from cellcommons.sync.models import QuarantinedRecord, RunStatus, RunTrigger
 from cellcommons.sync.resilience import RetryPolicy
 from cellcommons.sync.sdk import Connector, Page, Stream
 
@@ -159,3 +159,37 @@ async def test_a_quarantine_replay_meeting_the_same_race_retries_its_chunk(env, 
     assert (replay.status, replay.upserted_count, replay.quarantined_count) == (RunStatus.ok, 1, 0)
     assert await env.scalar(select(Batch.product_name)) == "BM-MSC lot LOT-1"
     assert await _changes(env) == [("LOT-1", "update")]
+
+
+def _stamped(lot: str, day: int, *, deleted: bool = False, product: str = "BM-MSC") -> dict:
+    row = {"lot_number": lot, "modified": f"2026-01-0{day}T00:00:00+00:00"}
+    return row | ({"_deleted": True} if deleted else batch_record(lot, product_name=product))
+
+
+async def _products(env) -> list[tuple[str, str]]:
+    async with env.database.unit_of_work() as session:
+        return [tuple(row) for row in await session.execute(select(Batch.lot_number, Batch.product_name))]
+
+
+async def test_the_same_content_newer_at_the_source_is_not_deleted_by_an_older_tombstone(env):
+    """Day 1 and day 3 carry the same lot unchanged, then a tombstone of day 2 arrives: the lot lives (day 3 is
+    the source's latest), in the run and in its replay. The ledger used to keep day 1 for unchanged content."""
+    rows = [_stamped("LOT-1", 1), _stamped("LOT-1", 3), _stamped("LOT-1", 2, deleted=True)]
+    await env.add_source()
+    runtime = env.runtime(memory_connector(rows, page_size=1))
+    first = await runtime.run("lims")
+    assert (first.upserted_count, first.deleted_count) == (1, 0)
+    assert await _products(env) == [("LOT-1", "BM-MSC")]
+    replay = await runtime.run("lims", trigger=RunTrigger.replay, from_bookmarks=first.start_bookmarks)
+    assert (replay.upserted_count, replay.deleted_count) == (0, 0)
+
+
+async def test_a_lot_deleted_again_later_is_not_brought_back_by_an_older_version(env):
+    """Deleted on day 1 and again on day 3, then a version of day 2 arrives: the lot stays deleted."""
+    rows = [_stamped("LOT-1", 1, deleted=True), _stamped("LOT-1", 3, deleted=True), _stamped("LOT-1", 2)]
+    await env.add_source()
+    runtime = env.runtime(memory_connector(rows, page_size=1))
+    first = await runtime.run("lims")
+    assert first.upserted_count == 0 and await _products(env) == []
+    replay = await runtime.run("lims", trigger=RunTrigger.replay, from_bookmarks=first.start_bookmarks)
+    assert (replay.upserted_count, replay.deleted_count) == (0, 0) and await _products(env) == []

@@ -4,7 +4,8 @@ Runs inside the caller's transaction (the runtime commits the page together with
 keeps, per natural key, the source timestamp and a hash of the last version applied (or a tombstone mark), so:
 - a record or tombstone applies when the key is new, or when it is strictly newer than what was applied;
   equal timestamps keep the first version (in a page too), so replaying pages changes nothing;
-- identical content writes nothing;
+- identical content writes nothing but the ledger's time when it is newer (as does a repeated tombstone), so an
+  older version arriving later in the stream cannot win;
 - without source timestamps the source's order is all there is: a later record overwrites. Replay is exact
   for streams that carry their replication key.
 """
@@ -120,28 +121,28 @@ async def land_page(session: AsyncSession, work: PageWork, page: CheckedPage) ->
     return outcome
 
 
+def _later(record: Record, held: datetime | None) -> bool:
+    """The record carries a source timestamp newer than the one held (or the first one for the key)."""
+    return record.updated_at is not None and (held is None or _stamp(record.updated_at) > _stamp(held))
+
+
 async def _upserts(session: AsyncSession, work: PageWork, entries: list, stored: dict, outcome: PageOutcome) -> None:
-    changed, unchanged = [], []
+    changed, unchanged, restamped = [], [], []
     for record, key, checked in entries:
         if key not in stored or (stored[key][1] != checked.content_hash and _supersedes(record, stored[key][0])):
             changed.append((record, checked))
-        else:
-            unchanged.append(key)
+            continue
+        unchanged.append(key)
+        if stored[key][1] == checked.content_hash and _later(record, stored[key][0]):
+            # The same content, newer at the source: nothing to write but the ledger's timestamp, which an older
+            # tombstone (later in the stream) must not beat.
+            restamped.append(_entry(work, key, record, checked.content_hash))
     written = await work.target.upsert(session, work.scope, [checked for _, checked in changed])
     for record, checked in changed:
         if checked.key not in written:
             outcome.rejected.append(Rejected(record, checked.key, [_harvested(work.target, checked.key)]))
-    await repository.remember(
-        session,
-        work.source_id,
-        work.stream,
-        [
-            {"record_key": c.key, "source_updated_at": r.updated_at, "content_hash": c.content_hash,
-             "snapshot_pass": work.snapshot_pass}
-            for r, c in changed if c.key in written
-        ],
-        stored,
-    )  # fmt: skip
+    applied = [_entry(work, c.key, r, c.content_hash) for r, c in changed if c.key in written]
+    await repository.remember(session, work.source_id, work.stream, applied + restamped, stored)
     if work.snapshot_pass is not None:
         await repository.mark_seen(session, work.source_id, work.stream, unchanged, work.snapshot_pass)
     outcome.upserted += len(written)
@@ -155,24 +156,30 @@ async def _tombstones(session: AsyncSession, work: PageWork, entries: list, stor
         for record, key, _ in entries
         if key not in stored or (stored[key][1] != TOMBSTONE and _supersedes(record, stored[key][0]))
     ]
+    # Deleted again, later: the ledger keeps the later time, which an older version of the record must not beat.
+    restamped = [
+        _entry(work, key, record, TOMBSTONE)
+        for record, key, _ in entries
+        if key in stored and stored[key][1] == TOMBSTONE and _later(record, stored[key][0])
+    ]
     deleted, refused = await work.target.delete(session, work.scope, [key for _, key in live])
     for record, key in live:
         if key in refused:
             outcome.rejected.append(Rejected(record, key, [_undeletable(work.target, key)]))
     # Remembered, not forgotten: replaying an older version of the record must not bring it back.
     applied = [(record, key) for record, key in live if key not in refused]
-    await repository.remember(
-        session,
-        work.source_id,
-        work.stream,
-        [{"record_key": key, "source_updated_at": record.updated_at, "content_hash": TOMBSTONE,
-          "snapshot_pass": work.snapshot_pass} for record, key in applied],
-        stored,
-    )  # fmt: skip
+    entries_applied = [_entry(work, key, record, TOMBSTONE) for record, key in applied]
+    await repository.remember(session, work.source_id, work.stream, entries_applied + restamped, stored)
     outcome.deleted += len(deleted)
     outcome.landed |= {key for _, key in applied} | {
         key for _, key, _ in entries if stored.get(key, ("", ""))[1] == TOMBSTONE
     }
+
+
+def _entry(work: PageWork, key: str, record: Record, content_hash: str) -> dict[str, Any]:
+    """A ledger entry: what was applied for `key`, and the source time it was current at."""
+    return {"record_key": key, "source_updated_at": record.updated_at, "content_hash": content_hash,
+            "snapshot_pass": work.snapshot_pass}  # fmt: skip
 
 
 def _finding(code: str, field_name: str, message: str) -> dict[str, Any]:
