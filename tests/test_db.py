@@ -97,7 +97,7 @@ async def test_a_request_that_only_read_ends_in_a_commit_and_keeps_its_prepared_
         await database.dispose()
 
 
-@pytest.mark.parametrize("how", ["flushed", "executed"])
+@pytest.mark.parametrize("how", ["flushed", "executed", "pending", "on the driver"])
 async def test_a_request_that_wrote_and_did_not_commit_is_rolled_back(fresh_settings, how):
     await _owner_creates_table(fresh_settings, "note")
     database = Database(fresh_settings)
@@ -105,8 +105,15 @@ async def test_a_request_that_wrote_and_did_not_commit_is_rolled_back(fresh_sett
         session = database.sessions()
         if how == "flushed":
             await institution_named(session, "leiden-scgt")
-        else:
+        elif how == "executed":
             await session.execute(text("INSERT INTO note VALUES (1, 'left behind')"))
+        elif how == "pending":  # added, not flushed: committing would flush it
+            await session.execute(select(literal(1)))
+            session.add(Institution(slug="pending", name="Pending", country="NL", sector="academic",
+                                    transfer_basis="eea", origin_node="local"))  # fmt: skip
+        else:  # a statement that writes, run on the driver
+            insert = text("INSERT INTO note VALUES (2, 'on the driver') RETURNING id")
+            assert await DriverStatement(insert, writes=True).rows(session) == [(2,)]
         await end_request(session)
         async with database.sessions() as session:
             assert await session.scalar(select(Institution.id)) is None

@@ -72,8 +72,11 @@ def make_sessionmaker(bind: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def end_request(session: AsyncSession) -> None:
     """Close a request's session. A transaction that only read is committed rather than rolled back — the same
     to the database, but psycopg forgets the statements it prepared on every rollback, so each request would
-    parse and plan its statements afresh; whatever wrote and was not committed by its edge is rolled back."""
-    if session.in_transaction() and not session.info.get(WROTE):
+    parse and plan its statements afresh. Whatever wrote or holds changes its edge did not commit is rolled
+    back: a flush, an INSERT/UPDATE/DELETE through the session, a `DriverStatement(writes=True)`, the driver
+    connection, or pending ORM changes. (A SELECT of a function that writes must be declared as such.)"""
+    pending = session.new or session.dirty or session.deleted
+    if session.in_transaction() and not pending and not session.info.get(WROTE):
         try:
             await session.commit()
         except InvalidRequestError:
@@ -132,7 +135,9 @@ async def committed(
 
 
 async def driver_connection(session: AsyncSession) -> psycopg.AsyncConnection:
-    """The psycopg connection under the session's current transaction (COPY is not in SQLAlchemy)."""
+    """The psycopg connection under the session's current transaction (COPY is not in SQLAlchemy); what runs on it
+    counts as a write (`end_request`)."""
+    session.info[WROTE] = True
     raw = await (await session.connection()).get_raw_connection()
     return raw.driver_connection
 
@@ -149,7 +154,8 @@ class DriverStatement:
 
     _dialect = DRIVER_DIALECT
 
-    def __init__(self, statement: Executable):
+    def __init__(self, statement: Executable, *, writes: bool = False):
+        self.writes = writes  # marks the session's transaction as having written (see `end_request`)
         compiled = statement.compile(dialect=self._dialect)
         self.sql = compiled.string
         self._convert = {}
@@ -165,6 +171,8 @@ class DriverStatement:
     async def rows(self, session: AsyncSession, **params: Any) -> list[tuple]:
         if session.new or session.dirty or session.deleted:
             await session.flush()  # as the session's autoflush would before a query
+        if self.writes:
+            session.info[WROTE] = True
         values = dict(self._constants)
         for name, value in params.items():
             convert = self._convert[name]

@@ -16,6 +16,7 @@ from cellcommons.db import Database
 from cellcommons.graphql import compiled
 from cellcommons.graphql.context import Context
 from cellcommons.graphql.ids import Identifiers
+from cellcommons.graphql.limits import protection
 from cellcommons.graphql.schema import build_schema
 
 BATCH = """lotNumber productName cellType tissue manufacturedOn passage populationDoublings cultureSupplement
@@ -67,25 +68,28 @@ class Callers:
     def __init__(self, settings, session, statements: list):
         self.settings, self.session, self.statements = settings, session, statements
         self.ids = Identifiers(settings.secret_key.get_secret_value())
-        self.schemas = {"compiled": build_schema(), "reference": build_schema(fast_paths=False)}
+        # The compiled side as the endpoint serves it: parsed documents (and so field nodes) kept per text.
+        self.schemas = {"compiled": build_schema(protection(settings)), "reference": build_schema(fast_paths=False)}
 
     async def principal(self, slug: str, *roles: Role) -> Principal:
         institution = await self.session.scalar(select(Institution).where(Institution.slug == slug))
         return Principal(institution.id, institution.slug, "alice", frozenset(roles or {Role.reader}))
 
-    async def ask(self, which: str, principal, query: str, variables: dict) -> tuple[dict, list[str]]:
+    async def ask(self, which: str, principal, query: str, variables: dict, operation: str | None = None):
         """The answer and its statements (the compiled one as `compiled.MARK`, others by their first word)."""
         context = Context(principal=principal, session=self.session, settings=self.settings, ids=self.ids)
         before = len(self.statements)
-        result = await self.schemas[which].execute(query, variable_values=variables, context_value=context)
+        result = await self.schemas[which].execute(
+            query, variable_values=variables, context_value=context, operation_name=operation
+        )
         assert not result.errors, result.errors
         ran = self.statements[before:]
         return result.data, [compiled.MARK if compiled.MARK in sql else sql.split()[0] for sql in ran]
 
-    async def both(self, principal, query: str, variables: dict | None = None) -> tuple[dict, list[str]]:
+    async def both(self, principal, query: str, variables: dict | None = None, operation: str | None = None):
         """The compiled answer (raw, cursors sealed) and its statements, after checking it against the reference."""
-        ours, statements = await self.ask("compiled", principal, query, variables or {})
-        reference, _ = await self.ask("reference", principal, query, variables or {})
+        ours, statements = await self.ask("compiled", principal, query, variables or {}, operation)
+        reference, _ = await self.ask("reference", principal, query, variables or {}, operation)
         assert opened(ours, self.ids) == opened(reference, self.ids)
         return ours, statements
 
@@ -237,3 +241,17 @@ def test_plans_of_different_kinds_are_different_plans():
     shape = compiled.Shape((("title", compiled.Column("title", "value")),))
     assert len({compiled.Listed(shape), compiled.Latest(shape), compiled.Edges(shape)}) == 3
     assert compiled.Constant("hasNextPage") != compiled.Flag("hasNextPage")
+
+
+async def test_a_field_merged_differently_by_two_operations_of_one_document_is_planned_for_each(callers):
+    """Found in review: one parsed document, the same fragment's field node in both operations, merged with more
+    in the second; a plan kept for the first node alone answered the second (compiled) without `doi`."""
+    principal = await callers.principal("leiden-scgt", Role.reader)
+    document = """query A { ...F }
+      query B { ...F datasets(first: 2) { nodes { doi } } }
+      fragment F on Query { datasets(first: 2) { nodes { accession } } }"""
+    first, _ = await callers.both(principal, document, operation="A")
+    second, statements = await callers.both(principal, document, operation="B")
+    assert set(first["datasets"]["nodes"][0]) == {"accession"}
+    assert set(second["datasets"]["nodes"][0]) == {"accession", "doi"}
+    assert compiled.MARK not in statements  # a field merged from two nodes is graphql-core's to merge

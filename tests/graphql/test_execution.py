@@ -208,6 +208,8 @@ def test_a_query_fields_input_objects_are_converted_once_per_value():
     assert other["filter"] is not first["filter"] and other["filter"].tissue.eq == "UBERON:0001013"
     inputs({"filter": {"keywords": {"anyOf": ["MSC"]}}})  # a third value: the least recently used goes
     assert inputs({"filter": {"tissue": {"eq": "UBERON:0002371"}}})["filter"] is not first["filter"]
+    large = {"filter": {"keywords": {"anyOf": ["x" * 100] * 200}}}  # larger than CACHED_TEXT: converted each time
+    assert inputs(large)["filter"] is not inputs(large)["filter"]
 
 
 @strawberry.type

@@ -18,6 +18,7 @@ from tests.graphql.limits_schema import Context, build_schema
 
 from cellcommons.auth.principal import Principal
 from cellcommons.graphql.limits import BodySizeLimit, Budget, Limits
+from cellcommons.graphql.limits.config import CACHED_TEXT
 from cellcommons.graphql.limits.guard import PriceList
 from cellcommons.settings import Environment, Settings
 
@@ -268,6 +269,10 @@ async def test_a_repeated_query_is_priced_once_and_charged_every_time():
     kept = prices.price(schema._schema, document, query, None, {"n": 10})
     assert prices.price(schema._schema, document, query, None, {"n": 10}) is kept
     assert prices.price(schema._schema, document, query, None, {"n": 11}).cost == 11
+    large = {"n": 10, "padding": "x" * CACHED_TEXT}  # what a client sends is kept only up to CACHED_TEXT
+    assert prices.price(schema._schema, document, query, None, large) is not prices.price(
+        schema._schema, document, query, None, large
+    )
 
 
 async def test_anonymous_callers_are_charged_by_address_and_refused_queries_cost_nothing():

@@ -120,7 +120,8 @@ _APPEND = DriverStatement(
     text(
         "SELECT event_id, event_at, event_prev_hash, event_hash FROM audit_append("
         ":actor, :institution, :action, :target, :outcome, :details, :before_time, :before_seq, :after_seq)"
-    ).bindparams(bindparam("details", type_=JSONB))
+    ).bindparams(bindparam("details", type_=JSONB)),
+    writes=True,
 )
 
 

@@ -332,7 +332,9 @@ class Plan(NamedTuple):
     sizes: tuple[Size, ...]
 
 
-PLANS: OrderedDict[tuple, tuple[Any, Plan]] = OrderedDict()  # (schema, field node) → (the node, kept; its plan)
+# (schema, the field's nodes) → (the nodes, kept so their ids stay theirs; the plan). All the nodes: one document
+# may merge a field from several places, differently in each of its operations.
+PLANS: OrderedDict[tuple, tuple[Any, Plan]] = OrderedDict()
 
 
 def _plan(info: Any) -> Plan:
@@ -340,7 +342,7 @@ def _plan(info: Any) -> Plan:
     hands back the same nodes for the same text)."""
     raw = info._raw_info
     nodes = raw.field_nodes
-    key = (id(raw.schema), id(nodes[0]))
+    key = (id(raw.schema), *map(id, nodes))
     kept = PLANS.get(key)
     if kept is not None:
         PLANS.move_to_end(key)
@@ -351,7 +353,7 @@ def _plan(info: Any) -> Plan:
         connection = planner.connection(get_named_type(raw.return_type), nodes[0].selection_set.selections,
                                         nested=False)  # fmt: skip
     plan = Plan(connection, tuple(planner.sizes))
-    PLANS[key] = (nodes[0], plan)
+    PLANS[key] = (tuple(nodes), plan)
     if len(PLANS) > KEPT:
         PLANS.popitem(last=False)
     return plan

@@ -38,6 +38,8 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.arguments import convert_argument
 
+from cellcommons.graphql.limits.config import CACHED_TEXT
+
 
 class Completed(NamedTuple):
     """A field's value already in its response shape (`graphql.compiled`): passed on as it is."""
@@ -136,6 +138,9 @@ class InputsKept:
                 converted[argument.python_name] = self.convert(value, argument.type, path=(name,))
                 continue
             key = (name, json.dumps(value, sort_keys=True, default=repr))
+            if len(key[1]) > CACHED_TEXT:  # a large input is converted each time rather than kept
+                converted[argument.python_name] = self.convert(value, argument.type, path=(name,))
+                continue
             if key not in self.kept:
                 self.kept[key] = self.convert(value, argument.type, path=(name,))
                 if len(self.kept) > self.size:

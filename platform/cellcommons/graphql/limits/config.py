@@ -23,6 +23,11 @@ class Limits:
     max_body_bytes: int = 1_048_576  # for BodySizeLimit in front of /graphql
 
 
+# Caches keyed by what a client sent (query texts, variables, input values) keep an entry only up to this size:
+# 256 entries of a body's megabyte each would pin a quarter of a gigabyte per worker.
+CACHED_TEXT = 16_384  # characters
+
+
 def limit_error(code: str, message: str, nodes: Node | list[Node] | None = None, **details: object) -> GraphQLError:
     """A refusal clients can branch on: a stable `extensions.code` and the numbers behind it."""
     return GraphQLError(message, nodes, extensions={"code": code, **details})

@@ -11,14 +11,15 @@ from graphql import ExecutionResult, GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from cellcommons.graphql.limits.budget import Budget, principal_key
-from cellcommons.graphql.limits.config import Limits, limit_error
+from cellcommons.graphql.limits.config import CACHED_TEXT, Limits, limit_error
 from cellcommons.graphql.limits.cost import Measurement, measure
 from cellcommons.observability import metrics
 
 
 class PriceList:
     """What the queries a process has priced cost, by query text, operation and variables: pricing walks the
-    whole document (a tenth of a small page's time), and clients repeat a few queries. Refusals are not kept."""
+    whole document (a tenth of a small page's time), and clients repeat a few queries. Refusals are not kept, nor
+    texts and variables longer than CACHED_TEXT."""
 
     def __init__(self, limits: Limits, *, hide_suggestions: bool, size: int = 256):
         self.limits = limits
@@ -35,7 +36,7 @@ class PriceList:
         measured = measure(
             schema, document, operation_name, variables, self.limits, hide_suggestions=self.hide_suggestions
         )
-        if not measured.errors:
+        if not measured.errors and len(text) + len(key[3]) <= CACHED_TEXT:
             self._kept[key] = measured
             if len(self._kept) > self.size:
                 self._kept.popitem(last=False)

@@ -29,7 +29,7 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 
-from cellcommons.graphql.limits.config import Limits, limit_error
+from cellcommons.graphql.limits.config import CACHED_TEXT, Limits, limit_error
 
 
 @dataclass(frozen=True)
@@ -122,9 +122,13 @@ def shape_rule(limits: Limits) -> type[ValidationRule]:
     return QueryShapeRule
 
 
-@functools.lru_cache(maxsize=256)  # as many texts as the parser cache keeps parsed: a client repeats a few
 def has_more_tokens(text: str, limit: int) -> bool:
-    """Whether `text` holds more than `limit` lexical tokens; stops reading at limit + 1."""
+    """Whether `text` holds more than `limit` lexical tokens; stops reading at limit + 1. Worked out once per text
+    a client repeats (up to CACHED_TEXT characters)."""
+    return _counted(text, limit) if len(text) <= CACHED_TEXT else _count(text, limit)
+
+
+def _count(text: str, limit: int) -> bool:
     lexer = Lexer(Source(text))
     try:
         for _ in range(limit + 1):
@@ -133,6 +137,9 @@ def has_more_tokens(text: str, limit: int) -> bool:
     except GraphQLSyntaxError:
         return False  # the parser reports it, with its position
     return True
+
+
+_counted = functools.lru_cache(maxsize=256)(_count)  # as many texts as the parser cache keeps parsed
 
 
 class TokenLimit(SchemaExtension):
