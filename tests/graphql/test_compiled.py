@@ -11,6 +11,7 @@ from sqlalchemy import DateTime, Numeric, Text, cast, event, literal, select, te
 from tests.graphql.answers import leaves, opened
 
 from cellcommons.auth.principal import Principal, Role
+from cellcommons.catalogue import json_pages
 from cellcommons.catalogue.models import Institution
 from cellcommons.db import Database
 from cellcommons.graphql import compiled
@@ -76,7 +77,7 @@ class Callers:
         return Principal(institution.id, institution.slug, "alice", frozenset(roles or {Role.reader}))
 
     async def ask(self, which: str, principal, query: str, variables: dict, operation: str | None = None):
-        """The answer and its statements (the compiled one as `compiled.MARK`, others by their first word)."""
+        """The answer and its statements (the compiled one as `json_pages.MARK`, others by their first word)."""
         context = Context(principal=principal, session=self.session, settings=self.settings, ids=self.ids)
         before = len(self.statements)
         result = await self.schemas[which].execute(
@@ -84,7 +85,7 @@ class Callers:
         )
         assert not result.errors, result.errors
         ran = self.statements[before:]
-        return result.data, [compiled.MARK if compiled.MARK in sql else sql.split()[0] for sql in ran]
+        return result.data, [json_pages.MARK if json_pages.MARK in sql else sql.split()[0] for sql in ran]
 
     async def both(self, principal, query: str, variables: dict | None = None, operation: str | None = None):
         """The compiled answer (raw, cursors sealed) and its statements, after checking it against the reference."""
@@ -122,7 +123,7 @@ CALLERS = {
 async def test_every_compiled_field_answers_as_the_field_by_field_execution(callers, caller):
     principal = await callers.principal(*CALLERS[caller]) if CALLERS[caller] else None
     answer, statements = await callers.both(principal, EVERYTHING, {"first": 30, "batches": 3})
-    assert statements == [compiled.MARK]
+    assert statements == [json_pages.MARK]
     if principal is None:  # what anonymous callers may see, exactly as the reference answers it
         return
     assert leaves(answer) > 200  # so that equality above means something
@@ -146,7 +147,7 @@ async def test_timestamps_and_decimals_render_as_the_api_serialises_them(callers
     await callers.session.execute(text(f"SET LOCAL TIME ZONE '{zone}'"))
     for moment in MOMENTS:
         column = literal(moment, DateTime(timezone=True))
-        rendered, read = (await callers.session.execute(select(compiled._isoformat(column), column))).one()
+        rendered, read = (await callers.session.execute(select(json_pages.isoformat(column), column))).one()
         assert rendered == read.isoformat()
     for digits in DECIMALS:
         column = cast(literal(digits), Numeric(18, 6))
@@ -161,7 +162,7 @@ async def test_paging_on_with_a_cursor_answers_the_same_page(callers, order):
     seen = []
     for _ in range(4):  # a cursor's values (NULLs included) are parameters of the same statement
         answer, statements = await callers.both(principal, EVERYTHING, variables)
-        assert statements == [compiled.MARK]
+        assert statements == [json_pages.MARK]
         page = answer["datasets"]
         seen += [node["accession"] for node in page["nodes"]]
         if not page["pageInfo"]["hasNextPage"]:
@@ -176,13 +177,13 @@ async def test_a_search_by_relevance_pages_the_same(callers):
     first, _ = await callers.both(principal, EVERYTHING, variables)
     after = first["datasets"]["pageInfo"]["endCursor"]
     second, statements = await callers.both(principal, EVERYTHING, {**variables, "after": after})
-    assert statements == [compiled.MARK] and second["datasets"]["nodes"]
+    assert statements == [json_pages.MARK] and second["datasets"]["nodes"]
 
 
 async def test_aliases_and_fragments_are_compiled(callers):
     principal = await callers.principal("maple-ccrm", Role.reader)
     answer, statements = await callers.both(principal, SHAPED, {"first": 20})
-    assert statements == [compiled.MARK]
+    assert statements == [json_pages.MARK]
     nodes = answer["found"]["nodes"]
     assert nodes and all(len(n["latestVersion"]["lots"]["nodes"]) <= 2 for n in nodes)
     assert all(n["latestVersion"]["few"]["nodes"] == [] for n in nodes)
@@ -192,7 +193,7 @@ async def test_aliases_and_fragments_are_compiled(callers):
 async def test_what_is_not_compiled_runs_field_by_field(callers, asked):
     principal = await callers.principal("leiden-scgt", Role.reader)
     answer, statements = await callers.both(principal, NOT_COMPILED[asked])
-    assert statements and compiled.MARK not in statements
+    assert statements and json_pages.MARK not in statements
     assert leaves(answer) > 0
 
 
@@ -204,7 +205,7 @@ async def test_a_plan_is_kept_per_document_and_its_page_sizes_read_per_request(c
     sizes = []
     for n in (1, 3, 0):
         answer, statements = await callers.both(principal, query, {"n": n, "from": None})
-        assert statements == [compiled.MARK]
+        assert statements == [json_pages.MARK]
         sizes.append(max(len(node["latestVersion"]["batches"]["nodes"]) for node in answer["datasets"]["nodes"]))
     assert sizes[0] == 1 and sizes[1] >= 1 and sizes[2] == 0
 
@@ -231,16 +232,16 @@ def test_only_what_the_database_renders_as_the_api_is_compiled():
     assert columns["Batch", "volumeMl"].render == "text"
     assert columns["DatasetVersion", "publishedAt"].render == "timestamp"
     assert columns["DatasetVersion", "description"].render == "value"
-    assert columns["Batch", "harvested"] is compiled.HARVESTED
+    assert columns["Batch", "harvested"] is json_pages.HARVESTED
     for float_or_id in [("Batch", "totalCells"), ("Batch", "id"), ("QcResult", "id"), ("Dataset", "institution")]:
         assert columns[float_or_id] is None
 
 
 def test_plans_of_different_kinds_are_different_plans():
     """A plan is the key of its kept statement: a list and a single object of the same fields must differ."""
-    shape = compiled.Shape((("title", compiled.Column("title", "value")),))
-    assert len({compiled.Listed(shape), compiled.Latest(shape), compiled.Edges(shape)}) == 3
-    assert compiled.Constant("hasNextPage") != compiled.Flag("hasNextPage")
+    shape = json_pages.Shape((("title", json_pages.Column("title", "value")),))
+    assert len({json_pages.Listed(shape), json_pages.Latest(shape), json_pages.Edges(shape)}) == 3
+    assert json_pages.Constant("hasNextPage") != json_pages.Flag("hasNextPage")
 
 
 async def test_a_field_merged_differently_by_two_operations_of_one_document_is_planned_for_each(callers):
@@ -254,4 +255,4 @@ async def test_a_field_merged_differently_by_two_operations_of_one_document_is_p
     second, statements = await callers.both(principal, document, operation="B")
     assert set(first["datasets"]["nodes"][0]) == {"accession"}
     assert set(second["datasets"]["nodes"][0]) == {"accession", "doi"}
-    assert compiled.MARK not in statements  # a field merged from two nodes is graphql-core's to merge
+    assert json_pages.MARK not in statements  # a field merged from two nodes is graphql-core's to merge

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -38,6 +37,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.arguments import convert_argument
 
+from cellcommons.graphql.kept import Kept
 from cellcommons.graphql.limits.config import CACHED_TEXT
 
 
@@ -127,27 +127,24 @@ class InputsKept:
         self.convert = functools.partial(
             convert_argument, scalar_registry=schema.schema_converter.scalar_registry, config=config
         )
-        self.size = size
-        self.kept: OrderedDict[tuple, Any] = OrderedDict()
+        self.kept: Kept[tuple, Any] = Kept(size)
 
     def __call__(self, values: dict[str, Any]) -> dict[str, Any]:
         converted = {}
         for name, value in values.items():
             argument = self.arguments[name]
-            if not isinstance(value, dict):  # a scalar, an enum or a list: nothing worth keeping
-                converted[argument.python_name] = self.convert(value, argument.type, path=(name,))
-                continue
-            key = (name, json.dumps(value, sort_keys=True, default=repr))
-            if len(key[1]) > CACHED_TEXT:  # a large input is converted each time rather than kept
-                converted[argument.python_name] = self.convert(value, argument.type, path=(name,))
-                continue
-            if key not in self.kept:
-                self.kept[key] = self.convert(value, argument.type, path=(name,))
-                if len(self.kept) > self.size:
-                    self.kept.popitem(last=False)
-            self.kept.move_to_end(key)
-            converted[argument.python_name] = self.kept[key]
+            converted[argument.python_name] = self._converted(name, value, argument)
         return converted
+
+    def _converted(self, name: str, value: Any, argument: Any) -> Any:
+        # A scalar, an enum or a list is not worth keeping; a large input is converted each time rather than kept.
+        asked = json.dumps(value, sort_keys=True, default=repr) if isinstance(value, dict) else None
+        if asked is None or len(asked) > CACHED_TEXT:
+            return self.convert(value, argument.type, path=(name,))
+        kept = self.kept.get((name, asked))
+        return (
+            kept if kept is not None else self.kept.put((name, asked), self.convert(value, argument.type, path=(name,)))
+        )
 
 
 def _direct_resolver(field: GraphQLField, info_class: type, inputs: InputsKept | None = None) -> Callable | None:

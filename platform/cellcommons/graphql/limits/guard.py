@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 from graphql import ExecutionResult, GraphQLError
 from strawberry.extensions import SchemaExtension
 
+from cellcommons.graphql.kept import Kept
 from cellcommons.graphql.limits.budget import Budget, principal_key
 from cellcommons.graphql.limits.config import CACHED_TEXT, Limits, limit_error
 from cellcommons.graphql.limits.cost import Measurement, measure
@@ -24,22 +24,19 @@ class PriceList:
     def __init__(self, limits: Limits, *, hide_suggestions: bool, size: int = 256):
         self.limits = limits
         self.hide_suggestions = hide_suggestions
-        self.size = size
-        self._kept: OrderedDict[tuple, Measurement] = OrderedDict()
+        self._kept: Kept[tuple, Measurement] = Kept(size)
 
     def price(self, schema: Any, document: Any, text: str, operation_name: str | None, variables: Any) -> Measurement:
-        key = (id(schema), text, operation_name, json.dumps(variables, sort_keys=True, default=repr))
+        asked = json.dumps(variables, sort_keys=True, default=repr)
+        key = (id(schema), text, operation_name, asked)
         kept = self._kept.get(key)
         if kept is not None:
-            self._kept.move_to_end(key)
             return kept
         measured = measure(
             schema, document, operation_name, variables, self.limits, hide_suggestions=self.hide_suggestions
         )
-        if not measured.errors and len(text) + len(key[3]) <= CACHED_TEXT:
-            self._kept[key] = measured
-            if len(self._kept) > self.size:
-                self._kept.popitem(last=False)
+        if not measured.errors and len(text) + len(asked) <= CACHED_TEXT:
+            self._kept.put(key, measured)
         return measured
 
 
