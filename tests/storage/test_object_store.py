@@ -33,6 +33,15 @@ def test_put_get_stat_delete_round_trip(object_store: ObjectStore, bucket):
         list(object_store.get_stream(bucket, "staging/a.csv"))
 
 
+def test_the_tail_of_an_object_comes_with_its_size(object_store: ObjectStore, bucket):
+    payload = bytes(range(256)) * 64
+    object_store.put_stream(bucket, "t.bin", io.BytesIO(payload), len(payload))
+    assert object_store.tail(bucket, "t.bin", 100) == (len(payload), payload[-100:])
+    assert object_store.tail(bucket, "t.bin", 10 * len(payload)) == (len(payload), payload)  # shorter: all of it
+    with pytest.raises(NotFound, match=r"missing\.bin"):
+        object_store.tail(bucket, "missing.bin", 100)
+
+
 def test_a_stream_of_unknown_length_is_uploaded_in_parts(object_store: ObjectStore, bucket):
     payload = bytes(range(256)) * (20 * 4096 * 2)  # 40 MiB: more than two 16 MiB parts
     info = object_store.put_stream(bucket, "big.bin", io.BytesIO(payload))

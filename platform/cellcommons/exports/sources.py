@@ -430,20 +430,14 @@ def _parquet_footer(store: ObjectStore, bucket: str, key: str) -> tuple[int, byt
     bytes whose footer lies within them; else None, and the file is read once spooled, as it always was (so a
     failing range request is reported by the GET that follows, and a small or odd file is read as before)."""
     try:
-        response = store.client.get_object(bucket, key, request_headers={"Range": f"bytes=-{FOOTER_BYTES}"})
-        try:
-            tail = response.read()
-            total = (response.headers.get("Content-Range") or "").rpartition("/")[2]
-        finally:
-            response.close()
-            response.release_conn()
+        total, tail = store.tail(bucket, key, FOOTER_BYTES)
     except Exception:  # the GET that follows reports what is wrong
         return None
-    if not total.isdigit() or int(total) < READ_WHILE_DOWNLOADING or len(tail) != FOOTER_BYTES:
+    if total < READ_WHILE_DOWNLOADING or len(tail) != FOOTER_BYTES:
         return None
     if tail[-4:] != b"PAR1" or int.from_bytes(tail[-8:-4], "little") + 8 > len(tail):
         return None
-    return int(total), tail
+    return total, tail
 
 
 def is_tabular(media_type: str, file_name: str) -> bool:

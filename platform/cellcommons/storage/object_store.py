@@ -112,6 +112,18 @@ class ObjectStore:
             response.close()
             response.release_conn()
 
+    def tail(self, bucket: str, key: str, length: int) -> tuple[int, bytes]:
+        """The object's size and its last `length` bytes (all of it when smaller), in one range request."""
+        with _translated(bucket, key):
+            response = self.client.get_object(bucket, key, request_headers={"Range": f"bytes=-{length}"})
+        try:
+            tail = response.read()
+            total = (response.headers.get("Content-Range") or "").rpartition("/")[2]
+        finally:
+            response.close()
+            response.release_conn()
+        return (int(total) if total.isdigit() else len(tail)), tail
+
     def stat(self, bucket: str, key: str) -> ObjectInfo:
         with _translated(bucket, key):
             found = self.client.stat_object(bucket, key)
