@@ -133,7 +133,8 @@ async def test_pseudonyms_agree_within_an_agreement_and_differ_across(world, csv
 async def test_parquet_donor_ids_are_pseudonymised_row_group_by_row_group(world):
     """A Parquet source's donor ids are read as each row group's dictionary: the pseudonyms agree with the
     reference row by row across row groups and batches, and nulls stay null. Numbers that hardly repeat are
-    written without a dictionary, text with one."""
+    written without a dictionary, text with one; pseudonyms without min/max statistics (random: they prune
+    nothing), the other columns with them."""
     donors = [f"D-{i % 7:03d}" if i % 11 else None for i in range(3000)]
     lots = [f"L{i % 3}" for i in range(3000)]
     sink = io.BytesIO()
@@ -155,6 +156,10 @@ async def test_parquet_donor_ids_are_pseudonymised_row_group_by_row_group(world)
     assert table.column("lot_number").to_pylist() == lots
     encodings = {name: exported.metadata.row_group(0).column(i).encodings for i, name in enumerate(table.column_names)}
     assert "RLE_DICTIONARY" not in encodings["cell_count"] and "RLE_DICTIONARY" in encodings["lot_number"]
+    chunks = {name: exported.metadata.row_group(0).column(i) for i, name in enumerate(table.column_names)}
+    assert not chunks["donor_id"].is_stats_set
+    assert (chunks["lot_number"].statistics.min, chunks["lot_number"].statistics.max) == ("L0", "L2")
+    assert (chunks["cell_count"].statistics.min, chunks["cell_count"].statistics.max) == (0, 2999)
 
 
 ROUND_TRIP = pa.table(

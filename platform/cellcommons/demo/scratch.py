@@ -39,6 +39,7 @@ class ScratchStack:
         )
         self._stops: list = []
         self._databases: list[str] = []
+        self.s3_server: EmbeddedS3 | None = None  # None when the S3 server is a configured one
 
     def __enter__(self) -> ScratchStack:
         try:
@@ -68,9 +69,9 @@ class ScratchStack:
     def _start_s3(self) -> str:
         if self._s3_endpoint:
             return self._s3_endpoint
-        server = EmbeddedS3(self.workdir / "s3", self.s3_credentials)
-        self._stops.append(server.stop)
-        return server.endpoint
+        self.s3_server = EmbeddedS3(self.workdir / "s3", self.s3_credentials)
+        self._stops.append(self.s3_server.stop)
+        return self.s3_server.endpoint
 
     def _create(self, name: str, template: str | None = None) -> None:
         create_database(self.admin_url, name, template)

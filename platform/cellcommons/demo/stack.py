@@ -109,6 +109,15 @@ class EmbeddedS3:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def cpu_seconds(self) -> float | None:
+        """The CPU time the server has used so far (None where /proc is not there): benchmarks that share the
+        cores with it report its part."""
+        try:
+            fields = Path(f"/proc/{self._process.pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
     def client(self) -> Minio:
         c = self.credentials
         return Minio(self.endpoint, c.access_key, c.secret_key, secure=False, region=c.region)

@@ -257,8 +257,8 @@ class PolicyApplier:
     def __init__(self, plans: list[ColumnPlan], key: bytes):
         self.plans = plans
         self.schema = pa.schema([pa.field(plan.name, plan.output_type) for plan in plans])
-        pseudonymised = [p.name for p in plans if p.treatment is ColumnTreatment.pseudonymise]
-        self._pseudonymisers = {name: Pseudonymiser(key) for name in pseudonymised}
+        self.pseudonymised = [p.name for p in plans if p.treatment is ColumnTreatment.pseudonymise]
+        self._pseudonymisers = {name: Pseudonymiser(key) for name in self.pseudonymised}
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         arrays = [self._treated(plan, batch.column(plan.name)) for plan in self.plans]

@@ -222,7 +222,8 @@ class ExportWorker:
         # Reading and the policy on a thread of their own; Parquet encoding and hashing on this one, which the
         # SDK's upload threads read parts from (a few in flight).
         with Ahead(exported(), BATCHES_AHEAD, "export-policy") as batches:
-            stream = ParquetStream(iter(batches), with_terms(policy.schema, prepared.terms))
+            schema = with_terms(policy.schema, prepared.terms)
+            stream = ParquetStream(iter(batches), schema, without_statistics=policy.pseudonymised)
             self.store.put_stream(bucket, prepared.key, stream, content_type=parquet, part_size=PART_SIZE)
         progress.update(stream.rows, stream.size)
         return stream

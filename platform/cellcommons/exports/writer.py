@@ -19,7 +19,7 @@ import io
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -87,13 +87,18 @@ class _Sink:
 
 
 class ParquetStream(io.RawIOBase):
-    def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema):
+    """The Parquet file of `batches`, read as it is written. Columns in `without_statistics` carry no min/max:
+    for pseudonyms (uniformly random) they would cover nearly the whole range in every row group, so they let a
+    reader skip nothing, and computing them over every value is a few percent of the encoding."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, without_statistics: Collection[str] = ()):
         self._batches = batches
         self._sink = _Sink()
         # The writer's many small writes (page headers, pages) gathered in Arrow: the sink, Python, is called per
         # WRITE_BUFFER, so the encoding thread seldom waits for the GIL.
         self._out = pa.BufferedOutputStream(pa.PythonFile(self._sink, mode="w"), buffer_size=WRITE_BUFFER)
         self._schema = schema
+        self._statistics = [name for name in schema.names if name not in without_statistics]
         self._writer: pq.ParquetWriter | None = None  # opened with the first row group, see dictionary_columns
         self._pending: list[pa.RecordBatch] = []
         self._pending_bytes = 0
@@ -148,7 +153,7 @@ class ParquetStream(io.RawIOBase):
             encoded = True if first is None else dictionary_columns(first)
             self._writer = pq.ParquetWriter(
                 self._out, self._schema, compression=COMPRESSION, use_dictionary=encoded,
-                dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES,
+                dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES, write_statistics=self._statistics or False,
             )  # fmt: skip
         return self._writer
 
