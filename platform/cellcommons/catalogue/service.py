@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -446,7 +446,15 @@ async def _visible_dataset(session: AsyncSession, editor: Editor, dataset_id: uu
 
 
 async def _latest_version_record(session: AsyncSession, editor: Editor, dataset: Dataset) -> policy.Resource:
-    latest = await repository.latest_version(session, dataset.id)
+    """The newest version the editor may see, as the policy judges it: the owner's members see every version,
+    others the shared ones only, so a newer draft or non_public version never changes what an outsider is told
+    (Forbidden, not a NotFound that would reveal it)."""
+    latest = await session.scalar(
+        select(DatasetVersion)
+        .where(DatasetVersion.dataset_id == dataset.id, visibility.visible_dataset_versions(editor.principal))
+        .order_by(DatasetVersion.version.desc())
+        .limit(1)
+    )
     return await visibility.describe(session, latest, node_id=editor.node_id)
 
 
