@@ -187,3 +187,11 @@ def test_cursors_round_trip_and_bad_ones_name_the_argument():
         with pytest.raises(InvalidInput) as raised:
             changes.parse_cursor(bad, "after")
         assert raised.value.field == "after"
+
+
+def test_a_cursor_past_the_bigint_range_is_a_bad_cursor_not_a_database_error():
+    assert changes.parse_cursor(changes.cursor(changes.Position(2**63 - 1, 2**63 - 1)), "before")
+    for position in (changes.Position(2**63, 1), changes.Position(1, 2**63)):
+        with pytest.raises(InvalidInput) as raised:
+            changes.parse_cursor(changes.cursor(position), "before")
+        assert raised.value.field == "before"

@@ -66,6 +66,7 @@ RECORD_TYPES = {model: name for name, model in RECORDS.items()}
 
 # The current transaction's id as a bigint (xid8 has no direct cast; its text form is the decimal number).
 CURRENT_XID = "(pg_current_xact_id()::text)::bigint"
+BIGINT_MAX = 2**63 - 1  # xid and seq are bigint columns
 
 
 class Operation(StrEnum):
@@ -131,7 +132,7 @@ def parse_cursor(value: str, field: str) -> Position:
         position = Position(int(xid), int(seq))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput("not a change-feed cursor", field=field) from None
-    if position.xid < 0 or position.seq < 0:
+    if not (0 <= position.xid <= BIGINT_MAX and 0 <= position.seq <= BIGINT_MAX):  # else the database refuses it
         raise InvalidInput("not a change-feed cursor", field=field)
     return position
 
