@@ -9,12 +9,12 @@ import random
 
 import pytest
 from sqlalchemy import select
-from tests.catalogue.factories import valid_batch, valid_collection, valid_donor, valid_spec
+from tests.catalogue.factories import valid_batch, valid_collection, valid_dataset, valid_donor, valid_spec
 
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.catalogue import changes, service
 from cellcommons.catalogue.changes import Change, FeedRequest, Operation
-from cellcommons.catalogue.models import Donor
+from cellcommons.catalogue.models import Dataset, DatasetVersion, Donor
 from cellcommons.catalogue.schemas import InstitutionIn
 from cellcommons.db import Database
 from cellcommons.demo.consortium import INSTITUTIONS
@@ -178,6 +178,44 @@ async def test_deletes_are_tombstones_seen_by_whoever_could_see_the_record(datab
         with pytest.raises(Conflict):  # the donor is still linked to the collection
             await service.delete_record(session, editor, Donor, donor_id)
     assert not [c for c in await feed(member(maple)) if c.record_type == "Donor"]
+
+
+async def test_others_see_a_datasets_changes_only_when_a_version_they_see_is_published(
+    database, fresh_settings, leiden
+):
+    """Drafts (saved, edited, discarded) and non_public versions are the owner's: a change that touched only
+    them must not show in another institution's feed, though the dataset itself is visible to it."""
+    node = fresh_settings.node_id
+    async with database.unit_of_work() as session:
+        maple = await service.save_institution(session, InstitutionIn(**INSTITUTIONS[2]), origin="test")
+        await service.save_batch(session, leiden, valid_batch(), origin=node)
+        draft = await service.save_dataset(session, leiden, valid_dataset(), origin=node)
+        accession = (await session.get_one(Dataset, draft.dataset_id)).accession
+        await service.save_dataset(session, leiden, valid_dataset(title="Edited"), origin=node, accession=accession)
+        await service.publish(session, leiden, accession)
+        second = await service.save_dataset(
+            session, leiden, valid_dataset(title="Second"), origin=node, accession=accession
+        )
+    async with database.unit_of_work() as session:
+        editor = await service.editor(session, member(leiden, Role.submitter), node)
+        await service.delete_record(session, editor, DatasetVersion, second.id)  # the draft discarded
+    async with database.unit_of_work() as session:
+        hidden = valid_dataset(title="Third", access_rights="non_public")
+        await service.save_dataset(session, leiden, hidden, origin=node, accession=accession)
+        await service.publish(session, leiden, accession)
+        await service.save_dataset(session, leiden, valid_dataset(title="Fourth"), origin=node, accession=accession)
+
+    async def dataset_changes(principal) -> list[str]:
+        async with database.unit_of_work() as session:
+            page = await changes.read_feed(session, principal, node, FeedRequest(first=100))
+        return [c.operation for c in page.changes if c.record_type == "Dataset" and c.record_id == draft.dataset_id]
+
+    for _ in range(600):  # the watermark waits for every older transaction of the cluster, other tests' too
+        if len(mine := await dataset_changes(member(leiden))) == 8:
+            break
+        await asyncio.sleep(0.1)
+    assert mine == ["create"] + ["update"] * 7, "members see every change"
+    assert await dataset_changes(member(maple)) == ["update"], "others: only the publish of a version they see"
 
 
 def test_cursors_round_trip_and_bad_ones_name_the_argument():

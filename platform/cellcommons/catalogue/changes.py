@@ -10,8 +10,10 @@ latency, never loss: while any writing transaction of the cluster stays open, ch
 wait for it. Writers are never serialised.
 
 Records are named by their GraphQL type and id. Harvested copies are logged with their origin node and left out
-of this node's feed (their origin publishes them). Deletes are tombstones: `shared` keeps whether members of
-other institutions could see the record when it went, since the record is no longer there to ask.
+of this node's feed (their origin publishes them). Other institutions see a change with its record, except where
+the record cannot tell, and `shared` keeps whether they may: deletes are tombstones (`shared`: whether they could
+see the record when it went, since it is no longer there to ask), and a dataset they see changes mostly where
+they cannot look, in its drafts and non_public versions (`shared`: the change published a version they see).
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ class Change(Base):
 
 
 async def record(session: AsyncSession, row: Any, operation: Operation, *, origin: str, shared: bool = False) -> None:
-    """Log a change of `row` (flushed, so it has its id) in the caller's transaction."""
+    """Log a change of `row` (flushed, so it has its id) in the caller's transaction; `shared` only counts for
+    tombstones and datasets (see the module's docstring)."""
     await session.execute(
         insert(Change).values(
             record_type=RECORD_TYPES[type(row)],
@@ -169,13 +172,15 @@ def _record_visible(principal: Principal | None) -> ColumnElement[bool]:
 
 
 def visible_changes(principal: Principal | None) -> ColumnElement[bool]:
-    """Members see their institution's every change; others the changes of records they may see, and the
-    tombstones of records they could see when they were deleted."""
+    """Members see their institution's every change; others the changes of records they may see (of a dataset,
+    only those that published a version they see), and the tombstones of records they could see when they were
+    deleted."""
     if principal is None:
         return false()
+    shown_with_record = or_(Change.record_type != RECORD_TYPES[Dataset], Change.shared)
     return or_(
         Change.institution_id == principal.institution_id,
-        and_(Change.operation != Operation.delete.value, _record_visible(principal)),
+        and_(Change.operation != Operation.delete.value, shown_with_record, _record_visible(principal)),
         and_(Change.operation == Operation.delete.value, Change.shared),
     )
 

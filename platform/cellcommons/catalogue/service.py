@@ -250,6 +250,7 @@ async def save_dataset(
     ]
     await _replace_children(session, version, "distributions", distributions)
     await repository.replace_version_batches(session, version.id, [batches[lot].id for lot in batches])
+    # Draft content: a change for the institution's own members only (not `shared`).
     await changes.record(session, dataset, _operation(existing), origin=origin)
     return version
 
@@ -265,7 +266,9 @@ async def publish(session: AsyncSession, institution: Institution, accession: st
     latest.status = VersionStatus.published
     latest.published_at = datetime.now(UTC)
     await session.flush()
-    await changes.record(session, dataset, Operation.update, origin=dataset.origin_node)
+    # Other institutions learn of it when they may see the version (not a non_public one).
+    published = await visibility.describe(session, latest, node_id=dataset.origin_node)
+    await changes.record(session, dataset, Operation.update, origin=dataset.origin_node, shared=published.shared())
     return latest
 
 
@@ -514,6 +517,7 @@ async def _discard_draft(session: AsyncSession, editor: Editor, version: Dataset
         raise Conflict("a published dataset version cannot change or be deleted", field="id")
     dataset = await session.get_one(Dataset, version.dataset_id)
     await _delete_row(session, version, "")
+    # Neither change is `shared`: other institutions never saw the draft, nor a dataset that had only it.
     if await repository.latest_version(session, dataset.id) is None:
         await _delete_row(session, dataset, "")
         await changes.record(session, dataset, Operation.delete, origin=editor.node_id)
