@@ -157,15 +157,20 @@ class DriverStatement:
     def __init__(self, statement: Executable, *, writes: bool = False):
         self.writes = writes  # marks the session's transaction as having written (see `end_request`)
         compiled = statement.compile(dialect=self._dialect)
-        self.sql = compiled.string
-        self._convert = {}
+        required = {name: bind for bind, name in compiled.bind_names.items() if bind.required}
+        assert not any(bind.expanding for bind in required.values()), "a list given at each call is not supported"
+        # A list of constants (`IN`) is a post-compile placeholder SQLAlchemy expands at each execution; psycopg
+        # knows nothing of it, so it is expanded here, once: one parameter per value, each converted by its type.
+        expanded = compiled.construct_expanded_state(dict.fromkeys(required))
+        self.sql = expanded.statement
+        self._convert = {
+            name: bind.type.dialect_impl(self._dialect).bind_processor(self._dialect) for name, bind in required.items()
+        }
         self._constants = {}
-        for bind, name in compiled.bind_names.items():
-            convert = bind.type.dialect_impl(self._dialect).bind_processor(self._dialect)
-            if bind.required:
-                self._convert[name] = convert
-            else:
-                self._constants[name] = convert(bind.value) if convert else bind.value
+        for name, value in expanded.parameters.items():
+            if name not in required:
+                convert = expanded.processors.get(name)
+                self._constants[name] = convert(value) if convert else value
         self.parameters = frozenset(self._convert)  # the names a call must give
 
     async def rows(self, session: AsyncSession, **params: Any) -> list[tuple]:

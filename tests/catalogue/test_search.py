@@ -126,3 +126,22 @@ async def test_the_search_document_is_kept_by_postgresql(session, seeded):
     rows = (await session.execute(found.query)).all()
     assert [row[0].lot_number for row in rows] == [lot]
     assert "<mark>pellets</mark>" in rows[0][1] and rows[0][2] > 0
+
+
+TRIALS = {0: ["NCT01", "NCT02"], 1: ["NCT02"], 2: ["NCT03", "NCT02", "NCT01"]}
+
+
+@pytest.mark.parametrize(
+    "operator, values, lots",
+    [("any_of", ["NCT01", "NCT09"], {0, 2}), ("any_of", ["NCT02"], {0, 1, 2}), ("all_of", ["NCT01", "NCT02"], {0, 2}),
+     ("all_of", ["NCT03"], {2}), ("all_of", ["NCT09"], set())],
+)  # fmt: skip
+async def test_a_tag_filter_holds_any_or_all_of_its_values(session, seeded, operator, values, lots):
+    """Found in review: the array columns had the generic type, without `overlap`/`contains` (internal errors)."""
+    visible = list(await session.scalars(select(Batch.lot_number).where(visibility.visible_batches(seeded))
+                                         .order_by(Batch.lot_number).limit(3)))  # fmt: skip
+    for i, lot in enumerate(visible):
+        await session.execute(update(Batch).where(Batch.lot_number == lot).values(clinical_trial_ids=TRIALS[i]))
+    trials = search.Comparison("filter.clinicalTrialIds", **{operator: values})
+    found = search.find_batches(seeded, search.Query(filter=search.Filter("filter", {"clinical_trial_ids": trials})))
+    assert {row[0].lot_number for row in await session.execute(found.query)} == {visible[i] for i in lots}

@@ -13,7 +13,6 @@ from decimal import Decimal
 from enum import StrEnum
 
 from sqlalchemy import (
-    ARRAY,
     BigInteger,
     CheckConstraint,
     Column,
@@ -31,7 +30,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import Enum as SqlEnum
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID  # PostgreSQL's ARRAY: tag filters use && and @>
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cellcommons.catalogue import enums
