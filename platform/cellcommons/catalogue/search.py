@@ -55,6 +55,11 @@ from cellcommons.errors import InvalidInput
 MAX_VALUES = 100  # entries of an `in` / `anyOf` list
 MAX_SEARCH = 200  # characters of a search text
 MAX_DEPTH = 6  # nesting of and/or/not and relations
+# A decimal a filter compares with: finite, smaller than the widest decimal column holds (NUMERIC(18, 6)), with no
+# more places than the finest one keeps; beyond these PostgreSQL refuses the value itself (an exponent of 1e9).
+MAX_DECIMAL = Decimal(10) ** 12
+DECIMAL_PLACES = 6
+MIN_WIDTH, MAX_WIDTH = Decimal("0.000001"), Decimal(1000)  # of a histogram's buckets
 DS = "DUO:0000007"  # disease-specific research: its parameter names the MONDO disease
 HEADLINE = "MaxFragments=2, MaxWords=24, MinWords=8, StartSel=<mark>, StopSel=</mark>, FragmentDelimiter= … "
 
@@ -97,6 +102,7 @@ class Marker:
 
     analyte: str
     value: Comparison
+    path: str = "marker"
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,39 @@ def _terms_under(term: str, path: str, vocabulary: str) -> list[str]:
     return sorted(found)
 
 
+# A comparison's operators and their names in the API, for errors.
+OPERATORS = {"eq": "eq", "in_": "in", "gt": "gt", "gte": "gte", "lt": "lt", "lte": "lte", "contains": "contains",
+             "under": "under", "any_of": "anyOf", "all_of": "allOf"}  # fmt: skip
+
+
+def checked(value: Any, field: str) -> Any:
+    """`value` if PostgreSQL can take it as a parameter: it refuses a NUL character in text and a decimal beyond
+    its numeric format, as errors of the statement rather than answers (every string or decimal a caller gives a
+    search passes here)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise InvalidInput("text may not contain a NUL character", field=field)
+    if isinstance(value, Decimal) and not (
+        value.is_finite() and value.copy_abs() < MAX_DECIMAL and _places(value) <= DECIMAL_PLACES
+    ):
+        raise InvalidInput(f"give a number within ±10^12 with at most {DECIMAL_PLACES} decimal places", field=field)
+    return value
+
+
+def _places(value: Decimal) -> int:
+    """The decimal places of a finite value, trailing zeros aside. From its digits: arithmetic (abs, normalize)
+    rounds to the context, which overflows on a huge exponent and makes a tiny value 0."""
+    _, digits, exponent = value.as_tuple()
+    significant = "".join(map(str, digits)).rstrip("0")
+    return max(0, -(exponent + len(digits) - len(significant))) if significant else 0
+
+
+def _checked(c: Comparison) -> None:
+    for attribute, name in OPERATORS.items():
+        given = getattr(c, attribute)
+        for value in given if isinstance(given, list) else (given,):
+            checked(value, f"{c.path}.{name}")
+
+
 def _values(values: list | None, path: str) -> list | None:
     if values is not None and not 1 <= len(values) <= MAX_VALUES:
         raise InvalidInput(f"give between 1 and {MAX_VALUES} values", field=path)
@@ -153,6 +192,7 @@ def _like(text: str) -> str:
 
 
 def compare(column: ColumnElement, c: Comparison, vocabulary: str | None = None) -> ColumnElement[bool]:
+    _checked(c)
     parts: list[ColumnElement[bool]] = []
     if c.eq is not None:
         parts.append(column == c.eq)
@@ -207,7 +247,8 @@ def _post_thaw_viability(principal, batch, value: Comparison) -> ColumnElement[b
 
 def _marker(principal, batch, marker: Marker) -> ColumnElement[bool]:
     qc = aliased(QcResult)
-    return _qc_value(batch, _marker_kind(qc, marker.analyte), marker.value, qc)
+    analyte = checked(marker.analyte, f"{marker.path}.analyte")
+    return _qc_value(batch, _marker_kind(qc, analyte), marker.value, qc)
 
 
 def _marker_kind(qc, analyte: str) -> ColumnElement[bool]:
@@ -336,7 +377,7 @@ def _condition(principal, row, node: Filter, fields: dict[str, FieldRule], depth
 
 def _text_query(search: str) -> ColumnElement:
     """Stemmed English words or identifiers exactly as written: either reading of the text may match."""
-    text = search.strip()
+    text = checked(search, "search").strip()
     if not 1 <= len(text) <= MAX_SEARCH:
         raise InvalidInput(f"give 1 to {MAX_SEARCH} characters", field="search")
     return func.websearch_to_tsquery("english", text).op("||")(func.websearch_to_tsquery("simple", text))
@@ -653,8 +694,15 @@ def batch_histogram(
     principal: Principal | None, request: Query, measure: str, width: Decimal, analyte: str | None = None
 ) -> Select:
     """Counts of batches by bucket of a measure: `passage`, `post_thaw_viability` or `marker` (one analyte)."""
-    if not Decimal(0) < width <= Decimal(1000):
-        raise InvalidInput("the bucket width must be above 0 and at most 1000", field="width")
+    # Finite first (NaN does not compare); no finer than the values' scale, which the width is cast to (a finer
+    # one rounds to 0 there).
+    if not (width.is_finite() and MIN_WIDTH <= width <= MAX_WIDTH and _places(width) <= DECIMAL_PLACES):
+        raise InvalidInput(
+            f"the bucket width must be from {MIN_WIDTH} to {MAX_WIDTH}, with at most {DECIMAL_PLACES} decimal places",
+            field="width",
+        )
+    if analyte is not None:
+        checked(analyte, "analyte")
     rows = _batch_set(principal, request, measure)
     if measure == "passage":
         bucket = _bucketed(rows.c.passage, width)

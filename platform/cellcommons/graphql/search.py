@@ -218,7 +218,7 @@ def to_filter(value: Any, path: str = "filter") -> search.Filter:
         if isinstance(given, NESTED):
             fields[f.name] = to_filter(given, where)
         elif isinstance(given, MarkerFilter):
-            fields[f.name] = search.Marker(given.analyte, _comparison(given.value, f"{where}.value"))
+            fields[f.name] = search.Marker(given.analyte, _comparison(given.value, f"{where}.value"), where)
         else:
             fields[f.name] = _comparison(given, where)
     return search.Filter(
