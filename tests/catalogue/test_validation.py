@@ -725,6 +725,16 @@ def test_direct_identifier_columns(level, severity):
     assert finding.severity is severity and finding.field == "distributions[0].columns[0].sensitivity"
 
 
+def test_a_column_declared_twice_is_an_error_naming_the_second():
+    distribution = valid_dataset().distributions[0].model_dump()
+    twin = {**distribution["columns"][0], "sensitivity": "plain"}
+    dataset = valid_dataset(distributions=[{**distribution, "columns": [*distribution["columns"], twin]}])
+    finding = only(validate_dataset(dataset, DatasetContext()), "column_declared_twice")
+    position = len(distribution["columns"])
+    assert finding.severity is Severity.error and finding.field == f"distributions[0].columns[{position}].name"
+    assert codes(validate_dataset(valid_dataset(), DatasetContext())) == []
+
+
 def _institution(**overrides):
     defaults = {"slug": "lumc", "name": "LUMC", "country": "NL", "sector": "public", "transfer_basis": "eea"}
     return InstitutionIn(**{**defaults, **overrides})

@@ -6,8 +6,22 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
+import pytest
 
-from cellcommons.exports.policy import MEMO_LIMIT, Pseudonymiser, month, pseudonym
+from cellcommons.access.schemas import ColumnTreatment
+from cellcommons.catalogue.enums import Sensitivity
+from cellcommons.errors import InvalidInput
+from cellcommons.exports.errors import MalformedRow
+from cellcommons.exports.policy import (
+    MEMO_LIMIT,
+    ColumnPlan,
+    PolicyApplier,
+    Pseudonymiser,
+    band,
+    month,
+    plan_columns,
+    pseudonym,
+)
 
 KEY = b"k" * 32
 
@@ -49,3 +63,28 @@ def test_a_zoned_timestamp_generalises_to_its_month_in_its_own_zone_at_every_mon
             values = pa.array([*(t * scale for t in instants), None], pa.timestamp(unit, tz=zone))
             expected = [datetime.fromtimestamp(t, ZoneInfo(zone)).date().replace(day=1) for t in instants]
             assert month(values).to_pylist() == [*expected, None], (zone, unit)
+
+
+def test_numbers_go_to_their_5_year_band_exactly_negative_and_large_ones_too():
+    ages = pa.array([43, 40, 44, 45, -3, -5, -6, 0, None, 2**62])
+    assert band(ages).to_pylist() == ["40-44", "40-44", "40-44", "45-49", "-5--1", "-5--1", "-10--6", "0-4", None,
+                                      "4611686018427387900-4611686018427387904"]  # fmt: skip
+    assert band(pa.array([43.7, -0.5, None])).to_pylist() == ["40-44", "-5--1", None]
+
+
+@pytest.mark.parametrize(
+    "values", [pa.array([1.0, float("nan")]), pa.array([float("inf")]), pa.array([1e300]), pa.array([2**63 - 2])]
+)
+def test_a_number_no_band_holds_fails_naming_its_column(values):
+    plan = ColumnPlan("score", Sensitivity.quasi_identifier, ColumnTreatment.generalise, values.type)
+    with pytest.raises(MalformedRow, match=r"column 'score': .* 5-year band") as failed:
+        PolicyApplier([plan], KEY)(pa.record_batch([values], names=["score"]))
+    assert failed.value.field == "score"
+
+
+def test_a_column_declared_twice_makes_the_policy_refuse_the_source():
+    declared = [dict(name="full_name", type="string", sensitivity="direct_identifier"),
+                dict(name="full_name", type="string", sensitivity="plain")]  # fmt: skip
+    with pytest.raises(InvalidInput, match="declares column 'full_name' more than once") as refused:
+        plan_columns(declared, {}, None)
+    assert refused.value.field == "distributionId"

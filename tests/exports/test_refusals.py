@@ -1,5 +1,5 @@
 """What an export refuses, and that a refusal leaves nothing half-written: agreements that are not the
-requester's, not in force or not covering; forbidden columns and bad filters; a source that changed."""
+requester's, not in force or not covering; forbidden columns and bad filters; a source that changed or is gone."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from tests.exports.conftest import TODAY, request
 from tests.exports.test_exports import CSV, CSV_COLUMNS, run_export
 
 from cellcommons.access.models import Agreement, AgreementStatus
+from cellcommons.catalogue.models import Distribution
 from cellcommons.errors import Conflict, InvalidInput, NotFound
 from cellcommons.exports import service
 from cellcommons.exports.errors import AgreementNotInForce, ColumnForbidden
 from cellcommons.exports.models import ExportStatus
+from cellcommons.storage import buckets
 
 
 async def set_agreement(world, key: str, **values) -> None:
@@ -113,6 +115,18 @@ async def test_a_source_that_changed_fails_the_job_and_leaves_nothing_in_the_buc
     assert "changed" in job.error_message
     assert world.exported_keys("lowlands") == before
     assert job.finished_at is not None and job.lease_owner is None
+
+
+@pytest.mark.parametrize("name", ["gone.csv", "gone.parquet"])
+async def test_a_source_no_longer_stored_fails_the_job_without_saying_where_it_was_kept(world, name):
+    file = await world.add_file(name, CSV, CSV_COLUMNS)
+    async with world.database.unit_of_work() as session:
+        distribution = await session.get_one(Distribution, file[1])
+    bucket = buckets.institution_bucket(world.settings, world.consortium.institutions["leiden"].id)
+    world.store.delete(bucket, distribution.storage_key)
+    job = await run_export(world, "lowlands", source=file)
+    assert (job.status, job.error_code, job.error_field) == (ExportStatus.failed, "source_missing", "distributionId")
+    assert job.error_message == f"the file {name} is no longer in object storage"
 
 
 async def test_claims_skip_locked_jobs_and_take_over_an_expired_lease(world):

@@ -21,6 +21,12 @@ class SourceChanged(Conflict):
     code = "source_changed"
 
 
+class SourceMissing(Conflict):
+    """The distribution's file is no longer in object storage."""
+
+    code = "source_missing"
+
+
 class AgreementNotInForce(Conflict):
     code = "agreement_not_in_force"
 

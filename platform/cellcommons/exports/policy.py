@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from cellcommons.access.schemas import DEFAULT_EXPORT_POLICY, ColumnTreatment
 from cellcommons.catalogue.enums import Sensitivity
 from cellcommons.errors import InvalidInput
-from cellcommons.exports.errors import ColumnForbidden
+from cellcommons.exports.errors import ColumnForbidden, MalformedRow
 from cellcommons.settings import Settings
 
 BAND = 5
@@ -103,6 +103,11 @@ class ColumnPlan:
             return pa.date32() if _temporal(self.source_type) else pa.string()
         return self.source_type
 
+    @property
+    def banded(self) -> bool:
+        """Exported as 5-year band labels."""
+        return self.treatment is ColumnTreatment.generalise and not _temporal(self.source_type)
+
     def describe(self) -> dict[str, str]:
         return {"column": self.name, "sensitivity": self.sensitivity.value, "treatment": self.treatment.value,
                 "type": str(self.output_type)}  # fmt: skip
@@ -125,6 +130,11 @@ def plan_columns(declared: list[dict], export_policy: dict, requested: list[str]
     """The exported columns in source order: those the policy lets out, narrowed to `requested` when given.
     A requested column the policy keeps back (or that does not exist) is an error naming it."""
     plans, withheld = [], set()
+    names = [column["name"] for column in declared]
+    for index, name in enumerate(names):
+        if name in names[:index]:  # the catalogue refuses this; fail closed on what was stored before it did
+            message = f"the source declares column {name!r} more than once, so its policy is ambiguous"
+            raise InvalidInput(message, field="distributionId")
     for index, column in enumerate(declared):
         kind = arrow_type(column["type"])
         if kind is None:
@@ -204,18 +214,38 @@ class Pseudonymiser:
         return mac.hexdigest()[:PSEUDONYM_HEX]
 
 
+class Unbandable(ValueError):
+    """A number no 5-year band holds: not finite, or too large to label exactly."""
+
+
 def band(values: pa.Array) -> pa.Array:
-    """Numbers to 5-year band labels: 43 → "40-44". Computed on the distinct values (ages repeat) and mapped
-    back by index."""
+    """Numbers to 5-year band labels: 43 → "40-44", -3 → "-5--1". Computed on the distinct values (ages repeat)
+    and mapped back by index."""
     encoded = pc.dictionary_encode(values)
     return _band_labels(encoded.dictionary).take(encoded.indices)
 
 
 def _band_labels(values: pa.Array) -> pa.Array:
-    bands = pc.floor(pc.divide(pc.cast(values, pa.float64()), float(BAND)))
-    lower = pc.cast(pc.multiply(bands, float(BAND)), pa.int64())
-    upper = pc.add(lower, BAND - 1)
+    try:
+        lower = _band_start(values)
+        upper = pc.add_checked(lower, BAND - 1)
+    except pa.ArrowInvalid:  # beyond int64 at either end
+        extreme = max(abs(pc.min(values).as_py()), abs(pc.max(values).as_py()))
+        raise Unbandable(f"{extreme} is too large for a 5-year band") from None
     return pc.binary_join_element_wise(pc.cast(lower, pa.string()), pc.cast(upper, pa.string()), "-")
+
+
+def _band_start(values: pa.Array) -> pa.Array:
+    """The first number of each value's band, exactly (integers stay integers: a float holds 2^53 at most)."""
+    if pa.types.is_integer(values.type):
+        whole = pc.cast(values, pa.int64())
+        start = pc.multiply(pc.divide(whole, BAND), BAND)  # integer division truncates towards zero …
+        return pc.if_else(pc.less(whole, start), pc.subtract_checked(start, BAND), start)  # … so step negatives down
+    numbers = pc.cast(values, pa.float64())
+    labelled = pc.and_(pc.is_finite(numbers), pc.less(pc.abs(numbers), float(2**53)))
+    if not pc.all(pc.fill_null(labelled, True)).as_py():
+        raise Unbandable(f"{numbers.filter(pc.invert(labelled))[0].as_py()} is not a number a 5-year band holds")
+    return pc.cast(pc.multiply(pc.floor(pc.divide(numbers, float(BAND))), float(BAND)), pa.int64())
 
 
 def month(values: pa.Array) -> pa.Array:
@@ -258,6 +288,7 @@ class PolicyApplier:
         self.plans = plans
         self.schema = pa.schema([pa.field(plan.name, plan.output_type) for plan in plans])
         self.pseudonymised = [p.name for p in plans if p.treatment is ColumnTreatment.pseudonymise]
+        self.banded = [p.name for p in plans if p.banded]
         self._pseudonymisers = {name: Pseudonymiser(key) for name in self.pseudonymised}
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -268,5 +299,12 @@ class PolicyApplier:
         if plan.treatment is ColumnTreatment.pseudonymise:
             return self._pseudonymisers[plan.name](values)
         if plan.treatment is ColumnTreatment.generalise:
-            return month(values) if _temporal(values.type) else band(values)
+            return month(values) if _temporal(values.type) else self._banded(plan.name, values)
         return values
+
+    @staticmethod
+    def _banded(name: str, values: pa.Array) -> pa.Array:
+        try:
+            return band(values)
+        except Unbandable as exc:
+            raise MalformedRow(f"column {name!r}: {exc}", field=name) from None

@@ -155,7 +155,7 @@ async def request_export(
     agreement = await _held_agreement(session, principal, agreement_id)
     checked = await scope(session, principal.institution_id, agreement, dataset_version_id, distribution_id, columns)
     schema = _schema(checked.plans)
-    conditions = filters.validated(row_filter, schema)
+    conditions = filters.validated(row_filter, schema, banded=[plan.name for plan in checked.plans if plan.banded])
     job = ExportJob(
         agreement_id=agreement.id, institution_id=principal.institution_id, requested_by=principal.actor,
         dataset_version_id=checked.version.id, distribution_id=distribution_id, columns=columns,

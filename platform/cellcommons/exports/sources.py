@@ -4,26 +4,34 @@
   GET (hashing the bytes as they pass; the SHA-256 is compared with the distribution's before the export's last
   part leaves, so a changed source aborts the upload). Every column is read as text and cast to its declared
   type per batch; when a cast fails, halving the batch finds the offending rows (a few casts each, still
-  vectorised), so the error names line and column, or the rows are quarantined. Parquet needs random access
+  vectorised), so the error names line and column, or the rows are quarantined. Text is read as bytes and checked
+  as UTF-8 the same way, row by row. Only an empty field is missing text; in other columns Arrow's markers of a
+  missing value (`NA`, `null`, `NaN`, …) are missing too. A header naming a column the export reads twice is
+  refused: which of the two would be read is not the file's to say. Parquet needs random access
   (its footer comes last), so it is spooled to a temporary file while hashed, then read by batches: a large one
   while it downloads (its footer fetched ahead; the SHA-256 compared before the last batch leaves), a small one
   once checked.
 - The catalogue: the batches a dataset version links, one row per QC result (a batch without results keeps one
   row), with the tags below; read from PostgreSQL in partitions through a server-side cursor.
 
-Line numbers count physical lines, the header being line 1 (exact while values hold no line breaks).
+Line numbers count physical lines, the header being line 1, blank lines included (exact while values hold no
+line breaks).
 """
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
 import io
+import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from itertools import groupby
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -34,8 +42,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons.access.schemas import ColumnTreatment
 from cellcommons.catalogue.models import Batch, QcResult, dataset_version_batch
-from cellcommons.errors import InvalidInput
-from cellcommons.exports.errors import MalformedRow, SourceChanged
+from cellcommons.errors import InvalidInput, NotFound
+from cellcommons.exports.errors import MalformedRow, SourceChanged, SourceMissing
 from cellcommons.exports.models import BadRows
 from cellcommons.exports.policy import ColumnPlan
 from cellcommons.storage.object_store import ObjectStore
@@ -55,6 +63,10 @@ READ_WHILE_DOWNLOADING = 8 * 1024 * 1024
 FOOTER_BYTES = 256 * 1024
 QUARANTINE_SAMPLE = 100
 PARQUET_TYPES = {"application/vnd.apache.parquet", "application/x-parquet", "application/parquet"}
+# What marks a missing number, date or flag in a CSV file (Arrow's defaults); in a text column only an empty field.
+MISSING_MARKERS = pa.array(pcsv.ConvertOptions().null_values, pa.string())
+_BLANK_LINE = re.compile(rb"\n(?=\r?\n)")  # a line break followed by an empty line
+log = logging.getLogger(__name__)
 
 # The catalogue source's columns: name, declared type, sensitivity tag.
 CATALOGUE_COLUMNS: list[dict] = [
@@ -98,36 +110,61 @@ class Quarantine:
     count: int = 0
     sample: list[dict] = field(default_factory=list)
 
-    def add(self, bad: BadRow) -> None:
+    def add(self, row: list[BadRow]) -> None:
+        """One row's problems (a row bad in two columns is one row set aside, with both reasons)."""
         if self.mode is BadRows.fail:
-            raise MalformedRow(bad.describe(), field=bad.column)
+            raise MalformedRow(row[0].describe(), field=row[0].column)
         self.count += 1
-        if len(self.sample) < QUARANTINE_SAMPLE:
+        for bad in row[: QUARANTINE_SAMPLE - len(self.sample)]:
             self.sample.append(asdict(bad))
 
 
 class HashingReader(io.RawIOBase):
-    """A file over an object's chunks that hashes what passes through it."""
+    """A file over an object's chunks that hashes what passes through it and notes its blank lines (the CSV
+    reader skips them without a word, and they still count as lines)."""
 
     def __init__(self, chunks: Iterator[bytes]):
         self._chunks = chunks
         self._rest = b""
         self.digest = hashlib.sha256()
+        self.blank_lines: list[int] = []  # physical line numbers, the first line being 1
+        self._line_breaks = 0
+        self._line_end = b""  # the previous chunk's last line break (and a "\r" after it): a blank line may follow
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        while not self._rest:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self.digest.update(chunk)
-            self._rest = chunk
+        if not self._rest and not self._pull():
+            return 0
         size = min(len(buffer), len(self._rest))
         buffer[:size] = self._rest[:size]
         self._rest = self._rest[size:]
         return size
+
+    def first_line(self) -> bytes:
+        """The bytes before the first line break (read ahead, not consumed; at most a block's worth)."""
+        while b"\n" not in self._rest and len(self._rest) < CSV_BLOCK and self._pull():
+            pass
+        return self._rest.split(b"\n", 1)[0]
+
+    def _pull(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self.digest.update(chunk)
+        self._note_blank_lines(chunk)
+        self._rest += chunk
+        return True
+
+    def _note_blank_lines(self, chunk: bytes) -> None:
+        text = self._line_end + chunk
+        before = self._line_breaks - self._line_end.count(b"\n")
+        for found in _BLANK_LINE.finditer(text):  # rare: one C search per chunk when there is none
+            self.blank_lines.append(before + text.count(b"\n", 0, found.start()) + 2)
+        self._line_breaks += chunk.count(b"\n")
+        last = text.rfind(b"\n")
+        self._line_end = text[last:] if last >= 0 and text[last:] in (b"\n", b"\n\r") else b""
 
     def drain(self) -> str:
         """Read to the end (the CSV reader may stop before trailing bytes) and return the SHA-256."""
@@ -143,24 +180,34 @@ def _checked(actual: str, expected: str | None) -> None:
 
 
 class _Lines:
-    """Physical line numbers of the rows the CSV reader returns, given the lines it skipped."""
+    """Physical line numbers of the rows the CSV reader returns, given the lines it skipped (bad and blank)."""
 
-    def __init__(self):
+    def __init__(self, blank: list[int]):
         self.skipped: list[int] = []
+        self._blank = blank
 
     def of(self, row: int) -> int:
         line = row + 2  # after the header line
-        for skipped in sorted(self.skipped):
+        for skipped in sorted(self.skipped + self._blank):
             if skipped > line:
                 break
             line += 1
         return line
 
 
+def _converted(values: pa.Array, kind: pa.DataType) -> pa.Array:
+    """A CSV column's bytes in its declared type (raises where a value is not UTF-8 or not of the type)."""
+    text = pc.cast(values, pa.string())
+    if kind == pa.string():
+        return text
+    missing = pc.is_in(text, value_set=MISSING_MARKERS)
+    return pc.cast(pc.if_else(missing, pa.scalar(None, pa.string()), text), kind)
+
+
 def _failing(values: pa.Array, kind: pa.DataType, offset: int = 0) -> Iterator[int]:
-    """Indices of the values that do not cast, found by halving (each step one vectorised cast)."""
+    """Indices of the values that do not convert, found by halving (each step one vectorised conversion)."""
     try:
-        pc.cast(values, kind)
+        _converted(values, kind)
         return
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         if len(values) == 1:
@@ -171,51 +218,68 @@ def _failing(values: pa.Array, kind: pa.DataType, offset: int = 0) -> Iterator[i
     yield from _failing(values.slice(half), kind, offset + half)
 
 
+def _reason(value: bytes, kind: pa.DataType) -> str:
+    try:
+        return f"{value.decode()!r} is not a valid {kind}"
+    except UnicodeDecodeError:
+        return f"{value!r} is not UTF-8 text"
+
+
 def _typed(batch: pa.RecordBatch, plans: list[ColumnPlan], first_row: int, lines: _Lines):
-    """The batch with every column cast to its declared type, without the rows that do not cast (reported)."""
+    """The batch with every column in its declared type, without the rows that do not convert (reported)."""
     problems: list[BadRow] = []
     rejected: set[int] = set()
     for plan in plans:
-        if plan.source_type != pa.string():
-            for index in _failing(batch.column(plan.name), plan.source_type):
-                value = batch.column(plan.name)[index].as_py()
-                reason = f"{value!r} is not a valid {plan.source_type}"
-                problems.append(BadRow(lines.of(first_row + index), plan.name, reason))
-                rejected.add(index)
+        for index in _failing(batch.column(plan.name), plan.source_type):
+            reason = _reason(batch.column(plan.name)[index].as_py(), plan.source_type)
+            problems.append(BadRow(lines.of(first_row + index), plan.name, reason))
+            rejected.add(index)
     if rejected:
         keep = pc.invert(pc.is_in(pa.array(range(batch.num_rows)), pa.array(sorted(rejected))))
         batch = batch.filter(keep)
-    arrays = [pc.cast(batch.column(plan.name), plan.source_type) for plan in plans]
+    arrays = [_converted(batch.column(plan.name), plan.source_type) for plan in plans]
     return pa.RecordBatch.from_arrays(arrays, names=[plan.name for plan in plans]), problems
+
+
+def _refuse_repeated_columns(header: bytes, names: list[str]) -> None:
+    """Arrow reads the first of two columns of one name: refuse a header that names a read column twice."""
+    found = next(csv.reader([header.decode("utf-8-sig", errors="replace").rstrip("\r")]), [])
+    for name in names:
+        if found.count(name) > 1:
+            message = f"the CSV header names column {name!r} {found.count(name)} times"
+            raise InvalidInput(message, field="distributionId")
 
 
 def csv_batches(chunks: Iterator[bytes], plans: list[ColumnPlan], sha256: str | None, bad: Quarantine):
     reader = HashingReader(chunks)
-    lines = _Lines()
+    names = [plan.name for plan in plans]
+    _refuse_repeated_columns(reader.first_line(), names)
+    lines = _Lines(reader.blank_lines)
     structural: list[BadRow] = []
 
     def invalid(row) -> str:
+        lines.skipped.append(row.number)
         structural.append(
             BadRow(row.number, None, f"expected {row.expected_columns} fields, found {row.actual_columns}")
         )
-        lines.skipped.append(row.number)
-        return "skip"  # reported with the batch, in line order with the values that do not cast
+        return "skip"  # reported with the batch, in line order with the values that do not convert
 
     def report(problems: list[BadRow]) -> None:
-        for row in sorted(structural + problems, key=lambda row: row.line or 0):
-            bad.add(row)
+        by_line = sorted(structural + problems, key=lambda row: row.line or 0)
+        for _, row in groupby(by_line, key=lambda row: row.line):
+            bad.add(list(row))
         structural.clear()
 
-    names = [plan.name for plan in plans]
     try:
         stream = pcsv.open_csv(
             reader,
             read_options=pcsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK),
             parse_options=pcsv.ParseOptions(invalid_row_handler=invalid),
             convert_options=pcsv.ConvertOptions(
-                column_types={name: pa.string() for name in names}, include_columns=names, strings_can_be_null=True
+                column_types={name: pa.binary() for name in names}, include_columns=names,
+                strings_can_be_null=True, null_values=[""],
             ),
-        )
+        )  # fmt: skip
 
         def typed_batches() -> Iterator[pa.RecordBatch]:
             rows = 0
@@ -419,10 +483,16 @@ def distribution_batches(
     store: ObjectStore, bucket: str, key: str, media_type: str, file_name: str, sha256: str | None,
     plans: list[ColumnPlan], bad: Quarantine,
 ) -> Iterator[pa.RecordBatch]:  # fmt: skip
-    if media_type in PARQUET_TYPES or file_name.lower().endswith(".parquet"):
-        chunks = store.get_stream(bucket, key, chunk_size=SPOOL_CHUNK)
-        return parquet_batches(chunks, plans, sha256, footer=lambda: _parquet_footer(store, bucket, key))
-    return csv_batches(store.get_stream(bucket, key), plans, sha256, bad)
+    try:
+        if media_type in PARQUET_TYPES or file_name.lower().endswith(".parquet"):
+            chunks = store.get_stream(bucket, key, chunk_size=SPOOL_CHUNK)
+            yield from parquet_batches(chunks, plans, sha256, footer=lambda: _parquet_footer(store, bucket, key))
+        else:
+            yield from csv_batches(store.get_stream(bucket, key), plans, sha256, bad)
+    except NotFound:
+        # Where it was stored is the custodian's business, not the recipient's: the log has it, the job does not.
+        log.warning("export source %s/%s is missing", bucket, key)
+        raise SourceMissing(f"the file {file_name} is no longer in object storage", field="distributionId") from None
 
 
 def _parquet_footer(store: ObjectStore, bucket: str, key: str) -> tuple[int, bytes] | None:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import uuid
@@ -47,6 +48,7 @@ from cellcommons.storage.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
+MAX_PAUSE = 60.0  # seconds between claims while jobs keep going back to the queue (an outage)
 LEASE = timedelta(seconds=60)
 SYSTEM_ACTOR = "system:export-worker"
 
@@ -120,17 +122,22 @@ class ExportWorker:
     async def serve(self, stop: asyncio.Event, interval: float = 2.0, on_job: Callable | None = None) -> None:
         """Run jobs until `stop` is set; between jobs, poll every `interval` seconds. An outage of the database
         or object storage does not end the loop: a job it interrupted goes back to the queue (or, with the
-        database gone too, is taken up again once its lease runs out)."""
+        database gone too, is taken up again once its lease runs out), and the worker waits longer after each
+        job it had to give back (up to MAX_PAUSE, with jitter) rather than claim it again at once."""
         stop_watch = asyncio.create_task(self._relay(stop))
+        given_back = 0
         try:
             while not stop.is_set():
                 job = await outlasting(self.run_next, _report_outage)
-                if job is not None:
-                    if on_job:
-                        on_job(job)
+                if job is not None and on_job:
+                    on_job(job)
+                if job is not None and job.status is not ExportStatus.queued:
+                    given_back = 0
                     continue
+                given_back = given_back + 1 if job is not None else 0
+                pause = interval if not given_back else min(MAX_PAUSE, interval * 2**given_back)
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=interval)
+                    await asyncio.wait_for(stop.wait(), timeout=pause * random.uniform(0.8, 1.2))
                 except TimeoutError:
                     pass
         finally:
@@ -203,7 +210,7 @@ class ExportWorker:
 
     def _upload(self, prepared: Prepared, source: Iterator[pa.RecordBatch], progress: Progress) -> ParquetStream:
         policy = PolicyApplier(prepared.scope.plans, pseudonym_key(self.settings, prepared.job.agreement_id))
-        keep = filters.combined(prepared.job.row_filter, policy.schema)
+        keep = filters.combined(prepared.job.row_filter, policy.schema, policy.banded)
         stream: ParquetStream
 
         def exported() -> Iterator[pa.RecordBatch]:
@@ -211,10 +218,13 @@ class ExportWorker:
                 if self.stopping.is_set():
                     raise Interrupted
                 out = policy(batch)
-                if keep is not None:
-                    out = out.filter(keep)
-                yield out
-                progress.update(progress.rows + out.num_rows, stream.size)
+                yield out if keep is None else out.filter(keep)
+
+        def counted(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            """Progress as the encoder takes each batch (on its thread, once the stream exists)."""
+            for batch in batches:
+                progress.update(progress.rows + batch.num_rows, stream.size)
+                yield batch
 
         bucket = buckets.exports_bucket(self.settings)
         self.store.ensure_bucket(bucket)
@@ -223,21 +233,29 @@ class ExportWorker:
         # SDK's upload threads read parts from (a few in flight).
         with Ahead(exported(), BATCHES_AHEAD, "export-policy") as batches:
             schema = with_terms(policy.schema, prepared.terms)
-            stream = ParquetStream(iter(batches), schema, without_statistics=policy.pseudonymised)
+            stream = ParquetStream(counted(iter(batches)), schema, without_statistics=policy.pseudonymised)
             self.store.put_stream(bucket, prepared.key, stream, content_type=parquet, part_size=PART_SIZE)
         progress.update(stream.rows, stream.size)
         return stream
 
     async def _heartbeat(self, export_id: uuid.UUID, progress: Progress) -> None:
+        """Renew the lease (with the progress) every third of it. A beat the database misses is tried again at
+        the next: the lease outlasts two misses, and one miss must not end the renewals."""
         while True:
             await asyncio.sleep(min(5.0, self.lease.total_seconds() / 3))
-            async with self.database.unit_of_work() as session:
-                await session.execute(
-                    update(ExportJob)
-                    .where(ExportJob.id == export_id, ExportJob.lease_owner == self.name)
-                    .values(rows_written=progress.rows, bytes_written=progress.bytes,
-                            lease_expires_at=func.now() + self.lease)
-                )  # fmt: skip
+            try:
+                await outlasting(lambda: self._beat(export_id, progress), _report_outage)
+            except Exception:  # a bug here must not leave the lease to run out under a running job
+                log.exception("export %s: the lease could not be renewed", export_id)
+
+    async def _beat(self, export_id: uuid.UUID, progress: Progress) -> None:
+        async with self.database.unit_of_work() as session:
+            await session.execute(
+                update(ExportJob)
+                .where(ExportJob.id == export_id, ExportJob.lease_owner == self.name)
+                .values(rows_written=progress.rows, bytes_written=progress.bytes,
+                        lease_expires_at=func.now() + self.lease)
+            )  # fmt: skip
 
     # ---- outcomes ----------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ def validate_dataset(dataset: DatasetIn, context: DatasetContext) -> list[Findin
     if dataset.claims_isct:
         findings += _isct_claim_findings(dataset, context.batches)
     findings += _privacy_findings(dataset)
+    findings += _column_findings(dataset)
     return findings
 
 
@@ -64,4 +65,18 @@ def _privacy_findings(dataset: DatasetIn) -> list[Finding]:
                 findings.append(
                     flag("direct_identifier_column", f"distributions[{d}].columns[{c}].sensitivity", message)
                 )
+    return findings
+
+
+def _column_findings(dataset: DatasetIn) -> list[Finding]:
+    """A file's columns are named once each: the export policy goes by name, and a name declared twice with two
+    tags (a direct identifier and a plain column) would let the identifier out under the other's tag."""
+    findings = []
+    for d, distribution in enumerate(dataset.distributions):
+        seen: set[str] = set()
+        for c, column in enumerate(distribution.columns):
+            if column.name in seen:
+                message = f"{distribution.file_name} declares column {column.name!r} more than once"
+                findings.append(error("column_declared_twice", f"distributions[{d}].columns[{c}].name", message))
+            seen.add(column.name)
     return findings
