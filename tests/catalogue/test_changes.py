@@ -5,10 +5,11 @@ back) in an order unlike the order they wrote in, while a reader follows the fee
 """
 
 import asyncio
+import importlib
 import random
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import create_engine, select, text, update
 from tests.catalogue.factories import valid_batch, valid_collection, valid_dataset, valid_donor, valid_spec
 
 from cellcommons.auth.principal import Principal, Role
@@ -232,6 +233,46 @@ async def test_others_see_a_datasets_changes_only_when_a_version_they_see_is_pub
     await settled(database)
     assert await dataset_changes(member(leiden)) == ["create"] + ["update"] * 7, "members see every change"
     assert await dataset_changes(member(maple)) == ["update"], "others: only the publish of a version they see"
+
+
+async def test_the_migration_shares_the_publishes_logged_before_dataset_changes_were_kept_from_others(
+    database, fresh_settings, leiden
+):
+    """Revision 0017 on a log written before `shared` counted for datasets: each publish of a version others may
+    see is shared again, and nothing else (draft saves, a non_public publish)."""
+    node = fresh_settings.node_id
+    async with database.unit_of_work() as session:
+        maple = await service.save_institution(session, InstitutionIn(**INSTITUTIONS[2]), origin="test")
+        await service.save_batch(session, leiden, valid_batch(), origin=node)
+        draft = await service.save_dataset(session, leiden, valid_dataset(), origin=node)
+        accession = (await session.get_one(Dataset, draft.dataset_id)).accession
+        await service.publish(session, leiden, accession)
+    for content in (valid_dataset(title="Second", access_rights="non_public"), valid_dataset(title="Third")):
+        async with database.unit_of_work() as session:
+            await service.save_dataset(session, leiden, content, origin=node, accession=accession)
+            await service.publish(session, leiden, accession)
+    async with database.unit_of_work() as session:
+        await service.save_dataset(session, leiden, valid_dataset(title="Draft"), origin=node, accession=accession)
+
+    def shared():
+        return select(Change.shared).where(Change.record_id == draft.dataset_id).order_by(Change.seq)
+
+    async with database.unit_of_work() as session:
+        written = list(await session.scalars(shared()))
+    migration = importlib.import_module("cellcommons.migrations.versions.0017_dataset_changes_shared")
+    owner = create_engine(fresh_settings.owner_url)  # the log is the owner's to amend; the application only appends
+    try:
+        with owner.begin() as connection:
+            connection.execute(update(Change).where(Change.record_type == "Dataset").values(shared=False))
+            connection.execute(text(migration.SHARE_PUBLISHES))
+    finally:
+        owner.dispose()
+    async with database.unit_of_work() as session:
+        assert list(await session.scalars(shared())) == written == [False, True, False, False, False, True, False]
+    await settled(database)
+    async with database.unit_of_work() as session:
+        page = await changes.read_feed(session, member(maple), node, FeedRequest(first=100))
+    assert [c.operation for c in page.changes if c.record_id == draft.dataset_id] == ["update", "update"]
 
 
 def test_cursors_round_trip_and_bad_ones_name_the_argument():
