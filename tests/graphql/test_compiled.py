@@ -258,6 +258,49 @@ async def test_a_cursor_of_another_ordering_is_refused_as_before(callers):
     assert "another ordering" in refusals[0][0][0]
 
 
+# Found in review: a cursor sealed only its ordering's name (`created_at`, `created_at:asc`), which collections
+# share, so one collection's cursor started another's page. Each connection with the cursor of another.
+PAGES = {
+    "datasets": "query($after: String) { datasets(first: 2, after: $after) { edges { cursor node { accession } } } }",
+    "batches": "query($after: String) { batches(first: 2, after: $after) { edges { cursor node { lotNumber } } } }",
+    "institutions": "query($after: String) { institutions(first: 2, after: $after) { edges { cursor node { slug } } } "
+    "}",
+    "a version's batches": """query($after: String) { datasets(first: 3) { nodes { latestVersion {
+      batches(first: 2, after: $after) { edges { cursor node { lotNumber } } } } } } }""",
+}
+
+
+def _first_cursor(answer: dict) -> str:
+    if "datasets" in answer and "nodes" in answer["datasets"]:
+        pages = [node["latestVersion"]["batches"] for node in answer["datasets"]["nodes"]]
+        return next(page["edges"][0]["cursor"] for page in pages if page["edges"])
+    (connection,) = answer.values()
+    return connection["edges"][0]["cursor"]
+
+
+@pytest.mark.parametrize(
+    ("issued", "used"),
+    [
+        ("batches", "datasets"),
+        ("datasets", "batches"),
+        ("institutions", "a version's batches"),
+        ("a version's batches", "institutions"),
+    ],
+)
+async def test_a_cursor_of_another_collection_is_refused(callers, issued, used):
+    principal = await callers.principal("leiden-scgt", Role.reader)
+    cursor = _first_cursor((await callers.ask("reference", principal, PAGES[issued], {}))[0])
+    for schema in callers.schemas.values():
+        context = Context(principal=principal, session=callers.session, settings=callers.settings, ids=callers.ids)
+        result = await schema.execute(PAGES[used], variable_values={"after": cursor}, context_value=context)
+        assert result.errors, result.data
+        error = result.errors[0]
+        # Rendered by the protected schema's error extension; the bare reference schema keeps the domain error.
+        coded = error.extensions or {"code": error.original_error.code, "field": error.original_error.field}
+        assert coded == {"code": "invalid_input", "field": "after"}, result.errors
+        assert "another ordering" in error.message
+
+
 def test_only_what_the_database_renders_as_the_api_is_compiled():
     kinds = build_schema()._schema.type_map
     columns = {

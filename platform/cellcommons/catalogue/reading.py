@@ -84,7 +84,7 @@ class SortKey:
 class Ordering:
     """A total order for keyset paging: the sort keys, then the row id; NULLs sort last in either direction."""
 
-    name: str  # sealed into cursors, so a cursor of one ordering is refused by another
+    name: str  # `ordering_name`, sealed into cursors: a cursor of one collection or ordering is refused by another
     keys: tuple[SortKey, ...]
     id: ColumnElement
     descending: bool = False
@@ -93,8 +93,15 @@ class Ordering:
         return [key.column for key in self.keys] + [self.id]
 
 
+def ordering_name(model: Any, order: str) -> str:
+    """What a cursor seals of its ordering: the collection (the model's table) and the order within it. Order
+    names alone collide (every collection pages by created_at), and a cursor of another collection would start
+    a page from a row the collection does not hold."""
+    return f"{model.__tablename__}:{order}"
+
+
 def creation_order(model: Any) -> Ordering:
-    return Ordering("created_at", (SortKey(model.created_at),), model.id)
+    return Ordering(ordering_name(model, "created_at"), (SortKey(model.created_at),), model.id)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from cellcommons.catalogue.models import (
     batch_collection,
     dataset_version_batch,
 )
-from cellcommons.catalogue.reading import Ordering, SortKey
+from cellcommons.catalogue.reading import Ordering, SortKey, ordering_name
 from cellcommons.errors import InvalidInput
 
 MAX_VALUES = 100  # entries of an `in` / `anyOf` list
@@ -499,13 +499,14 @@ BATCH_ORDERS: dict[str, Callable[[Any], SortKey]] = {
 }
 
 
-def _ordering(orders: dict, row, entity_id, request: Query, rank: ColumnElement | None) -> Ordering:
+def _ordering(orders: dict, row, model, request: Query, rank: ColumnElement | None) -> Ordering:
     relevance = request.order == "relevance"
     if relevance and rank is None:
         raise InvalidInput("sorting by relevance needs a search text", field="orderBy")
     descending = relevance if request.descending is None else request.descending
     key = SortKey(rank) if relevance else orders[request.order](row)
-    return Ordering(f"{request.order}:{'desc' if descending else 'asc'}", (key,), entity_id, descending)
+    name = ordering_name(model, f"{request.order}:{'desc' if descending else 'asc'}")
+    return Ordering(name, (key,), model.id, descending)
 
 
 @dataclass(frozen=True)
@@ -564,7 +565,7 @@ def _found_datasets(principal: Principal | None, asked: Asked) -> Found:
     request = asked.request
     base, row = dataset_rows(principal)
     query, rank = _filtered(principal, base, row, DATASET_FIELDS, request)
-    ordering = _ordering(DATASET_ORDERS, row, Dataset.id, request, rank)
+    ordering = _ordering(DATASET_ORDERS, row, Dataset, request, rank)
     hits = _with_hit(query, request, rank, lambda: dataset_headline(row, request.search))
     return Found(hits, _with_hit(query, request, rank), ordering, query, request)
 
@@ -574,7 +575,7 @@ def _found_batches(principal: Principal | None, asked: Asked) -> Found:
     request = asked.request
     base = _visible_batches(principal)
     query, rank = _filtered(principal, base, Batch, BATCH_FIELDS, request)
-    ordering = _ordering(BATCH_ORDERS, Batch, Batch.id, request, rank)
+    ordering = _ordering(BATCH_ORDERS, Batch, Batch, request, rank)
     hits = _with_hit(query, request, rank, lambda: batch_headline(Batch, request.search))
     return Found(hits, _with_hit(query, request, rank), ordering, query, request)
 

@@ -14,6 +14,7 @@ from sqlalchemy import Select
 from strawberry.types.nodes import SelectedField
 
 from cellcommons.catalogue import reading
+from cellcommons.catalogue.models import Batch
 from cellcommons.errors import InvalidInput
 
 Node = TypeVar("Node")
@@ -116,10 +117,14 @@ async def sql_connection(context, query: Select, model: Any, request: reading.Pa
     return _connection(context.ids, page.rows, page.cursors, to_node, page.has_next, page.has_previous, total)
 
 
-def list_connection(context, rows: Sequence[Any], request: reading.PageRequest, to_node) -> Connection:
-    """Page already-loaded rows (ordered by created_at, id) exactly as SQL would."""
-    after = reading.checked_cursor(request.after, "created_at", "after")
-    before = reading.checked_cursor(request.before, "created_at", "before")
+def list_connection(
+    context, rows: Sequence[Any], request: reading.PageRequest, to_node, model: Any = Batch
+) -> Connection:
+    """Page already-loaded rows of `model` (ordered by created_at, id) exactly as SQL would; a version's batches
+    are the only nested connection so far."""
+    name = reading.creation_order(model).name
+    after = reading.checked_cursor(request.after, name, "after")
+    before = reading.checked_cursor(request.before, name, "before")
     key = lambda row: (row.created_at, row.id)  # noqa: E731
     window = [r for r in rows if (after is None or key(r) > after.key) and (before is None or key(r) < before.key)]
     if request.first is not None:
@@ -131,7 +136,7 @@ def list_connection(context, rows: Sequence[Any], request: reading.PageRequest, 
     async def total() -> int:
         return len(rows)
 
-    cursors = [reading.Cursor("created_at", (row.created_at,), row.id) for row in page]
+    cursors = [reading.Cursor(name, (row.created_at,), row.id) for row in page]
     return _connection(context.ids, page, cursors, to_node, has_next, has_previous, total)
 
 
