@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -155,9 +156,12 @@ OPERATORS = {"eq": "eq", "in_": "in", "gt": "gt", "gte": "gte", "lt": "lt", "lte
 def checked(value: Any, field: str) -> Any:
     """`value` if PostgreSQL can take it as a parameter: it refuses a NUL character in text and a decimal beyond
     its numeric format, as errors of the statement rather than answers (every string or decimal a caller gives a
-    search passes here)."""
+    search passes here). A moment without a UTC offset is refused too: PostgreSQL would read it in the session's
+    time zone, which the caller neither chose nor sees."""
     if isinstance(value, str) and "\x00" in value:
         raise InvalidInput("text may not contain a NUL character", field=field)
+    if isinstance(value, datetime) and value.utcoffset() is None:
+        raise InvalidInput("include a UTC offset (2026-01-01T00:00:00Z)", field=field)
     if isinstance(value, Decimal) and not (
         value.is_finite() and value.copy_abs() < MAX_DECIMAL and _places(value) <= DECIMAL_PLACES
     ):
