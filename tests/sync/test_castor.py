@@ -226,3 +226,31 @@ async def test_wrong_client_credentials_are_named(env, castor, sleeps):
         "Client authentication failed)"
     )
     assert "wrong" not in run.error
+
+
+async def test_replaying_a_run_that_began_mid_pass_reads_a_whole_pass_and_deletes_nothing_seen(env, castor, sleeps):
+    five(castor)
+    await add_source(env, castor)
+    original, broken = castor.answer, []
+
+    def break_page_two_once(request):
+        if request.path.endswith("/participant") and request.query.get("page") == "2" and not broken:
+            broken.append(request)
+            return Answer(200, {"_links": {}, "page": 2}, {"Content-Type": "application/hal+json"})
+        return original(request)
+
+    castor.answer = break_page_two_once
+    sync = recording_runtime(env, sleeps)
+    assert (await sync.run("castor-lots")).status is RunStatus.failed
+    resumed = await sync.run("castor-lots")  # resumes the pass at page 2 and completes it
+    assert resumed.start_bookmarks == {"participants": {"page": 2}} and resumed.status is RunStatus.ok
+    castor.requests.clear()
+    # `cellcommons sync replay castor-lots <resumed>`: the pass it resumed is over, so a replay reads a new one
+    replay = await sync.run("castor-lots", from_bookmarks=resumed.start_bookmarks)
+    assert (replay.status, replay.deleted_count) == (RunStatus.ok, 0)
+    assert castor.pages_asked() == [1, 2, 3]
+    assert await env.lots() == ["CA-1", "CA-2", "CA-3", "CA-4"]
+    del castor.participants["110001"]  # and a replay's complete pass still deletes what is gone
+    replay = await sync.run("castor-lots", from_bookmarks=resumed.start_bookmarks)
+    assert (replay.status, replay.deleted_count) == (RunStatus.ok, 1)
+    assert await env.lots() == ["CA-2", "CA-3", "CA-4"]

@@ -3,7 +3,8 @@
 Each page commits with its bookmark (and the run's counts) in one transaction; a crash between pages resumes
 from the last committed page. Transient errors restart the stream from that bookmark after a backoff; a run
 that fails counts towards the source's circuit breaker. Full-snapshot streams delete what a completed pass
-did not see, and only then.
+did not see, and only then; a pass always begins at the first page (a replay from a bookmark mid-pass reads a
+whole new pass), so what it did not see is absent from the source.
 """
 
 from __future__ import annotations
@@ -122,11 +123,13 @@ class SyncRuntime:
             source = await self._view(session, row)
             await repository.abandon_unfinished_runs(session, row.id, now)  # we hold the lock: nobody runs them
             marks = await repository.bookmarks(session, row.id)
-            start = from_bookmarks if from_bookmarks is not None else {s: b.value for s, b in marks.items()}
+            stored = {s: b.value for s, b in marks.items()}
+            start = from_bookmarks if from_bookmarks is not None else stored
             run = SyncRun(source_id=row.id, trigger=trigger, status=RunStatus.running, start_bookmarks=start)
             session.add(run)
             await session.flush()
-            passes = {s: b.snapshot_pass for s, b in marks.items()}
+            # A snapshot pass resumes only where it left off: the pass and the bookmark it saved go together.
+            passes = {s: b.snapshot_pass for s, b in marks.items() if start.get(s) == b.value}
         status, error = await self._read_streams(run.id, source, start, passes)
         return await self._finish(run.id, source, status, error)
 
@@ -163,7 +166,9 @@ class SyncRuntime:
         async with self.database.unit_of_work() as session:
             scope = await target.scope(session, source.institution_id, self._origin(stream))
         if stream.full_snapshot and snapshot_pass is None:
-            snapshot_pass = uuid.uuid4()
+            # A new pass reads from the first page, whatever the bookmark (a replay of a run that began mid-pass):
+            # its end deletes what it did not see, so it must have seen everything there is.
+            bookmark, snapshot_pass = None, uuid.uuid4()
         work = PageWork(target, scope, source.id, stream.name, snapshot_pass)
         failures = 0
         while True:
