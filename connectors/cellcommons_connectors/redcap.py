@@ -5,16 +5,20 @@ Every call is a form-encoded `POST` to the project's API URL with the project's 
 `lot_number`, since deletions name records by it), `content=record` (`format=json`, `type=flat`: one flat
 object per record, every value a string), and `content=log` with `logtype=record_delete` for deletions.
 
-Incremental: the bookmark is the REDCap server time the previous complete read started at; the next read
-asks for records changed since (`dateRangeBegin`) and for the deletions logged since (`beginTime`). REDCap
-reads those times in the server's own time zone (configuration `timezone`, default UTC), and the read starts a
-minute early, since the log keeps minutes only: records read twice change nothing (the sync ledger skips
-identical content). Deletions come from the log rather than from comparing snapshots because a snapshot
-means exporting the whole project at every run; the log needs the token's user to hold the Logging right as
-well as API Export. A record deleted and created again in one window keeps the new one: tombstones land first.
+Incremental: the bookmark is the time the previous complete read started at; the next read asks for records
+changed since (`dateRangeBegin`) and for the deletions logged since (`beginTime`), both an overlap earlier
+(configuration `overlap_minutes`, default 10). The time is this machine's: the REDCap API has no call answering
+the server's time, and REDCap stamps changes with its own clock, so a server clock behind ours would hide the
+changes made just after a read started; the overlap covers that skew (and the log, which keeps minutes only).
+REDCap reads those times in the server's own time zone (configuration `timezone`, default UTC). Records read
+twice change nothing (the sync ledger skips identical content). Deletions come from the log rather than from
+comparing snapshots because a snapshot means exporting the whole project at every run; the log needs the token's
+user to hold the Logging right as well as API Export. A record deleted and created again in one window keeps
+the new one: tombstones land first.
 
 Source configuration: `url` (the API URL, e.g. https://redcap.example.org/api/), `mapping` (see
-`cellcommons_connectors.mapping`), optionally `timezone` and `page_size` (records per commit, default 500).
+`cellcommons_connectors.mapping`), optionally `timezone`, `overlap_minutes` (at least 1) and `page_size` (records
+per commit, default 500).
 Secret: `token`.
 """
 
@@ -32,7 +36,7 @@ from cellcommons.errors import InvalidInput
 from cellcommons.sync.sdk import Bookmark, Connector, ConnectorContext, Page, Record, SourceError, Stream, decoded, send
 from cellcommons_connectors.mapping import load_mapping
 
-EARLY = timedelta(minutes=1)
+OVERLAP_MINUTES = 10  # a REDCap server's clock may be this far behind ours without a change going unread
 REDCAP_TIME = "%Y-%m-%d %H:%M:%S"
 
 
@@ -47,8 +51,8 @@ class Records(Stream):
 
     async def read_pages(self, bookmark: Bookmark) -> AsyncIterator[Page]:
         redcap = self.connector
-        since = (bookmark or {}).get("since")
-        started = (datetime.now(redcap.zone) - EARLY).strftime(REDCAP_TIME)
+        since = redcap.overlapping((bookmark or {}).get("since"))
+        started = datetime.now(redcap.zone).strftime(REDCAP_TIME)
         await redcap.check_dictionary()
         records = [Record({"lot_number": lot}, updated_at=at, deleted=True) for lot, at in await redcap.deleted(since)]
         records += [redcap.mapping.record(row) for row in await redcap.records(since)]
@@ -70,7 +74,8 @@ class Redcap(Connector):
             self.zone = ZoneInfo(str(config.get("timezone", "UTC")))
         except (ZoneInfoNotFoundError, ValueError):
             raise InvalidInput(f"{config.get('timezone')!r} is not a time zone", field="timezone") from None
-        self.page_size = int(config.get("page_size", 500))
+        self.page_size = _whole(config, "page_size", 500)
+        self.overlap = timedelta(minutes=_whole(config, "overlap_minutes", OVERLAP_MINUTES))
         self.token = context.secrets.get("token")
         if not self.token:
             raise InvalidInput("the redcap connector needs the secret token", field="secrets")
@@ -97,6 +102,16 @@ class Redcap(Connector):
             raise InvalidInput(f"the mapping must map the project's record ID field {fields[0]!r} to lot_number",
                                field="mapping.columns")  # fmt: skip
 
+    def overlapping(self, since: object) -> str | None:
+        """The time to read changes from: the bookmark's, an overlap earlier (None: read everything)."""
+        if since is None:
+            return None
+        try:
+            start = datetime.strptime(str(since), REDCAP_TIME)
+        except ValueError:
+            raise InvalidInput(f"the bookmark {since!r} is not a REDCap time", field="bookmark") from None
+        return (start - self.overlap).strftime(REDCAP_TIME)
+
     async def records(self, since: str | None) -> list[dict[str, Any]]:
         return await self.call("record", type="flat", **({"dateRangeBegin": since} if since else {}))
 
@@ -115,3 +130,15 @@ class Redcap(Connector):
 
     async def close(self) -> None:
         await self.http.aclose()
+
+
+def _whole(config: dict[str, Any], name: str, default: int) -> int:
+    """A whole-number setting of at least 1; InvalidInput naming it otherwise."""
+    value = config.get(name, default)
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise InvalidInput(f"{name} must be a whole number of at least 1, not {value!r}", field=name)
+    return number

@@ -162,3 +162,27 @@ async def test_the_record_id_field_must_map_to_the_lot_number(env, redcap, sleep
     run = await recording_runtime(env, sleeps).run("redcap-lots")
     assert run.status is RunStatus.failed
     assert run.error == "the mapping must map the project's record ID field 'lot_id' to lot_number"
+
+
+async def test_a_redcap_clock_behind_ours_loses_no_change(env, redcap, sleeps):
+    behind = timedelta(minutes=5)  # REDCap stamps changes with its own clock, 5 minutes behind this machine's
+    redcap.put(row("RC-1"), when=datetime.now(UTC) - behind)
+    await add_source(env, redcap)
+    sync = recording_runtime(env, sleeps)
+    assert (await sync.run("redcap-lots")).upserted_count == 1
+    redcap.put(row("RC-2"), when=datetime.now(UTC) - behind)  # changed after that read began, in REDCap's time
+    run = await sync.run("redcap-lots")
+    assert (run.status, run.upserted_count) == (RunStatus.ok, 1)
+    assert await env.lots() == ["RC-1", "RC-2"]
+    read_from = datetime.strptime(redcap.requests[-1].form["dateRangeBegin"], "%Y-%m-%d %H:%M:%S")
+    assert datetime.now(UTC).replace(tzinfo=None) - read_from > timedelta(minutes=10)  # the default overlap
+
+
+@pytest.mark.parametrize(("name", "value"), [("page_size", "0"), ("page_size", "many"), ("overlap_minutes", "0")])
+async def test_a_count_setting_below_one_fails_the_run_naming_it(env, redcap, sleeps, name, value):
+    redcap.put(row("RC-1"))
+    config = {"url": f"{redcap.url}/api/", "mapping": MAPPING, name: value}
+    await register(env, "redcap-lots", "redcap", config, {"token": TOKEN})
+    run = await recording_runtime(env, sleeps).run("redcap-lots")
+    assert run.status is RunStatus.failed
+    assert run.error == f"{name} must be a whole number of at least 1, not {value!r}"
