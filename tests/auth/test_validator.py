@@ -133,6 +133,18 @@ async def test_oversized_and_malformed_tokens_are_refused(dev_idp, validator):
     assert await _rejected(validator, "garbage") == "malformed token"
 
 
+def _deep(depth: int = 1500) -> str:
+    return "[" * depth + "]" * depth  # about 3 KB, within the size limit, past the JSON parser's recursion limit
+
+
+@pytest.mark.parametrize("part", ["header", "payload"])
+async def test_json_nested_too_deeply_is_a_malformed_token(dev_idp, validator, part):
+    header = '{"alg":"RS256","typ":"at+jwt"' + (f',"x":{_deep()}' if part == "header" else "") + "}"
+    payload = '{"iss":' + json.dumps(dev_idp.issuer(LEIDEN)) + (f',"x":{_deep()}' if part == "payload" else "") + "}"
+    token = f"{_b64(header.encode())}.{_b64(payload.encode())}.{_b64(b'sig')}"
+    assert await _rejected(validator, token) == "malformed token"
+
+
 async def test_a_tampered_payload_fails_the_signature(dev_idp, validator):
     token = dev_idp.issue_access_token(LEIDEN, "alice")
     other = dev_idp.issue_access_token(LEIDEN, "ian")

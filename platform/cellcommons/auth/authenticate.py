@@ -69,7 +69,7 @@ def _unverified_issuer(token: str) -> str | None:
     try:
         segment = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, RecursionError):  # RecursionError: JSON nested too deeply to parse
         return None
     iss = claims.get("iss") if isinstance(claims, dict) else None
     return iss if isinstance(iss, str) else None

@@ -160,7 +160,7 @@ class TokenValidator:
 def _claims(payload: bytes) -> dict:
     try:
         claims = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # a few KB of "[[[[" exhaust the parser's stack: malformed, not a 500
         raise TokenRejected("malformed token") from None
     if not isinstance(claims, dict):
         raise TokenRejected("malformed token")

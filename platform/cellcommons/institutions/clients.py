@@ -358,7 +358,7 @@ async def _authenticate_assertion(
     rules = _AssertionRules([settings.token_endpoint, settings.issuer_url])
     try:
         header, unverified = rules.extract_assertion(assertion)
-    except OAuth2Error:
+    except (OAuth2Error, RecursionError):  # RecursionError: header or claims JSON nested too deeply to parse
         raise _invalid_client("malformed assertion") from None
     client_id = unverified.get("sub")
     if not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
