@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
+import shlex
 import shutil
 import signal
 import threading
@@ -27,8 +30,8 @@ from cellcommons.demo.activity import DemoFiles, submit_pending_requests
 from cellcommons.demo.consortium import SCALES, Consortium
 from cellcommons.demo.identity import register_dev_issuers
 from cellcommons.demo.seed import seed_through_service
-from cellcommons.demo.stack import EmbeddedPostgres, EmbeddedS3, S3Credentials, free_port
-from cellcommons.errors import InvalidInput, Unavailable
+from cellcommons.demo.stack import EmbeddedPostgres, EmbeddedS3, S3Credentials, free_port, stop_leftover_servers
+from cellcommons.errors import Conflict, InvalidInput, Unavailable
 from cellcommons.exports.worker import background_worker
 from cellcommons.migrations import migrate
 from cellcommons.settings import Environment, Settings, SettingsError
@@ -56,32 +59,101 @@ def start_stack(settings: Settings, data_dir: Path, stack: ExitStack) -> Setting
 def run_demo(settings: Settings, data_dir: Path, reset: bool, port: int, console: Console) -> None:
     if settings.environment is Environment.production:
         raise SettingsError(["cellcommons demo refuses production settings (CELLCOMMONS_ENVIRONMENT=production)"])
-    if reset and data_dir.exists():
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = _stop_on_signals()
     with ExitStack() as stack:
+        _hold(data_dir, stack)  # first in, last out: released once every server has stopped
+        stopped = stop_leftover_servers(data_dir / "postgres", data_dir / "s3")
+        if stopped:
+            message = f"stopped {' and '.join(stopped)} left running by an earlier demo on {data_dir}"
+            console.print(message, highlight=False, soft_wrap=True)
+        if reset:
+            _clear(data_dir)
         with console.status("starting PostgreSQL and object storage…"):
-            settings = start_stack(settings, data_dir, stack)
+            started = start_stack(settings, data_dir, stack)
         with console.status("migrating…"):
-            migrate(settings)
-        ObjectStore.from_settings(settings).client.list_buckets()
-        idp = stack.enter_context(DevIdentityProvider(None, settings))
+            migrate(started)
+        ObjectStore.from_settings(started).client.list_buckets()
+        idp = stack.enter_context(DevIdentityProvider(None, started))
         with console.status("registering the demo issuers and seeding the demo consortium…"):
-            seeded = asyncio.run(_prepare(settings, idp))
-        api_url = _serve_api(settings, port or free_port(), stack)
-        stack.callback(background_worker(settings).start().stop)  # runs queued exports; Ctrl-C releases its job
-        stack.callback(background_scheduler(settings).start().stop)  # sync sources; Ctrl-C interrupts a run
+            seeded = asyncio.run(_prepare(started, idp))
+        api_url = _serve_api(started, port or free_port(), stack)
+        stack.callback(background_worker(started).start().stop)  # runs queued exports; Ctrl-C releases its job
+        stack.callback(background_scheduler(started).start().stop)  # sync sources; Ctrl-C interrupts a run
         state = DemoState(api_url=api_url, issuers={slug: idp.issuer(slug) for slug in idp.slugs})
         (data_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
         stack.callback((data_dir / STATE_FILE).unlink, missing_ok=True)
-        console.print(_summary(settings, data_dir, state, seeded))
+        console.print(_summary(started, data_dir, state, seeded))
+        console.print(_other_shell(settings, started), highlight=False, soft_wrap=True)
         console.print(READY_LINE + " Press Ctrl-C to stop.", highlight=False)
         stop.wait()
         console.print("stopping…")
     console.print("stopped.")
+
+
+LOCK_FILE = ".lock"
+
+
+def _hold(data_dir: Path, stack: ExitStack) -> None:
+    """One demo per data folder: a second one (or its --reset) would take the running one's servers from under it.
+    The lock goes with the process however it ends (the file holds its pid for the message)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = stack.enter_context(open(data_dir / LOCK_FILE, "a+"))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        owner = lock.read().strip() or "unknown"
+        message = f"a demo is already running with data folder {data_dir} (pid {owner})"
+        raise Conflict(message, field="data_dir") from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    (data_dir / STATE_FILE).unlink(missing_ok=True)  # a killed run's: its API is gone
+
+
+def _running(data_dir: Path) -> bool:
+    """Whether a demo holds the folder's lock (a demo.json without one is a killed run's)."""
+    try:
+        with open(data_dir / LOCK_FILE) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _clear(data_dir: Path) -> None:
+    """--reset: everything under the folder but the lock this run holds."""
+    for child in data_dir.iterdir():
+        if child.name == LOCK_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _stop_on_signals() -> threading.Event:
+    """Ctrl-C, SIGTERM and a closed terminal (SIGHUP) all stop the demo the same way: every server with it."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            _detach_output()
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    return stop
+
+
+def _detach_output() -> None:
+    """The terminal is gone: what is printed on the way out goes nowhere rather than failing the shutdown (EIO)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 STATE_FILE = "demo.json"
@@ -96,10 +168,13 @@ class DemoState:
 
 
 def read_state(data_dir: Path) -> DemoState:
+    not_running = InvalidInput(f"no demo is running with data folder {data_dir}", field="data_dir")
+    if not _running(data_dir):
+        raise not_running
     try:
         return DemoState(**json.loads((data_dir / STATE_FILE).read_text()))
     except FileNotFoundError:
-        raise InvalidInput(f"no demo is running with data folder {data_dir}", field="data_dir") from None
+        raise not_running from None  # still starting
 
 
 async def _prepare(settings: Settings, idp: DevIdentityProvider) -> int:
@@ -137,9 +212,10 @@ def _summary(settings: Settings, data_dir: Path, state: DemoState, datasets: int
     table = Table(title="Cell Commons demo", show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
+    table.add_row("portal (sign in, downloads)", f"{state.api_url}/")
     table.add_row("GraphQL API (GraphiQL)", f"{state.api_url}/graphql")
     table.add_row("catalogue", f"{datasets} datasets of the synthetic consortium")
-    table.add_row("export worker", "running: requestExport jobs run here (cellcommons export status)")
+    table.add_row("export worker", "running: requestExport jobs run here (cellcommons export status, see below)")
     table.add_row("sync scheduler", "running: due sources run here (cellcommons sync add-source, sync runs)")
     for slug, issuer in state.issuers.items():
         table.add_row(f"sign-in: {slug}", issuer)
@@ -150,3 +226,19 @@ def _summary(settings: Settings, data_dir: Path, state: DemoState, datasets: int
     table.add_row("PostgreSQL (owner)", settings.owner_url.render_as_string(hide_password=True))
     table.add_row("object storage (S3)", f"http://{settings.s3_endpoint}  access key {settings.s3_access_key}")
     return table
+
+
+# What another shell needs for the other commands to reach the servers the demo started (its other settings are
+# that shell's own environment, as they were the demo's).
+_SHELL_VARIABLES = {"database_url": "CELLCOMMONS_DATABASE_URL", "s3_endpoint": "CELLCOMMONS_S3_ENDPOINT"}
+
+
+def _other_shell(configured: Settings, started: Settings) -> str:
+    exports = [
+        f"  export {variable}={shlex.quote(getattr(started, field))}"
+        for field, variable in _SHELL_VARIABLES.items()
+        if getattr(configured, field) != getattr(started, field)
+    ]
+    if not exports:
+        return "The other commands (cellcommons export status, sync runs, …) use this demo's servers as they are."
+    return "\n".join(["For the other commands (cellcommons export status, sync runs, …), in another shell:", *exports])

