@@ -262,3 +262,24 @@ async def test_withdrawal_before_any_decision(session, consortium, people):
     assert request.status is RequestStatus.draft
     [part] = await repository.requested_datasets(session, request.id)
     assert part.verdict is None
+
+
+@pytest.mark.parametrize("expires_on", [date(2020, 6, 1), TODAY])
+async def test_an_agreement_whose_term_has_ended_is_refused_naming_its_expiry(session, consortium, people, expires_on):
+    request = await submitted(session, people["bob"], consortium.datasets["leiden"])
+    terms = TermsIn(effective_on=date(2020, 1, 1), expires_on=expires_on)
+    with pytest.raises(ValidationFailed) as refused:
+        await decisions.approve(session, people["leiden steward"], request.id, terms, on=TODAY)
+    [finding] = refused.value.findings
+    assert (finding.code, finding.field) == ("term_ended", "terms.expires_on")
+    assert f"not after today ({TODAY})" in finding.message
+    assert await session.scalar(select(func.count()).select_from(Agreement)) == 0
+    assert request.status is RequestStatus.submitted
+
+
+async def test_a_request_whose_agreement_ended_before_the_sweep_reads_expired_not_revoked(session, consortium, people):
+    request = await submitted(session, people["dave"], consortium.datasets["leiden"], consortium.datasets["lowlands"])
+    end = TODAY + timedelta(days=10)
+    await decisions.approve(session, people["leiden steward"], request.id, TermsIn(expires_on=end), on=TODAY)
+    await decisions.reject(session, people["lowlands steward"], request.id, "no capacity", on=end + timedelta(days=1))
+    assert request.status is RequestStatus.expired

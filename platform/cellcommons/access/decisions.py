@@ -56,7 +56,7 @@ async def approve(
     recipient = await session.get_one(Institution, request.requester_institution_id)
     effective_on = terms.effective_on or max(request.period_start, on)
     expires_on = terms.expires_on or request.period_end
-    mechanism = _checked_terms(terms, recipient, effective_on, expires_on)
+    mechanism = _checked_terms(terms, recipient, effective_on, expires_on, on)
     agreement = Agreement(
         request_id=request.id, provider_institution_id=principal.institution_id,
         recipient_institution_id=recipient.id, recipient_subject=request.requester_subject,
@@ -163,11 +163,14 @@ async def _refuse_incompatible(
 
 
 def _checked_terms(
-    terms: TermsIn, recipient: Institution, effective_on: date, expires_on: date
+    terms: TermsIn, recipient: Institution, effective_on: date, expires_on: date, on: date
 ) -> TransferMechanism | None:
     """Every problem with the terms at once; returns the transfer mechanism that applies."""
     findings = []
-    if expires_on <= effective_on:
+    if expires_on <= on:  # the default comes from the request's period, which may have ended while it waited
+        message = f"the agreement would expire on {expires_on}, not after today ({on}): name a later expiry"
+        findings.append(error("term_ended", "terms.expires_on", message))
+    elif expires_on <= effective_on:
         findings.append(error("term_order", "terms.expires_on", "the agreement must expire after it takes effect"))
     if terms.export_policy.get(Sensitivity.direct_identifier, ColumnTreatment.drop) is not ColumnTreatment.drop:
         message = "direct identifiers are never exported; their treatment must be drop"
@@ -224,10 +227,11 @@ async def _settle(session: AsyncSession, request: AccessRequest, on: date) -> No
         request.status = RequestStatus.in_review
     elif not agreements:
         request.status = RequestStatus.rejected
-    elif any(a.status is AgreementStatus.active and a.expires_on > on for a in agreements):
-        started = any(a.status is AgreementStatus.active and a.effective_on <= on for a in agreements)
+    elif current := [a for a in agreements if a.status is AgreementStatus.active and a.expires_on > on]:
+        started = any(a.effective_on <= on for a in current)
         request.status = RequestStatus.active if started else RequestStatus.approved
-    elif any(a.status is AgreementStatus.expired for a in agreements):
+    elif any(a.status is AgreementStatus.expired or a.status is AgreementStatus.active for a in agreements):
+        # An active agreement past its term has ended though the sweep has not marked it yet: expired.
         request.status = RequestStatus.expired
     else:
         request.status = RequestStatus.revoked
