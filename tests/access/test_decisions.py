@@ -283,3 +283,22 @@ async def test_a_request_whose_agreement_ended_before_the_sweep_reads_expired_no
     await decisions.approve(session, people["leiden steward"], request.id, TermsIn(expires_on=end), on=TODAY)
     await decisions.reject(session, people["lowlands steward"], request.id, "no capacity", on=end + timedelta(days=1))
     assert request.status is RequestStatus.expired
+
+
+async def test_the_sweep_makes_an_approved_request_active_once_its_agreement_takes_effect(session, consortium, people):
+    request = await submitted(session, people["bob"], consortium.datasets["leiden"])
+    start = TODAY + timedelta(days=10)
+    terms = TermsIn(effective_on=start, expires_on=TODAY + timedelta(days=100))
+    await decisions.approve(session, people["leiden steward"], request.id, terms, on=TODAY)
+    assert request.status is RequestStatus.approved
+    await decisions.sweep_agreements(session, start - timedelta(days=1))
+    assert request.status is RequestStatus.approved
+    await decisions.sweep_agreements(session, start)
+    assert request.status is RequestStatus.active
+    [*_, started] = await repository.history(session, request.id)
+    assert (started.action, started.actor, started.from_status, started.to_status) == (
+        "agreement_started",
+        "system:access",
+        RequestStatus.approved,
+        RequestStatus.active,
+    )

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons.access import notifications, repository
-from cellcommons.access.agreements import today
+from cellcommons.access.agreements import in_force, today
 from cellcommons.access.matcher import Compatibility, Condition, combine, match
 from cellcommons.access.models import (
     AccessDecision,
@@ -114,9 +114,11 @@ async def revoke(
 
 
 async def sweep_agreements(session: AsyncSession, on: date | None = None) -> tuple[int, int]:
-    """Mark agreements past their term expired and warn recipients once of those ending within 30 days.
-    Returns (expired, warned). Coverage never waits for this: `agreements.in_force` checks the dates itself."""
+    """Mark agreements past their term expired, move approved requests whose agreement has taken effect to active,
+    and warn recipients once of agreements ending within 30 days. Returns (expired, warned). Coverage never waits
+    for this: `agreements.in_force` checks the dates itself."""
     on = on or today()
+    await _start_agreements(session, on)
     active = select(Agreement).where(Agreement.status == AgreementStatus.active)
     ended = list(await session.scalars(active.where(Agreement.expires_on <= on)))
     for agreement in ended:
@@ -133,6 +135,16 @@ async def sweep_agreements(session: AsyncSession, on: date | None = None) -> tup
 
 
 # ---- steps ----------------------------------------------------------------------------------------------------
+
+
+async def _start_agreements(session: AsyncSession, on: date) -> None:
+    """An approval with a later effective date leaves its request approved; the day the term begins it is active."""
+    started = select(Agreement.request_id).where(in_force(on))
+    query = select(AccessRequest).where(AccessRequest.status == RequestStatus.approved, AccessRequest.id.in_(started))
+    for request in list(await session.scalars(query)):
+        before = request.status
+        await _settle(session, request, on)
+        await record_transition(session, None, request, "agreement_started", before)
 
 
 async def _decidable(session: AsyncSession, principal: Principal, request_id: uuid.UUID) -> AccessRequest:
