@@ -1,7 +1,10 @@
 """What the catalogue accepts from outside (API, connectors, files, the seed generator).
 
 Pydantic checks shapes and types; the domain rules (DOMAIN.md 1–11) live in `validation/` and run on these
-objects. Field names here are the field paths that findings name.
+objects. Field names here are the field paths that findings name. Every value accepted here fits its column:
+text without NUL characters (PostgreSQL cannot store them; pydantic already refuses lone surrogates), integers
+within the column's integer type, decimals within the column's precision; a value that did not would fail the
+whole statement writing it (for a sync, the whole page) instead of becoming a finding for its record.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from cellcommons.catalogue.enums import (
     AccessRights,
@@ -34,12 +37,38 @@ from cellcommons.catalogue.enums import (
     TransferBasis,
 )
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]
+INTEGER, BIGINT = 2**31 - 1, 2**63 - 1  # the largest values of PostgreSQL's integer and bigint
+FINEST_PLACES = 100  # PostgreSQL cannot even read a number with a few thousand decimal places
+
+
+def _without_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def _not_too_fine(value: Decimal) -> Decimal:
+    if value and value.as_tuple().exponent < -FINEST_PLACES:  # finite: pydantic refuses NaN and infinities
+        raise ValueError(f"must not have more than {FINEST_PLACES} decimal places")
+    return value
+
+
+def numeric(precision: int, scale: int, **bounds: Decimal | int) -> object:
+    """A decimal that fits a `numeric(precision, scale)` column (PostgreSQL rounds it to `scale` places);
+    `bounds` (ge, le, gt…) narrow it further."""
+    largest = Decimal(10) ** (precision - scale) - Decimal(10) ** -scale
+    limits: dict[str, Decimal | int] = {"ge": -largest, "le": largest} | bounds
+    return Annotated[Decimal, Field(**limits), AfterValidator(_not_too_fine)]
+
+
+NoNul = AfterValidator(_without_nul)
+Str = Annotated[str, NoNul]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), NoNul]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000), NoNul]
+Unit = Annotated[str, StringConstraints(strip_whitespace=True, max_length=40), NoNul]
 Curie = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z][A-Za-z0-9_]*:[A-Za-z0-9_]+$")]
 UberonCurie = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^UBERON:\d{7}$")]
 ClCurie = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^CL:\d{7}$")]
-NonNegative = Annotated[Decimal, Field(ge=0)]
 
 
 class Input(BaseModel):
@@ -98,13 +127,13 @@ class DonorIn(Input):
 
 
 class CollectionIn(Input):
-    donor: str  # the donor's pseudonym within the institution
-    din: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None = None
-    sec_donation: Annotated[str, StringConstraints(strip_whitespace=True, max_length=30)] | None = None
-    sec_product: Annotated[str, StringConstraints(strip_whitespace=True, max_length=30)] | None = None
+    donor: Str  # the donor's pseudonym within the institution
+    din: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20), NoNul] | None = None
+    sec_donation: Annotated[str, StringConstraints(strip_whitespace=True, max_length=30), NoNul] | None = None
+    sec_product: Annotated[str, StringConstraints(strip_whitespace=True, max_length=30), NoNul] | None = None
     tissue: UberonCurie
     collected_on: date
-    volume_ml: NonNegative | None = None
+    volume_ml: numeric(10, 2, ge=0) | None = None
     chain_of_identity_id: Text | None = None
 
 
@@ -113,15 +142,15 @@ class SpecCriterionIn(Input):
     analyte: Text | None = None
     timepoint: Timepoint | None = None
     operator: Operator
-    limit: Decimal | None = None  # numeric limits (≥ ≤ < > =)
+    limit: numeric(18, 6) | None = None  # numeric limits (≥ ≤ < > =)
     allowed: list[QualitativeResult] | None = None  # `in` over qualitative results
     expected: QualitativeResult | None = None  # `=` over a qualitative result
-    unit: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] | None = None
+    unit: Unit | None = None
     mandatory: bool = True
 
 
 class SpecificationIn(Input):
-    version: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+    version: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40), NoNul]
     product_name: Text | None = None
     criteria: list[SpecCriterionIn] = Field(min_length=1)
 
@@ -132,8 +161,8 @@ class QcResultIn(Input):
     method: Text | None = None
     timepoint: Timepoint | None = None
     status: ResultStatus = ResultStatus.final
-    value: Decimal | None = None
-    unit: Annotated[str, StringConstraints(strip_whitespace=True, max_length=40)] | None = None
+    value: numeric(18, 6) | None = None
+    unit: Unit | None = None
     qualitative: QualitativeResult | None = None
     passed: bool | None = None
     tested_on: date | None = None
@@ -146,35 +175,35 @@ class BatchIn(Input):
     cell_type: ClCurie
     tissue: UberonCurie
     # Lists default through a factory: a literal `[]` default is deep-copied for every record validated.
-    donors: list[str] = Field(default_factory=list)  # donor pseudonyms within the manufacturer institution
-    collections: list[str] = Field(default_factory=list)  # DINs (or SEC donation parts) of the collections used
+    donors: list[Str] = Field(default_factory=list)  # donor pseudonyms within the manufacturer institution
+    collections: list[Str] = Field(default_factory=list)  # DINs (or SEC donation parts) of the collections used
     manufactured_on: date | None = None
     passage: Annotated[int, Field(ge=0, le=100)] | None = None
-    population_doublings: Annotated[Decimal, Field(ge=0, le=200)] | None = None
+    population_doublings: numeric(6, 2, ge=0, le=200) | None = None
     culture_supplement: CultureSupplement | None = None
-    total_cells: Annotated[int, Field(ge=0)] | None = None
-    concentration_1e6_per_ml: NonNegative | None = None
-    volume_ml: NonNegative | None = None
-    containers: Annotated[int, Field(ge=0)] | None = None
+    total_cells: Annotated[int, Field(ge=0, le=BIGINT)] | None = None
+    concentration_1e6_per_ml: numeric(12, 4, ge=0) | None = None
+    volume_ml: numeric(10, 2, ge=0) | None = None
+    containers: Annotated[int, Field(ge=0, le=INTEGER)] | None = None
     cryoprotectant: Text | None = None
-    dmso_percent: Annotated[Decimal, Field(ge=0, le=100)] | None = None
-    storage_temperature_c: Annotated[Decimal, Field(ge=-273, le=60)] | None = None
+    dmso_percent: numeric(5, 2, ge=0, le=100) | None = None
+    storage_temperature_c: numeric(6, 1, ge=-273, le=60) | None = None
     expires_on: date | None = None
     release_status: ReleaseStatus = ReleaseStatus.quarantine
     released_on: date | None = None
     clinical_trial_ids: list[Annotated[str, StringConstraints(pattern=r"^(NCT\d{8}|\d{4}-5\d{5}-\d{2}-\d{2})$")]] = (
         Field(default_factory=list)
     )
-    specification_version: str | None = None
+    specification_version: Str | None = None
     route: Route | None = None
-    max_infusion_ml_per_kg_h: Annotated[Decimal, Field(gt=0, le=1000)] | None = None
+    max_infusion_ml_per_kg_h: numeric(8, 3, gt=0, le=1000) | None = None
     claims_isct: bool = False
     qc_results: list[QcResultIn] = Field(default_factory=list)
 
 
 class ColumnIn(Input):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
-    type: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120), NoNul]
+    type: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40), NoNul]
     sensitivity: Sensitivity
     description: Text | None = None
 
@@ -182,7 +211,7 @@ class ColumnIn(Input):
 class DistributionIn(Input):
     file_name: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[^/\\\x00]{1,255}$")]
     media_type: Annotated[str, StringConstraints(pattern=r"^[a-z]+/[a-z0-9.+-]+$")]
-    size_bytes: Annotated[int, Field(ge=0)] | None = None
+    size_bytes: Annotated[int, Field(ge=0, le=BIGINT)] | None = None
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
     columns: list[ColumnIn] = []
 
@@ -196,9 +225,9 @@ class DatasetIn(Input):
     data_types: list[Text] = Field(min_length=1)
     cell_type: ClCurie
     tissue: UberonCurie
-    donor_count: Annotated[int, Field(ge=0)] | None = None
-    batches: list[str] = []  # lot numbers of batches of the custodian institution
-    clinical_trial_ids: list[str] = []
+    donor_count: Annotated[int, Field(ge=0, le=INTEGER)] | None = None
+    batches: list[Str] = []  # lot numbers of batches of the custodian institution
+    clinical_trial_ids: list[Str] = []
     personal_data_level: PersonalDataLevel
     access_rights: AccessRights
     conditions: list[DataUseConditionIn] = Field(min_length=1)

@@ -27,6 +27,7 @@ from cellcommons.sync.targets import Checked, Scope
 
 TOMBSTONE = "tombstone"  # the ledger's content hash for a key whose record was deleted
 TURN = 25  # records validated between two turns of the event loop (about a millisecond)
+KEY_LENGTH = 200  # the ledger's record_key column
 
 
 @dataclass
@@ -101,6 +102,10 @@ async def check_page_between(work: PageWork, records: list[Record]) -> CheckedPa
 
 def _check(work: PageWork, record: Record, page: CheckedPage) -> None:
     key = work.target.key_of(record.data)
+    unusable = _unusable_key(work.target, key)
+    if unusable is not None:  # neither the ledger nor a lookup could hold it: a finding, not a failed page
+        page.outcome.rejected.append(Rejected(record, None, [unusable]))
+        return
     if record.deleted:
         if key is None:
             page.outcome.rejected.append(Rejected(record, None, [_missing_key(work.target)]))
@@ -184,6 +189,26 @@ def _entry(work: PageWork, key: str, record: Record, content_hash: str) -> dict[
 
 def _finding(code: str, field_name: str, message: str) -> dict[str, Any]:
     return {"code": code, "severity": "error", "field": field_name, "message": message}
+
+
+def _unusable_key(target, key: str | None) -> dict[str, Any] | None:
+    """A finding when the natural key could not be stored in the ledger or sent to PostgreSQL at all."""
+    if key is None:
+        return None
+    name = target.natural_key[0]
+    if len(key) > KEY_LENGTH:
+        return _finding("too_long", name, f"{name} has {len(key)} characters; a key has at most {KEY_LENGTH}")
+    if "\x00" in key or _has_surrogate(key):
+        return _finding("invalid_value", name, f"{name} contains a NUL character or a lone surrogate")
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _missing_key(target) -> dict[str, Any]:

@@ -18,7 +18,9 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import psycopg
 from pydantic_core import to_jsonable_python
+from sqlalchemy.exc import StatementError
 
 from cellcommons.audit import service as audit
 from cellcommons.catalogue.models import Institution
@@ -380,11 +382,23 @@ def _quarantined(run_id: uuid.UUID, work: PageWork, rejected: Rejected) -> dict[
         "run_id": run_id,
         "stream": work.stream,
         "record_key": rejected.key[:200] if rejected.key else None,
-        "payload": to_jsonable_python(rejected.record.data, fallback=str),
+        "payload": _storable(to_jsonable_python(rejected.record.data, fallback=str)),
         "source_updated_at": rejected.record.updated_at,
         "deleted": rejected.record.deleted,
-        "errors": rejected.errors,
+        "errors": _storable(rejected.errors),
     }
+
+
+def _storable(value: Any) -> Any:
+    """JSON PostgreSQL can store: a NUL character or a lone surrogate in a string (a key too) is written as its
+    escape (`\\x00`, `\\ud800`); the record is held for a person to read, and it could not be held at all."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
 
 
 def _refused_absence(work: PageWork, key: str) -> Rejected:
@@ -400,6 +414,13 @@ async def _count(session, run_id: uuid.UUID, outcome: PageOutcome) -> None:
     )  # fmt: skip
 
 
+def _database_error(exc: Exception) -> BaseException | None:
+    """The driver's error behind `exc` when a database statement failed (SQLAlchemy wraps most of them)."""
+    if isinstance(exc, StatementError):
+        return exc.orig or exc
+    return exc if isinstance(exc, psycopg.Error) else None
+
+
 def _counts(run: SyncRun) -> dict[str, int]:
     return {
         "read": run.read_count,
@@ -411,8 +432,17 @@ def _counts(run: SyncRun) -> dict[str, int]:
 
 def _failure(exc: Exception, source: SourceView) -> str:
     """What a failed run records: the domain error's message, else the exception's type and text. An error may
-    quote a URL or a request: never let a secret of the source through."""
-    message = exc.message if isinstance(exc, CellCommonsError) else f"{type(exc).__name__}: {exc}"
+    quote a URL or a request: never let a secret of the source through. A database error quotes its statement
+    and the values of the records it wrote: only its kind is kept."""
+    refused = _database_error(exc)
+    if isinstance(exc, CellCommonsError):
+        message = exc.message
+    elif refused is not None:
+        code = getattr(refused, "sqlstate", None)
+        message = f"the database refused a statement of the run: {type(refused).__name__}"
+        message += f" (SQLSTATE {code})" if code else ""
+    else:
+        message = f"{type(exc).__name__}: {exc}"
     for secret in source.secrets.values():
         if secret:
             message = message.replace(secret, "***")
