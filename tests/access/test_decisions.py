@@ -302,3 +302,16 @@ async def test_the_sweep_makes_an_approved_request_active_once_its_agreement_tak
         RequestStatus.approved,
         RequestStatus.active,
     )
+
+
+async def test_an_agreement_past_its_expiry_is_not_revoked_even_before_the_sweep(session, consortium, people):
+    request = await submitted(session, people["bob"], consortium.datasets["leiden"])
+    agreement = await decisions.approve(session, people["leiden steward"], request.id, TermsIn(), on=TODAY)
+    after = agreement.expires_on + timedelta(days=3)
+    with pytest.raises(Conflict) as refused:
+        await decisions.revoke(session, people["leiden steward"], agreement.id, "late", on=after)
+    assert refused.value.field == "id" and f"expired on {agreement.expires_on}" in refused.value.message
+    assert (agreement.status, agreement.revoked_at) == (AgreementStatus.active, None)
+    assert request.status is RequestStatus.active
+    await decisions.sweep_agreements(session, after)
+    assert (agreement.status, request.status) == (AgreementStatus.expired, RequestStatus.expired)

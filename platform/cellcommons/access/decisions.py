@@ -93,10 +93,13 @@ async def revoke(
     session: AsyncSession, principal: Principal, agreement_id: uuid.UUID, reason: str, *, on: date | None = None
 ) -> Agreement:
     """Stop an agreement at once: no new URLs or exports from this moment (coverage checks `revoked_at`)."""
+    on = on or today()
     agreement = await get_visible(session, principal, Agreement, agreement_id)
     require(principal, Action.set_dua_terms, _record(agreement))
     if agreement.status is not AgreementStatus.active:
         raise Conflict(f"a {agreement.status.value} agreement cannot be revoked", field="id")
+    if agreement.expires_on <= on:  # ended, though the sweep has not marked it expired yet
+        raise Conflict(f"the agreement expired on {agreement.expires_on}; an expired one cannot be revoked", field="id")
     agreement.status, agreement.revoked_at = AgreementStatus.revoked, datetime.now(UTC)
     agreement.revoked_by, agreement.revocation_reason = principal.actor, reason
     await session.flush()
@@ -105,7 +108,7 @@ async def revoke(
         f"data-use agreement {agreement.id} was revoked: {reason}", subject=agreement.recipient_subject,
         agreement_id=agreement.id, request_id=agreement.request_id,
     )  # fmt: skip
-    await _settle_and_record(session, principal, agreement, "agreement_revoked", reason, on or today())
+    await _settle_and_record(session, principal, agreement, "agreement_revoked", reason, on)
     await audit.append(
         session, actor=principal.actor, institution=principal.institution_slug, action="access.agreement_revoked",
         target=f"data_use_agreement:{agreement.id}", details={"reason": reason},
