@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urljoin
 
@@ -38,7 +39,6 @@ from cellcommons.sync.sdk import (
     SourceError,
     Stream,
     decoded,
-    parse_timestamp,
 )
 from cellcommons.sync.tokens import ClientCredentials
 from cellcommons_connectors.mapping import load_mapping
@@ -127,8 +127,8 @@ class Castor(Connector):
         raw = values.get(str(participant.get("participant_id")))
         if not raw:
             return None
-        record = self.mapping.record(raw, parse_timestamp(participant.get("updated_on"), "updated_on"))
-        return Record(record.data, record.updated_at, deleted=record.deleted or bool(participant.get("archived")))
+        record = self.mapping.record(raw, participant.get("updated_on"), "updated_on")
+        return replace(record, deleted=record.deleted or bool(participant.get("archived")))
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Callable
-from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from cellcommons.catalogue.schemas import BatchIn, QcResultIn
 from cellcommons.errors import InvalidInput
-from cellcommons.sync.sdk import Record, parse_timestamp
+from cellcommons.sync.sdk import Record, read_timestamp
 
 # The unit each numeric batch field is stored in (UCUM).
 FIELD_UNITS = {
@@ -117,8 +116,9 @@ class Mapping(BaseModel):
         named = set(self.columns) | {c for qc in self.qc_results for c in qc.columns.values()}
         return named | {c for c in (self.updated_at, self.deleted) if c}
 
-    def record(self, raw: dict[str, Any], modified: datetime | None = None) -> Record:
-        """The catalogue record of one source row (`modified`: its time when the mapping names no field)."""
+    def record(self, raw: dict[str, Any], modified: object = None, modified_field: str = "updated_at") -> Record:
+        """The catalogue record of one source row (`modified`: its time, as the source gave it in the field
+        `modified_field`, when the mapping names no field)."""
         data = {field: raw[source] for source, field in self.columns.items() if not blank(raw.get(source))}
         for field, value in self.constants.items():
             data.setdefault(field, value)
@@ -133,9 +133,11 @@ class Mapping(BaseModel):
                 for qc in self.qc_results
                 if any(not blank(raw.get(c)) for c in qc.columns.values())
             ]  # fmt: skip
-        stamp = parse_timestamp(raw.get(self.updated_at), self.updated_at) if self.updated_at else modified
+        if self.updated_at:
+            modified, modified_field = raw.get(self.updated_at), self.updated_at
+        stamp, findings = read_timestamp(modified, modified_field)
         deleted = self.deleted is not None and str(raw.get(self.deleted) or "").strip().lower() in TRUE
-        return Record(data=data, updated_at=stamp, deleted=deleted)
+        return Record(data=data, updated_at=stamp, deleted=deleted, findings=findings)
 
     def _converted(self, data: dict[str, Any], units: dict[str, str], target: str | None = None) -> dict[str, Any]:
         out = {}

@@ -80,3 +80,22 @@ async def test_a_statement_the_database_refuses_fails_the_run_without_its_sql_or
     run = await env.runtime(memory_connector([batch_record("A1", product_name="Patient Jane Doe")])).run("lims")
     assert run.status is RunStatus.failed
     assert run.error == "the database refused a statement of the run: InvalidTextRepresentation (SQLSTATE 22P02)"
+
+
+@pytest.mark.parametrize("stamp", ["31/12/2025", "yesterday"])
+@pytest.mark.parametrize("deleted", [False, True])
+async def test_an_unreadable_source_time_quarantines_its_record_and_a_replay_keeps_it_held(env, stamp, deleted):
+    await env.add_source()
+    bad = {"lot_number": "A2", "_deleted": True} if deleted else batch_record("A2")
+    rows = [batch_record("A1", modified="2026-01-01T00:00:00Z"), bad | {"modified": stamp}]
+    runtime = env.runtime(memory_connector(rows))
+    run = await runtime.run("lims")
+    assert (run.status, run.error, run.upserted_count, run.quarantined_count) == (RunStatus.partial, None, 1, 1)
+    (held,) = await _held(env)
+    assert held.record_key == "A2" and held.errors == [{
+        "code": "unreadable_timestamp", "severity": "error", "field": "modified",
+        "message": f"{stamp!r} is not an ISO 8601 timestamp",
+    }]  # fmt: skip
+    # Without its time it cannot be ordered against what lands later: only a new read with a time lands it.
+    replay = await runtime.replay_quarantine("lims")
+    assert (replay.upserted_count, replay.quarantined_count) == (0, 1) and await env.lots() == ["A1"]

@@ -16,7 +16,7 @@ from tests.sync.conftest import BM_MSC, BONE_MARROW
 from tests.sync.partner_api import THROTTLED, Answer, PartnerServer, Request, recording_runtime, register
 
 from cellcommons.catalogue.models import Batch
-from cellcommons.sync.models import RunStatus, SyncRecord
+from cellcommons.sync.models import QuarantinedRecord, RunStatus, SyncRecord
 from cellcommons.sync.pages import TOMBSTONE
 
 STUDY = "1B2C3D4E-5F60-4A7B-8C9D-0E1F2A3B4C5D"
@@ -254,3 +254,17 @@ async def test_replaying_a_run_that_began_mid_pass_reads_a_whole_pass_and_delete
     replay = await sync.run("castor-lots", from_bookmarks=resumed.start_bookmarks)
     assert (replay.status, replay.deleted_count) == (RunStatus.ok, 1)
     assert await env.lots() == ["CA-2", "CA-3", "CA-4"]
+
+
+async def test_an_unreadable_updated_on_quarantines_its_participant(env, castor, sleeps):
+    five(castor)
+    castor.participants["110003"]["updated_on"] = "20/11/2026 09:00"
+    await add_source(env, castor)
+    run = await recording_runtime(env, sleeps).run("castor-lots")
+    assert (run.status, run.upserted_count, run.quarantined_count) == (RunStatus.partial, 3, 1)
+    assert await env.lots() == ["CA-1", "CA-2", "CA-4"]
+    held = await env.scalar(select(QuarantinedRecord))
+    assert held.record_key == "CA-3" and held.errors == [{
+        "code": "unreadable_timestamp", "severity": "error", "field": "updated_on",
+        "message": "'20/11/2026 09:00' is not an ISO 8601 timestamp",
+    }]  # fmt: skip

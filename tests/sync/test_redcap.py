@@ -186,3 +186,17 @@ async def test_a_count_setting_below_one_fails_the_run_naming_it(env, redcap, sl
     run = await recording_runtime(env, sleeps).run("redcap-lots")
     assert run.status is RunStatus.failed
     assert run.error == f"{name} must be a whole number of at least 1, not {value!r}"
+
+
+async def test_an_unreadable_modification_time_quarantines_its_record(env, redcap, sleeps):
+    redcap.put(row("RC-1", operator="2026-11-20 10:00:00"))
+    redcap.put(row("RC-2", operator="yesterday"))
+    await add_source(env, redcap, {**MAPPING, "updated_at": "operator"})
+    run = await recording_runtime(env, sleeps).run("redcap-lots")
+    assert (run.status, run.upserted_count, run.quarantined_count) == (RunStatus.partial, 1, 1)
+    assert await env.lots() == ["RC-1"]
+    async with env.database.unit_of_work() as session:
+        held = await session.scalar(select(QuarantinedRecord))
+    assert held.record_key == "RC-2" and [(e["code"], e["field"]) for e in held.errors] == [
+        ("unreadable_timestamp", "operator")
+    ]

@@ -43,7 +43,7 @@ from cellcommons.catalogue.schemas import BatchIn, DatasetIn, Finding, Instituti
 from cellcommons.catalogue.service import parse
 from cellcommons.catalogue.validation import DatasetContext, validate_dataset, validate_specification
 from cellcommons.errors import ValidationFailed
-from cellcommons.sync.sdk import parse_timestamp
+from cellcommons.sync.sdk import read_timestamp
 from cellcommons.sync.targets import (
     BATCH_COLUMNS,
     CREATED,
@@ -156,9 +156,11 @@ def _dataset(record: dict[str, Any]) -> tuple[dict, list[dict]]:
             warnings = _errors_only(validate_dataset(data, DatasetContext()))
         except ValidationFailed as exc:
             raise _prefixed(exc, f"versions[{index}].") from None
+        published_at, unreadable = read_timestamp(version.get("published_at"), f"versions[{index}].published_at")
+        if unreadable:
+            raise ValidationFailed([Finding.model_validate(finding) for finding in unreadable])
         versions.append({
-            "id": version.get("id"), "version": version.get("version"),
-            "published_at": parse_timestamp(version.get("published_at"), f"versions[{index}].published_at"),
+            "id": version.get("id"), "version": version.get("version"), "published_at": published_at,
             "data": data, "findings": [f.model_dump(mode="json") for f in warnings],
             "batches": list(version.get("batches") or []),
         })  # fmt: skip

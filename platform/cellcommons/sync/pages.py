@@ -106,6 +106,9 @@ def _check(work: PageWork, record: Record, page: CheckedPage) -> None:
     if unusable is not None:  # neither the ledger nor a lookup could hold it: a finding, not a failed page
         page.outcome.rejected.append(Rejected(record, None, [unusable]))
         return
+    if record.findings:  # met while reading it (an unreadable timestamp)
+        page.outcome.rejected.append(Rejected(record, key, list(record.findings)))
+        return
     if record.deleted:
         if key is None:
             page.outcome.rejected.append(Rejected(record, None, [_missing_key(work.target)]))

@@ -34,7 +34,16 @@ from cellcommons.sync.models import RunStatus, RunTrigger, SyncRun, SyncSource
 from cellcommons.sync.pages import CheckedPage, PageOutcome, PageWork, Rejected, check_page_between, land_page
 from cellcommons.sync.resilience import BreakerPolicy, RetryPolicy
 from cellcommons.sync.schedule import next_fire
-from cellcommons.sync.sdk import Connector, ConnectorContext, Page, Record, Stream, TransientError, connector_class
+from cellcommons.sync.sdk import (
+    UNREADABLE_TIMESTAMP,
+    Connector,
+    ConnectorContext,
+    Page,
+    Record,
+    Stream,
+    TransientError,
+    connector_class,
+)
 from cellcommons.sync.secrets import unseal
 from cellcommons.sync.targets import TARGETS
 
@@ -317,7 +326,7 @@ class SyncRuntime:
     ) -> tuple[list[uuid.UUID], PageOutcome]:
         resolved, total = [], PageOutcome()
         for stream_name in {q.stream for q in chunk}:
-            entries = [q for q in chunk if q.stream == stream_name and stream_name in streams]
+            entries = [q for q in chunk if q.stream == stream_name and stream_name in streams and _replayable(q)]
             if not entries:
                 continue
             target = _target(streams[stream_name])
@@ -399,6 +408,12 @@ def _storable(value: Any) -> Any:
     if isinstance(value, list):
         return [_storable(v) for v in value]
     return value
+
+
+def _replayable(held) -> bool:
+    """A record held for an unreadable source time cannot be ordered against what landed since: only reading it
+    again from the source (with a time) lands it, never a replay (without one, it would overwrite newer data)."""
+    return not any(error.get("code") == UNREADABLE_TIMESTAMP for error in held.errors)
 
 
 def _refused_absence(work: PageWork, key: str) -> Rejected:

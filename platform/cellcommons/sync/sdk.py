@@ -43,13 +43,18 @@ class SourceError(Exception):
     """A failure retrying will not fix (bad credentials, a missing endpoint, an unreadable file)."""
 
 
+UNREADABLE_TIMESTAMP = "unreadable_timestamp"  # a finding's code: the record's source time could not be read
+
+
 @dataclass(frozen=True)
 class Record:
-    """One raw record as the source gave it; `deleted` makes it a tombstone (only its key fields matter)."""
+    """One raw record as the source gave it; `deleted` makes it a tombstone (only its key fields matter).
+    `findings`: problems met while reading it (an unreadable timestamp); the record is quarantined with them."""
 
     data: dict[str, Any]
     updated_at: datetime | None = None
     deleted: bool = False
+    findings: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,8 @@ class Stream:
         """A Record from a raw row, its replication key lifted out as the source timestamp."""
         data = dict(raw)
         stamp = data.pop(self.replication_key, None) if self.replication_key else None
-        return Record(data=data, updated_at=parse_timestamp(stamp, self.replication_key), deleted=deleted)
+        updated_at, findings = read_timestamp(stamp, self.replication_key)
+        return Record(data=data, updated_at=updated_at, deleted=deleted, findings=findings)
 
 
 def parse_timestamp(value: object, field_name: str | None) -> datetime | None:
@@ -90,6 +96,16 @@ def parse_timestamp(value: object, field_name: str | None) -> datetime | None:
         return datetime.fromisoformat(str(value))
     except ValueError:
         raise InvalidInput(f"{value!r} is not an ISO 8601 timestamp", field=field_name) from None
+
+
+def read_timestamp(value: object, field_name: str | None) -> tuple[datetime | None, tuple[dict[str, Any], ...]]:
+    """A record's source time; an unreadable one is no time and a finding (its record is quarantined, the rest of
+    the page lands), not a failed run."""
+    try:
+        return parse_timestamp(value, field_name), ()
+    except InvalidInput as exc:
+        finding = {"code": UNREADABLE_TIMESTAMP, "severity": "error", "field": field_name or "", "message": exc.message}
+        return None, (finding,)
 
 
 @dataclass
