@@ -152,6 +152,9 @@ async def _start_agreements(session: AsyncSession, on: date) -> None:
 
 async def _decidable(session: AsyncSession, principal: Principal, request_id: uuid.UUID) -> AccessRequest:
     request = await load_for_custodian(session, principal, request_id)
+    # Decisions on one request take turns: a second one (the same custodian's twice, or another custodian's
+    # settling the status) waits here for the first to commit, then reads its outcome instead of racing it.
+    await session.refresh(request, with_for_update=True)
     if request.status not in _DECIDABLE:
         raise Conflict(f"a {request.status.value} request cannot be decided", field="id")
     decided = {d.provider_institution_id for d in await repository.decisions(session, request.id)}

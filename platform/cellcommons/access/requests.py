@@ -142,6 +142,7 @@ async def ask_clarification(
 async def _back_to_draft(
     session: AsyncSession, principal: Principal, request: AccessRequest, action: str, why: str
 ) -> None:
+    await session.refresh(request, with_for_update=True)  # waits for a decision being made now (`decisions`)
     _expect(request, {RequestStatus.submitted}, action.replace("_", " "))
     if await repository.decisions(session, request.id):
         raise Conflict("a custodian has decided on this request already; it cannot go back to draft", field="id")
