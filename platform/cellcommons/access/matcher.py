@@ -11,6 +11,7 @@ since DUO has terms only for their prohibition.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -177,9 +178,18 @@ def _us(c: Condition, p: Purpose, r: Requester) -> str | None:
 
 def _is(c: Condition, p: Purpose, r: Requester) -> str | None:
     named = set(c.parameter.get("institutions") or [])
-    if named & {r.institution_slug, r.ror_id} - {None}:
+    if {_institution_key(n) for n in named} & {_institution_key(k) for k in (r.institution_slug, r.ror_id) if k}:
         return None
     return f"use is limited to {', '.join(sorted(named))}; {r.institution_slug} is not one"
+
+
+_ROR_URL = re.compile(r"^(?:https?://)?(?:www\.)?ror\.org/")
+
+
+def _institution_key(name: str) -> str:
+    """A slug, or a ROR id in any of its written forms (`05xvt9f17`, `https://ror.org/05xvt9f17`) as the bare id
+    the institution record stores."""
+    return _ROR_URL.sub("", name.strip().lower()).rstrip("/")
 
 
 HARD: dict[str, HardRule] = {
