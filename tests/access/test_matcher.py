@@ -5,6 +5,8 @@ cancer; type 1 diabetes below diabetes mellitus and below autoimmune disease).""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cellcommons.access.matcher import HARD, REVIEW, Compatibility, Condition, Purpose, Requester, combine, match
@@ -17,6 +19,7 @@ CANCER, LUNG_CANCER = "MONDO:0004992", "MONDO:0008903"
 DIABETES, T1D, AUTOIMMUNE, CROHN = "MONDO:0005015", "MONDO:0005147", "MONDO:0007179", "MONDO:0005011"
 
 LEIDEN = Requester("alice", "leiden-scgt", "NL", Sector.non_profit, ror_id="05xvt9f17", orcid="0000-0002-1825-0097")
+LEIDEN_VERIFIED = dataclasses.replace(LEIDEN, orcid_verified=True)  # the identity token carried the ORCID
 LOWLANDS = Requester("bob", "lowlands-regmed", "BE", Sector.public)
 MAPLE = Requester("carol", "maple-ccrm", "CA", Sector.non_profit)
 STROMA = Requester("dave", "stroma-bio", "NL", Sector.commercial)
@@ -94,9 +97,12 @@ MODIFIER_CASES = [
     ("IS by ROR URL, other case", term("IS", institutions=[" HTTPS://ROR.ORG/05XVT9F17/ "]), HMB, LEIDEN, C),
     ("IS by ROR URL of another", term("IS", institutions=["https://ror.org/04dkp9463"]), HMB, LEIDEN, I),
     ("IS other institution", term("IS", institutions=["leiden-scgt"]), HMB, MAPLE, I),
-    ("US by subject", term("US", users=["bob"]), HMB, LOWLANDS, C),
-    ("US by ORCID", term("US", users=["0000-0002-1825-0097"]), HMB, LEIDEN, C),
-    ("US other user", term("US", users=["alice"]), HMB, LOWLANDS, I),
+    ("US by subject at its institution", term("US", users=["lowlands-regmed:bob"]), HMB, LOWLANDS, C),
+    ("US by a bare subject", term("US", users=["bob"]), HMB, LOWLANDS, I),
+    ("US same subject, other institution", term("US", users=["leiden-scgt:bob"]), HMB, LOWLANDS, I),
+    ("US by a verified ORCID", term("US", users=["0000-0002-1825-0097"]), HMB, LEIDEN_VERIFIED, C),
+    ("US by a typed ORCID", term("US", users=["0000-0002-1825-0097"]), HMB, LEIDEN, R),
+    ("US other user", term("US", users=["lowlands-regmed:alice"]), HMB, LOWLANDS, I),
     ("CC permits clinical care", term("CC"), purpose("HMB", None, "CC"), LOWLANDS, C),
     ("CC absent: no clinical care", term("PUB"), purpose("HMB", None, "CC"), LOWLANDS, I),
 ]
@@ -112,7 +118,15 @@ def test_requester_side_and_hard_modifiers(name, modifier, asked, requester, exp
         assert verdict.compatibility is I
         assert any(note.term == modifier.term or note.shorthand == "CC" for note in verdict.reasons)
     else:
-        assert verdict.compatibility in (C, R) and not verdict.reasons
+        assert verdict.compatibility is expected and not verdict.reasons
+
+
+def test_a_typed_orcid_of_a_named_user_leaves_the_person_to_a_steward():
+    verdict = match([term("GRU"), term("US", users=["0000-0002-1825-0097"])], HMB, LEIDEN)
+    [obligation] = verdict.obligations
+    assert obligation.shorthand == "US" and "confirm that leiden-scgt:alice holds it" in obligation.message
+    other = match([term("GRU"), term("US", users=["leiden-scgt:lea"])], HMB, STROMA)
+    assert other.reasons[0].message == "use is limited to named users; stroma-bio:dave is not one"
 
 
 REVIEW_CASES = [

@@ -2,7 +2,8 @@
 
 The verdict is `compatible`, `needs_review` with the obligations a person must judge, or `incompatible` with
 the reasons. Primary terms judge the purpose; modifiers about the requester judge the requester's institution
-record (sector, country, slug/ROR) and the person, never what the purpose claims.
+record (sector, country, slug/ROR) and the person, never what the purpose claims. US names a person as
+`<institution slug>:<subject>` or by ORCID; an ORCID the requester merely typed in makes it needs review.
 
 A purpose names one primary term (GRU, HMB, DS with a MONDO disease, POA: NRES is no purpose) and optionally
 GSO (a genetic study) and CC (clinical care); methods development and commercial use are declared as flags,
@@ -48,6 +49,13 @@ class Requester:
     sector: Sector
     ror_id: str | None = None
     orcid: str | None = None
+    orcid_verified: bool = False  # the ORCID came from the identity token, not from the request form
+
+    @property
+    def qualified_subject(self) -> str:
+        """How a US condition names a person: subjects are unique per issuer only, so a bare `lea` could be anyone
+        at any institution; `<institution slug>:<subject>` is one person (slugs hold no colon)."""
+        return f"{self.institution_slug}:{self.subject}"
 
 
 @dataclass(frozen=True)
@@ -172,8 +180,19 @@ def _gs(c: Condition, p: Purpose, r: Requester) -> str | None:
 
 
 def _us(c: Condition, p: Purpose, r: Requester) -> str | None:
-    users = set(c.parameter.get("users") or [])
-    return None if users & {r.subject, r.orcid} - {None} else f"use is limited to named users; {r.subject} is not one"
+    users = {u.strip() for u in c.parameter.get("users") or []}
+    if r.qualified_subject in users or (r.orcid and r.orcid in users):
+        return None
+    return f"use is limited to named users; {r.qualified_subject} is not one"
+
+
+def _us_unconfirmed(c: Condition, r: Requester) -> str | None:
+    """A US condition met only by an ORCID the requester typed in (no identity token vouched for it): a steward
+    must confirm the person before approving."""
+    users = {u.strip() for u in c.parameter.get("users") or []}
+    if r.qualified_subject in users or r.orcid_verified:
+        return None
+    return f"the requester states the ORCID {r.orcid} of a named user; confirm that {r.qualified_subject} holds it"
 
 
 def _is(c: Condition, p: Purpose, r: Requester) -> str | None:
@@ -217,6 +236,10 @@ REVIEW: dict[str, Callable[[Condition], str]] = {
 }
 
 
+# Hard conditions met only by what the requester states: a person confirms it (an obligation).
+CONFIRM: dict[str, Callable[[Condition, Requester], str | None]] = {"US": _us_unconfirmed}
+
+
 def match(conditions: Iterable[Condition], purpose: Purpose, requester: Requester) -> Verdict:
     conditions = list(conditions)
     primaries = [c for c in conditions if (t := ontology.duo_term(c.term)) is not None and t.is_primary]
@@ -228,6 +251,8 @@ def match(conditions: Iterable[Condition], purpose: Purpose, requester: Requeste
             reasons.append(_note(condition, reason))
         elif shorthand in REVIEW:
             obligations.append(_note(condition, REVIEW[shorthand](condition)))
+        elif shorthand in CONFIRM and (obligation := CONFIRM[shorthand](condition, requester)):
+            obligations.append(_note(condition, obligation))
     if "CC" in purpose.extras and not _permits_clinical_care(conditions):
         cc = ontology.duo_by_shorthand("CC")
         reasons.append(Note(cc.curie, "CC", "clinical care use is not permitted"))
