@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ CONVERSIONS: dict[tuple[str, str], Callable[[Decimal], Decimal]] = {
     ("K", "Cel"): lambda v: v - Decimal("273.15"),
     ("[degF]", "Cel"): lambda v: (v - 32) * 5 / 9,
 }
+BEYOND_ANY_COLUMN = Decimal(10) ** 30  # every numeric column holds less (bigint: under 10^19)
 LIST_FIELDS = {"clinical_trial_ids"}  # a source holds them joined by the mapping's separator
 TRUE = {"1", "true", "yes", "y", "x"}
 
@@ -152,12 +153,15 @@ class Mapping(BaseModel):
 
 
 def _in_unit(value: Any, source: str, target: str) -> Any:
-    """The value in the catalogue's unit; a value that is not a number is left for validation to name."""
+    """The value in the catalogue's unit; a value that is not a number, or not a finite one within reach of any
+    column, is left as it is for validation to name (an integer of 10^999999 alone would take minutes)."""
     try:
         number = Decimal(str(value).strip())
-    except InvalidOperation:
+        converted = CONVERSIONS[(source, target)](number) if source != target else number
+    except ArithmeticError:  # not a number (InvalidOperation, signalling NaN), or beyond Decimal's exponents
         return value
-    converted = CONVERSIONS[(source, target)](number) if source != target else number
+    if not converted.is_finite() or abs(converted) >= BEYOND_ANY_COLUMN:
+        return value
     return int(converted) if converted == converted.to_integral_value() else converted
 
 

@@ -200,3 +200,18 @@ async def test_an_unreadable_modification_time_quarantines_its_record(env, redca
     assert held.record_key == "RC-2" and [(e["code"], e["field"]) for e in held.errors] == [
         ("unreadable_timestamp", "operator")
     ]
+
+
+@pytest.mark.parametrize("cells", ["Infinity", "-inf", "sNaN", "NaN", "1e999999999", "1e40"])
+async def test_a_number_beyond_any_unit_conversion_quarantines_its_record(env, redcap, sleeps, cells):
+    redcap.put(row("RC-1"))
+    redcap.put(row("RC-2", cells_m=cells))  # total_cells, in 10*6 cells
+    await add_source(env, redcap)
+    run = await recording_runtime(env, sleeps).run("redcap-lots")
+    assert (run.status, run.error, run.upserted_count, run.quarantined_count) == (RunStatus.partial, None, 1, 1)
+    async with env.database.unit_of_work() as session:
+        held = await session.scalar(select(QuarantinedRecord))
+    assert held.record_key == "RC-2" and [(e["code"], e["field"]) for e in held.errors] == [
+        ("invalid_value", "total_cells")
+    ]
+    assert held.payload["total_cells"] == cells  # as the source gave it
