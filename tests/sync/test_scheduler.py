@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from tests.processes import answers, cli_environment, wait_until
 from tests.sync.conftest import batch_record, memory_connector
 
@@ -20,6 +20,7 @@ from cellcommons.sync.models import RunStatus, RunTrigger, SyncRun, SyncSource
 from cellcommons.sync.runtime import AlreadyRunning, SyncRuntime
 from cellcommons.sync.schedule import check_schedule, next_fire
 from cellcommons.sync.scheduler import tick
+from cellcommons.sync.secrets import seal
 
 
 async def test_two_schedulers_racing_make_one_run(env):
@@ -121,3 +122,22 @@ def test_the_scheduler_process_serves_its_metrics_and_stops_on_sigterm(fresh_set
         if scheduler.poll() is None:
             scheduler.kill()
     assert scheduler.returncode == 0 and "Traceback" not in output
+
+
+async def test_a_source_whose_secrets_do_not_open_fails_its_run_and_the_others_still_run(env):
+    await env.add_source("aaa-moved", due=True)  # due first
+    await env.add_source("bbb-fine", due=True)
+    async with env.database.unit_of_work() as session:  # sealed for another source: bound to that name
+        moved = seal(env.settings, "elsewhere", {"token": "x"})
+        await session.execute(update(SyncSource).where(SyncSource.name == "aaa-moved").values(sealed_secrets=moved))
+    runtime = env.runtime(memory_connector([batch_record("A1")]))
+    runs = await tick(runtime)
+    assert [(r.status, r.error) for r in runs] == [
+        (RunStatus.failed, "the secrets of source 'aaa-moved' cannot be opened with this secret key"),
+        (RunStatus.ok, None),
+    ]
+    assert await env.lots() == ["A1"]
+    async with env.database.unit_of_work() as session:
+        source = await session.scalar(select(SyncSource).where(SyncSource.name == "aaa-moved"))
+    assert source.next_run_at > datetime.now(UTC) and source.consecutive_failures == 1
+    assert await tick(runtime) == []  # not due again until its next cron time

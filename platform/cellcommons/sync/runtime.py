@@ -131,7 +131,11 @@ class SyncRuntime:
                     f"its circuit breaker stays open until {row.breaker_open_until:%Y-%m-%d %H:%M:%S %Z}",
                     field="source",
                 )
-            source = await self._view(session, row)
+            try:
+                secrets, unopened = unseal(self.settings, row.name, row.sealed_secrets), None
+            except CellCommonsError as exc:  # a failed run like any other: recorded, rescheduled, counted
+                secrets, unopened = {}, exc
+            source = await self._view(session, row, secrets)
             await repository.abandon_unfinished_runs(session, row.id, now)  # we hold the lock: nobody runs them
             marks = await repository.bookmarks(session, row.id)
             stored = {s: b.value for s, b in marks.items()}
@@ -141,12 +145,13 @@ class SyncRuntime:
             await session.flush()
             # A snapshot pass resumes only where it left off: the pass and the bookmark it saved go together.
             passes = {s: b.snapshot_pass for s, b in marks.items() if start.get(s) == b.value}
+        if unopened is not None:
+            return await self._finish(run.id, source, RunStatus.failed, _failure(unopened, source))
         status, error = await self._read_streams(run.id, source, start, passes)
         return await self._finish(run.id, source, status, error)
 
-    async def _view(self, session, row: SyncSource) -> SourceView:
+    async def _view(self, session, row: SyncSource, secrets: dict[str, str]) -> SourceView:
         slug = (await session.get(Institution, row.institution_id)).slug
-        secrets = unseal(self.settings, row.name, row.sealed_secrets)
         return SourceView(row.id, row.name, row.institution_id, slug, row.connector, dict(row.config), secrets)
 
     def connector(self, source: SourceView) -> Connector:
@@ -270,7 +275,7 @@ class SyncRuntime:
         async with self._source_lock(name):
             async with self.database.unit_of_work() as session:
                 row = await repository.source_by_name(session, name)
-                source = await self._view(session, row)
+                source = await self._view(session, row, unseal(self.settings, row.name, row.sealed_secrets))
                 run = SyncRun(source_id=row.id, trigger=RunTrigger.replay, status=RunStatus.running, start_bookmarks={})
                 session.add(run)
                 await session.flush()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from cellcommons.background import BackgroundLoop
 from cellcommons.db import Database
 from cellcommons.errors import Unavailable
-from cellcommons.outages import outlasting
+from cellcommons.outages import outlasting, unavailable_from
 from cellcommons.settings import Settings
 from cellcommons.storage.cleanup import keep_clean
 from cellcommons.sync import repository
@@ -36,6 +36,13 @@ async def tick(runtime: SyncRuntime) -> list[SyncRun]:
             run = await runtime.run(name, trigger=RunTrigger.schedule)
         except (AlreadyRunning, BreakerOpen):
             continue  # another scheduler has it, or it failed since we looked
+        except Exception as exc:
+            if unavailable_from(exc) is not None:
+                raise  # an outage: the tick ends, the loop waits it out (`outlasting`)
+            # One source's trouble is not the others': they still run. (A failure to start the run that the
+            # runtime could not record as a failed run, e.g. a source removed meanwhile.)
+            log.exception("scheduler: source %r could not be run", name)
+            continue
         if run is not None:
             runs.append(run)
     return runs
