@@ -68,6 +68,10 @@ def test_schedules_are_five_field_cron_expressions():
         with pytest.raises(InvalidInput) as caught:
             check_schedule(bad)
         assert caught.value.field == "schedule"
+    for never in ("0 0 31 2 *", "0 0 30 2 *"):
+        with pytest.raises(InvalidInput) as caught:
+            check_schedule(never)
+        assert (caught.value.field, caught.value.message) == ("schedule", f"{never!r} never fires: no date matches it")
 
 
 async def test_a_shutdown_stops_the_run_after_a_committed_page_and_the_next_run_resumes(env):
