@@ -31,7 +31,17 @@ from cellcommons.catalogue.schemas import (
 )
 from cellcommons.errors import InvalidInput
 from cellcommons.sync.harvest import HarvestedRecord
-from cellcommons.sync.sdk import Bookmark, Connector, ConnectorContext, Page, Record, SourceError, Stream, decoded
+from cellcommons.sync.sdk import (
+    Bookmark,
+    Connector,
+    ConnectorContext,
+    Page,
+    Record,
+    SourceError,
+    Stream,
+    count_setting,
+    decoded,
+)
 from cellcommons.sync.tokens import ClientCredentials
 
 HARVESTED = ("Specification", "Batch", "Dataset")
@@ -146,9 +156,7 @@ class NodeFeed(Connector):
         if self.peer == context.settings.node_id:
             raise InvalidInput("peer_node is this node: a node never harvests itself", field="peer_node")
         self.url = str(config["url"]).rstrip("/")
-        self.page_size = int(config.get("page_size", 100))
-        if not 1 <= self.page_size <= 100:
-            raise InvalidInput("must be between 1 and 100", field="page_size")
+        self.page_size = count_setting(config, "page_size", 100, most=100)
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         secrets = context.secrets
         if not secrets.get("client_id") or not secrets.get("client_secret"):

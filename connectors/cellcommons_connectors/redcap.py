@@ -33,7 +33,18 @@ import httpx
 
 from cellcommons.catalogue.schemas import BatchIn
 from cellcommons.errors import InvalidInput
-from cellcommons.sync.sdk import Bookmark, Connector, ConnectorContext, Page, Record, SourceError, Stream, decoded, send
+from cellcommons.sync.sdk import (
+    Bookmark,
+    Connector,
+    ConnectorContext,
+    Page,
+    Record,
+    SourceError,
+    Stream,
+    count_setting,
+    decoded,
+    send,
+)
 from cellcommons_connectors.mapping import load_mapping
 
 OVERLAP_MINUTES = 10  # a REDCap server's clock may be this far behind ours without a change going unread
@@ -74,8 +85,8 @@ class Redcap(Connector):
             self.zone = ZoneInfo(str(config.get("timezone", "UTC")))
         except (ZoneInfoNotFoundError, ValueError):
             raise InvalidInput(f"{config.get('timezone')!r} is not a time zone", field="timezone") from None
-        self.page_size = _whole(config, "page_size", 500)
-        self.overlap = timedelta(minutes=_whole(config, "overlap_minutes", OVERLAP_MINUTES))
+        self.page_size = count_setting(config, "page_size", 500)
+        self.overlap = timedelta(minutes=count_setting(config, "overlap_minutes", OVERLAP_MINUTES))
         self.token = context.secrets.get("token")
         if not self.token:
             raise InvalidInput("the redcap connector needs the secret token", field="secrets")
@@ -130,15 +141,3 @@ class Redcap(Connector):
 
     async def close(self) -> None:
         await self.http.aclose()
-
-
-def _whole(config: dict[str, Any], name: str, default: int) -> int:
-    """A whole-number setting of at least 1; InvalidInput naming it otherwise."""
-    value = config.get(name, default)
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise InvalidInput(f"{name} must be a whole number of at least 1, not {value!r}", field=name)
-    return number

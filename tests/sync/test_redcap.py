@@ -14,7 +14,8 @@ from tests.sync.conftest import BM_MSC, BONE_MARROW
 from tests.sync.partner_api import THROTTLED, Answer, PartnerServer, Request, recording_runtime, register
 
 from cellcommons.catalogue.models import Batch, QcResult
-from cellcommons.sync.models import QuarantinedRecord, RunStatus
+from cellcommons.errors import InvalidInput
+from cellcommons.sync.models import QuarantinedRecord, RunStatus, SyncSource
 
 TOKEN = "8E66DB6844D58E990075AFB51658A002"
 FIELDS = ["lot_id", "product", "passage", "cells_m", "status", "viab", "viab_ok", "trials", "operator"]
@@ -178,14 +179,28 @@ async def test_a_redcap_clock_behind_ours_loses_no_change(env, redcap, sleeps):
     assert datetime.now(UTC).replace(tzinfo=None) - read_from > timedelta(minutes=10)  # the default overlap
 
 
-@pytest.mark.parametrize(("name", "value"), [("page_size", "0"), ("page_size", "many"), ("overlap_minutes", "0")])
-async def test_a_count_setting_below_one_fails_the_run_naming_it(env, redcap, sleeps, name, value):
-    redcap.put(row("RC-1"))
-    config = {"url": f"{redcap.url}/api/", "mapping": MAPPING, name: value}
-    await register(env, "redcap-lots", "redcap", config, {"token": TOKEN})
-    run = await recording_runtime(env, sleeps).run("redcap-lots")
-    assert run.status is RunStatus.failed
-    assert run.error == f"{name} must be a whole number of at least 1, not {value!r}"
+@pytest.mark.parametrize(
+    ("config", "secrets", "field", "message"),
+    [
+        ({"page_size": "0"}, {"token": TOKEN}, "page_size", "page_size must be a whole number of at least 1, not '0'"),
+        ({"page_size": "many"}, {"token": TOKEN}, "page_size",
+         "page_size must be a whole number of at least 1, not 'many'"),
+        ({"overlap_minutes": "0"}, {"token": TOKEN}, "overlap_minutes",
+         "overlap_minutes must be a whole number of at least 1, not '0'"),
+        ({"timezone": "Mars/Olympus"}, {"token": TOKEN}, "timezone", "'Mars/Olympus' is not a time zone"),
+        ({}, {}, "secrets", "the redcap connector needs the secret token"),
+        ({"mapping": '{"columns": {"a": "nope"}}'}, {"token": TOKEN}, "mapping",
+         "mapping in the configuration: nope are not batch fields"),
+        ({"mapping": "/nowhere/redcap-lots.toml"}, {"token": TOKEN}, "mapping",
+         "mapping file /nowhere/redcap-lots.toml: No such file or directory"),
+    ],
+)  # fmt: skip
+async def test_adding_a_source_checks_its_configuration_as_a_run_would(env, redcap, config, secrets, field, message):
+    with pytest.raises(InvalidInput) as refused:
+        await register(env, "redcap-lots", "redcap", {"url": f"{redcap.url}/api/", "mapping": MAPPING} | config,
+                       secrets)  # fmt: skip
+    assert (refused.value.field, refused.value.message) == (field, message)
+    assert await env.count(SyncSource) == 0
 
 
 async def test_an_unreadable_modification_time_quarantines_its_record(env, redcap, sleeps):

@@ -134,6 +134,20 @@ class Connector:
         return None
 
 
+def count_setting(config: dict[str, Any], name: str, default: int, *, most: int | None = None) -> int:
+    """A whole-number setting of a source (a page size), at least 1 and at most `most`; InvalidInput naming the
+    setting otherwise (a page size of 0 would make a reading loop step by nothing)."""
+    value = config.get(name, default)
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if number < 1 or (most is not None and number > most):
+        bounds = f"from 1 to {most}" if most is not None else "of at least 1"
+        raise InvalidInput(f"{name} must be a whole number {bounds}, not {value!r}", field=name)
+    return number
+
+
 def connector_class(name: str) -> type[Connector]:
     """The connector registered under `name` in the `cellcommons.connectors` entry-point group."""
     found = entry_points(group=ENTRY_POINT_GROUP, name=name)

@@ -8,12 +8,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons.catalogue.models import Institution
-from cellcommons.errors import Conflict, InvalidInput, NotFound
+from cellcommons.errors import CellCommonsError, Conflict, InvalidInput, NotFound
 from cellcommons.settings import Settings
 from cellcommons.sync import repository
 from cellcommons.sync.models import QuarantinedRecord, SyncSource
 from cellcommons.sync.schedule import check_schedule, next_fire
-from cellcommons.sync.sdk import connector_class
+from cellcommons.sync.sdk import Connector, ConnectorContext, connector_class
 from cellcommons.sync.secrets import seal
 
 NAME_RULE = "must start with a letter and hold 2–60 lowercase letters, digits or '-'"
@@ -34,9 +34,11 @@ async def add_source(
     if not (2 <= len(name) <= 60 and name[0].isalpha() and all(c.islower() or c.isdigit() or c == "-" for c in name)):
         raise InvalidInput(f"source name {name!r} {NAME_RULE}", field="name")
     schedule = check_schedule(schedule)
-    missing = [key for key in connector_class(connector).required_config if key not in config]
+    kind = connector_class(connector)
+    missing = [key for key in kind.required_config if key not in config]
     if missing:
         raise InvalidInput(f"connector {connector!r} needs configuration {', '.join(missing)}", field="config")
+    await _check_configuration(kind, ConnectorContext(name, config, secrets, settings))
     institution_id = await session.scalar(select(Institution.id).where(Institution.slug == institution_slug))
     if institution_id is None:
         raise NotFound(f"no institution {institution_slug!r}", field="institution")
@@ -50,6 +52,21 @@ async def add_source(
     session.add(source)
     await session.flush()
     return source
+
+
+async def _check_configuration(kind: type[Connector], context: ConnectorContext) -> None:
+    """Build the connector as each run will: its own checks (the mapping parsed, page sizes, time zone, the secrets
+    it needs) refuse a bad source now, naming the option, rather than fail every run of it."""
+    try:
+        connector = kind(context)
+    except CellCommonsError:
+        raise
+    except Exception as exc:  # a third-party connector's own complaint (never quoting a secret)
+        message = f"the connector refused the configuration of source {context.source!r}: {type(exc).__name__}: {exc}"
+        for secret in filter(None, context.secrets.values()):
+            message = message.replace(secret, "***")
+        raise InvalidInput(message, field="config") from None
+    await connector.close()
 
 
 async def list_sources(session: AsyncSession) -> list[tuple[str, SyncSource]]:
