@@ -31,7 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cellcommons.catalogue.schemas import BatchIn, QcResultIn
 from cellcommons.errors import InvalidInput
@@ -98,7 +98,7 @@ class Mapping(BaseModel):
     qc_results: list[QcColumns] = []
     updated_at: str | None = None
     deleted: str | None = None
-    list_separator: str = ";"
+    list_separator: str = Field(";", min_length=1)
 
     @model_validator(mode="after")
     def _known(self) -> Mapping:
@@ -106,6 +106,9 @@ class Mapping(BaseModel):
         unknown = sorted(named - set(BatchIn.model_fields))
         if unknown:
             raise ValueError(f"{', '.join(unknown)} are not batch fields")
+        unknown = sorted(set(self.enums) - set(BatchIn.model_fields) - set(QcResultIn.model_fields))
+        if unknown:  # a misspelt field would translate nothing, silently
+            raise ValueError(f"enums: {', '.join(unknown)} are not batch or QC result fields")
         for field, unit in self.units.items():
             if field not in FIELD_UNITS:
                 raise ValueError(f"units: {field} is not a numeric field with a unit")
