@@ -120,10 +120,14 @@ class Changes(Stream):
             changes = await self.connector.feed(after)
             edges = changes.get("edges") or []
             records = [record for edge in edges if (record := _record(edge.get("node") or {})) is not None]
-            after = (changes.get("pageInfo") or {}).get("endCursor") or after
-            yield Page(records, {"after": after})
-            if not edges or not (changes.get("pageInfo") or {}).get("hasNextPage"):
+            info = changes.get("pageInfo") or {}
+            cursor = info.get("endCursor") or after
+            yield Page(records, {"after": cursor})
+            if not edges or not info.get("hasNextPage"):
                 return
+            if cursor == after:  # asking again from the same place would answer the same page, forever
+                raise SourceError("the peer's feed says more changes follow but gives no new cursor to read them from")
+            after = cursor
 
 
 def _record(change: dict[str, Any]) -> Record | None:

@@ -39,6 +39,8 @@ from cellcommons.sync.harvest import local_id
 from cellcommons.sync.models import RunStatus, SyncBookmark
 from cellcommons.sync.resilience import RetryPolicy
 from cellcommons.sync.runtime import SyncRuntime
+from cellcommons.sync.sdk import SourceError
+from cellcommons_connectors.node import Changes
 
 LEIDEN, MAPLE = INSTITUTIONS[0], INSTITUTIONS[2]
 PEER, HOME = "node-a", "node-b"
@@ -260,3 +262,23 @@ async def test_the_peer_going_down_mid_run_and_coming_back(federation):
     assert await b.scalar(select(func.count()).select_from(Batch).where(Batch.origin_node == PEER)) == 243
     bookmark = await b.scalar(select(SyncBookmark.value))
     assert bookmark["after"]  # the feed cursor, ready for the next run
+
+
+@pytest.mark.parametrize("cursor", [None, "c1"])
+async def test_a_peer_promising_more_changes_without_a_new_cursor_fails_the_read(cursor):
+    class StuckPeer:
+        """Answers every request alike: one change, more to come, and a cursor that does not move."""
+
+        peer, asked = "node-stuck", []
+
+        async def feed(self, after):
+            self.asked.append(after)
+            node = {"operation": "delete", "recordType": "Batch", "recordId": "QmF0Y2g6MQ=="}
+            return {"pageInfo": {"hasNextPage": True, "endCursor": cursor}, "edges": [{"node": node}]}
+
+    peer, pages = StuckPeer(), []
+    with pytest.raises(SourceError, match="says more changes follow but gives no new cursor"):
+        async for page in Changes(peer).read_pages({"after": "c1"}):
+            pages.append(page)
+            assert len(pages) < 3, "the same page read again and again"
+    assert peer.asked == ["c1"] and [p.bookmark for p in pages] == [{"after": "c1"}]
