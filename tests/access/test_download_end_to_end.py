@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -69,8 +69,11 @@ def steward(consortium: Consortium) -> Principal:
     return consortium.member("leiden", "lea", Role.steward)
 
 
-async def _approved(session, bob: Principal, steward: Principal, shared: SharedFile, **terms) -> Agreement:
-    """Bob requests the dataset for health research; the matcher's verdict is kept; Leiden's steward approves."""
+async def _approved(
+    session, bob: Principal, steward: Principal, shared: SharedFile, on: date | None = None, **terms
+) -> Agreement:
+    """Bob requests the dataset for health research; the matcher's verdict is kept; Leiden's steward approves
+    (`on` that day)."""
     today = agreements.today()
     raw = {
         "datasets": [shared.dataset.id], "purpose_terms": [HMB], "commercial_use": False,
@@ -83,7 +86,7 @@ async def _approved(session, bob: Principal, steward: Principal, shared: SharedF
     assert part.verdict["compatibility"] == "compatible", part.verdict
     agreement = await decisions.approve(
         session, steward, request.id,
-        TermsIn(publication_terms="acknowledge Leiden SCGT", document_reference="DUA-LDN-2026-7", **terms),
+        TermsIn(publication_terms="acknowledge Leiden SCGT", document_reference="DUA-LDN-2026-7", **terms), on=on,
     )  # fmt: skip
     assert agreement.status is AgreementStatus.active
     assert agreement.transfer_mechanism is TransferMechanism.intra_eea
@@ -182,8 +185,8 @@ async def test_an_agreement_whose_term_ended_in_the_past_grants_no_url(
     session, object_store, settings, shared_file, bob, steward
 ):
     today = agreements.today()
-    agreement = await _approved(
-        session, bob, steward, shared_file,
+    agreement = await _approved(  # approved 60 days ago, for a term that ended yesterday
+        session, bob, steward, shared_file, on=today - timedelta(days=60),
         effective_on=today - timedelta(days=60), expires_on=today - timedelta(days=1),
     )  # fmt: skip
     assert agreement.expires_on < today
