@@ -1,17 +1,24 @@
-"""The polling loops (the export worker, the sync scheduler): stopped by a signal when they are a process of
-their own, or run on a thread of their own with their own event loop and database engine by `cellcommons
-demo`, which runs them beside the API in one process."""
+"""The polling loops (the export worker, the sync scheduler and its hourly duties): stopped by a signal when they
+are a process of their own, or run on a thread of their own with their own event loop and database engine by
+`cellcommons demo`, which runs them beside the API in one process."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from cellcommons.db import Database
+from cellcommons.errors import CellCommonsError
 from cellcommons.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # What a loop runs: given its database and the event that asks it to stop, serve until that is set.
 Serve = Callable[[Database, asyncio.Event], Awaitable[None]]
@@ -29,6 +36,20 @@ def settle_heap() -> None:
     gc.collect()  # what starting left behind is garbage, not heap to keep
     gc.freeze()
     gc.set_threshold(10_000, *gc.get_threshold()[1:])
+
+
+async def periodically(work: Callable[[], Awaitable[str]], every: timedelta, stop: asyncio.Event, what: str) -> None:
+    """Run `work` now and then every `every` until `stop` is set, logging the line it returns. A failed round (the
+    database or object storage away) is logged and tried again at the next: the duty outlives an outage."""
+    while not stop.is_set():
+        try:
+            log.info("%s: %s", what, await work())
+        except (CellCommonsError, SQLAlchemyError, OSError):
+            log.exception("%s failed; trying again in %s", what, every)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every.total_seconds())
+        except TimeoutError:
+            pass
 
 
 def stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import func, select
-from tests.access.conftest import publish_dataset
+from tests.access.conftest import INSTITUTIONS, person, publish_dataset
 
 from cellcommons.access import decisions, repository, requests
-from cellcommons.access.agreements import covered_dataset_versions
+from cellcommons.access.agreements import covered_dataset_versions, today
 from cellcommons.access.models import (
     AccessDecision,
+    AccessRequest,
     Agreement,
     AgreementStatus,
     Notification,
@@ -23,8 +25,10 @@ from cellcommons.access.schemas import TermsIn
 from cellcommons.access.visibility import downloadable_dataset_versions
 from cellcommons.audit.models import AuditEvent
 from cellcommons.auth.principal import Role
+from cellcommons.catalogue import service
 from cellcommons.catalogue.models import Dataset, DatasetVersion
-from cellcommons.catalogue.schemas import DataUseConditionIn
+from cellcommons.catalogue.schemas import DataUseConditionIn, InstitutionIn
+from cellcommons.db import Database
 from cellcommons.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 TODAY = date(2026, 9, 1)
@@ -315,3 +319,35 @@ async def test_an_agreement_past_its_expiry_is_not_revoked_even_before_the_sweep
     assert request.status is RequestStatus.active
     await decisions.sweep_agreements(session, after)
     assert (agreement.status, request.status) == (AgreementStatus.expired, RequestStatus.expired)
+
+
+async def test_the_schedulers_sweep_duty_expires_an_ended_agreement_at_once_and_stops_when_told(fresh_settings):
+    """The scheduler sweeps hourly (`sync.scheduler.scheduler_duties`), starting at once: an agreement whose term
+    ended today reads expired, with its request, without anyone calling the sweep."""
+    database, stop, node, on = Database(fresh_settings), asyncio.Event(), fresh_settings.node_id, today()
+    try:
+        async with database.unit_of_work() as session:
+            institutions = {
+                key: await service.save_institution(session, InstitutionIn(**data), origin=node)
+                for key, data in INSTITUTIONS.items()
+            }
+            version = await publish_dataset(session, institutions["leiden"], node)
+            dataset = await session.get_one(Dataset, version.dataset_id)
+            request = await submitted(session, person(institutions["lowlands"], "bob"), dataset,
+                                      period_start=on - timedelta(days=10), period_end=on)  # fmt: skip
+            steward = person(institutions["leiden"], "lea", Role.steward)
+            agreement = await decisions.approve(session, steward, request.id, TermsIn(), on=on - timedelta(days=10))
+        duty = asyncio.create_task(decisions.keep_agreements_current(database, stop))
+        for _ in range(100):
+            async with database.unit_of_work() as session:
+                status = await session.scalar(select(Agreement.status).where(Agreement.id == agreement.id))
+            if status is AgreementStatus.expired:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(duty, timeout=10)
+        async with database.unit_of_work() as session:
+            assert (await session.get_one(Agreement, agreement.id)).status is AgreementStatus.expired
+            assert (await session.get_one(AccessRequest, request.id)).status is RequestStatus.expired
+    finally:
+        await database.dispose()

@@ -9,6 +9,7 @@ follows its decisions and agreements: in_review while custodians are still to de
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
@@ -36,11 +37,14 @@ from cellcommons.access.schemas import ColumnTreatment, TermsIn, error, purpose_
 from cellcommons.access.visibility import get_visible
 from cellcommons.audit import service as audit
 from cellcommons.auth.principal import Principal
+from cellcommons.background import periodically
 from cellcommons.catalogue.enums import Sensitivity, TransferBasis
 from cellcommons.catalogue.models import Institution
+from cellcommons.db import Database
 from cellcommons.errors import Conflict, ValidationFailed
 
 EXPIRY_WARNING = timedelta(days=30)
+SWEEP_EVERY = timedelta(hours=1)  # how often the scheduler sweeps agreements
 _DECIDABLE = {RequestStatus.submitted, RequestStatus.in_review}
 _MECHANISM_FROM_BASIS = {TransferBasis.adequacy: TransferMechanism.adequacy, TransferBasis.scc: TransferMechanism.scc}
 
@@ -135,6 +139,18 @@ async def sweep_agreements(session: AsyncSession, on: date | None = None) -> tup
     ending = await session.scalars(active.where(Agreement.expires_on <= on + EXPIRY_WARNING))
     warned = [a for a in ending if await notifications.warn_expiring(session, a)]
     return len(ended), len(warned)
+
+
+async def keep_agreements_current(database: Database, stop: asyncio.Event, every: timedelta = SWEEP_EVERY) -> None:
+    """The sweep now and then every `every` until `stop` is set (a scheduler duty): a term ending at midnight
+    reads expired within the hour, and recipients are warned once."""
+
+    async def sweep() -> str:
+        async with database.unit_of_work() as session:
+            expired, warned = await sweep_agreements(session)
+        return f"{expired} agreements expired, {warned} recipients warned of an agreement ending within 30 days"
+
+    await periodically(sweep, every, stop, "agreement sweep")
 
 
 # ---- steps ----------------------------------------------------------------------------------------------------

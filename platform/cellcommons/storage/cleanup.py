@@ -15,16 +15,14 @@ clean-staging`; several at once are safe (locked rows are skipped, deletions rep
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons.audit.service import append
+from cellcommons.background import periodically
 from cellcommons.db import Database, with_database
-from cellcommons.errors import CellCommonsError
 from cellcommons.settings import Settings
 from cellcommons.storage import buckets, repository, uploads
 from cellcommons.storage.models import UploadStatus
@@ -35,8 +33,6 @@ EVERY = timedelta(hours=1)  # how often the scheduler cleans
 BATCH = 100
 ACTOR = "system:staging-cleanup"
 STAGING = buckets.staging_key("")  # the prefix every staging key shares
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,15 +112,9 @@ def clean_staging_now(settings: Settings, ttl: timedelta = STAGING_TTL) -> Clean
 
 
 async def keep_clean(database: Database, settings: Settings, stop: asyncio.Event, every: timedelta = EVERY) -> None:
-    """Clean staging now and then every `every` until `stop` is set (the scheduler's companion task). A failed
-    cleanup (object storage or the database away) is logged and tried again at the next round."""
-    while not stop.is_set():
-        try:
-            cleaned = await clean_staging(database, ObjectStore.shared(settings), settings)
-            log.info("staging cleanup: %s", cleaned.summary())
-        except (CellCommonsError, SQLAlchemyError, OSError):
-            log.exception("staging cleanup failed; trying again in %s", every)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=every.total_seconds())
-        except TimeoutError:
-            pass
+    """Clean staging now and then every `every` until `stop` is set (a scheduler duty)."""
+
+    async def clean() -> str:
+        return (await clean_staging(database, ObjectStore.shared(settings), settings)).summary()
+
+    await periodically(clean, every, stop, "staging cleanup")

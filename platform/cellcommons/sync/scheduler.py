@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from cellcommons.access.decisions import keep_agreements_current
 from cellcommons.background import BackgroundLoop
 from cellcommons.db import Database
 from cellcommons.errors import Unavailable
@@ -74,10 +75,14 @@ async def scheduler_duties(
     on_runs: Callable[[list[SyncRun]], None],
 ) -> None:
     """What a scheduler process does until `stop`: run due sources and, hourly, clean abandoned uploads out of
-    staging (storage/cleanup.py)."""
-    cleaning = asyncio.create_task(keep_clean(database, settings, stop))
+    staging (storage/cleanup.py) and sweep data-use agreements (expire ended ones, start begun ones, warn of
+    ending ones: access/decisions.py)."""
+    duties = [
+        asyncio.create_task(keep_clean(database, settings, stop)),
+        asyncio.create_task(keep_agreements_current(database, stop)),
+    ]
     await serve(SyncRuntime(database, settings, stop=stop), interval, stop, on_runs)
-    await cleaning
+    await asyncio.gather(*duties)
 
 
 def background_scheduler(settings: Settings, interval: float = 5.0) -> BackgroundLoop:
