@@ -4,10 +4,12 @@ page lands. Before, one such record failed its page's statement, so the page nev
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from sqlalchemy import select, text
 from tests.sync.conftest import batch_record, memory_connector
 
+from cellcommons.outages import DATABASE_DOWN
 from cellcommons.sync import targets
 from cellcommons.sync.models import QuarantinedRecord, RunStatus
 
@@ -99,3 +101,13 @@ async def test_an_unreadable_source_time_quarantines_its_record_and_a_replay_kee
     # Without its time it cannot be ordered against what lands later: only a new read with a time lands it.
     replay = await runtime.replay_quarantine("lims")
     assert (replay.upserted_count, replay.quarantined_count) == (0, 1) and await env.lots() == ["A1"]
+
+
+async def test_a_connection_lost_mid_run_fails_the_run_as_an_outage(env, monkeypatch):
+    async def lost(self, session, scope, records):
+        raise psycopg.OperationalError(f"server closed the connection unexpectedly ({records[0].row['product_name']})")
+
+    monkeypatch.setattr(targets.BatchTarget, "upsert", lost)
+    await env.add_source()
+    run = await env.runtime(memory_connector([batch_record("A1", product_name="Patient Jane Doe")])).run("lims")
+    assert (run.status, run.error) == (RunStatus.failed, DATABASE_DOWN)

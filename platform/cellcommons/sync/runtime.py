@@ -27,6 +27,7 @@ from cellcommons.catalogue.models import Institution
 from cellcommons.db import Database
 from cellcommons.errors import CellCommonsError, Conflict
 from cellcommons.observability import metrics
+from cellcommons.outages import unavailable_from
 from cellcommons.settings import Settings
 from cellcommons.sync import repository
 from cellcommons.sync.harvest import HarvestTarget
@@ -454,9 +455,11 @@ def _failure(exc: Exception, source: SourceView) -> str:
     """What a failed run records: the domain error's message, else the exception's type and text. An error may
     quote a URL or a request: never let a secret of the source through. A database error quotes its statement
     and the values of the records it wrote: only its kind is kept."""
-    refused = _database_error(exc)
+    refused, down = _database_error(exc), unavailable_from(exc)
     if isinstance(exc, CellCommonsError):
         message = exc.message
+    elif down is not None:  # the connection went, not the statement
+        message = down.message
     elif refused is not None:
         code = getattr(refused, "sqlstate", None)
         message = f"the database refused a statement of the run: {type(refused).__name__}"
