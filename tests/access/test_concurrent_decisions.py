@@ -58,8 +58,8 @@ async def submitted(database, fresh_settings) -> Submitted:
             "lay_summary": "Potency markers of BM-MSC after thaw", "ethics_reference": "METC-2026-117",
             "period_start": TODAY, "period_end": TODAY + timedelta(days=365),
         }  # fmt: skip
-        request = await requests.create_request(session, dave, requests.parse_request(raw))
-        await requests.submit(session, dave, request.id)
+        request = await requests.create_request(session, dave, requests.parse_request(raw), node_id=node_id)
+        await requests.submit(session, dave, request.id, node_id=node_id)
     return Submitted(request.id, dave, person(leiden, "lea", Role.steward), person(lowlands, "lou", Role.steward))
 
 

@@ -44,10 +44,9 @@ def request_input(*datasets, **changes) -> dict:
 
 
 async def submitted(session, principal, *datasets, **changes):
-    request = await requests.create_request(
-        session, principal, requests.parse_request(request_input(*datasets, **changes))
-    )
-    return await requests.submit(session, principal, request.id)
+    parsed = requests.parse_request(request_input(*datasets, **changes))
+    request = await requests.create_request(session, principal, parsed, node_id=datasets[0].origin_node)  # local
+    return await requests.submit(session, principal, request.id, node_id=datasets[0].origin_node)
 
 
 @pytest.fixture
@@ -137,7 +136,7 @@ async def test_non_public_data_cannot_be_requested_by_any_id(session, consortium
     raw = request_input(consortium.datasets["lowlands"], consortium.datasets["leiden"])
     raw["datasets"].append(secret.dataset_id)
     with pytest.raises(NotFound) as missing:
-        await requests.create_request(session, people["bob"], requests.parse_request(raw))
+        await requests.create_request(session, people["bob"], requests.parse_request(raw), node_id=consortium.node_id)
     assert missing.value.field == "datasets[2]"
     assert missing.value.message == f"no dataset {secret.dataset_id}"
 
@@ -211,6 +210,18 @@ async def test_a_request_spanning_two_custodians_is_decided_by_each(session, con
     assert reasons == {"approved": None, "rejected": "no capacity for onboarding"}
 
 
+async def test_a_copy_harvested_from_another_node_is_requested_at_its_origin(session, consortium, people):
+    copy = await publish_dataset(session, consortium.institutions["leiden"], "peer-node")
+    copy_dataset = await session.get_one(Dataset, copy.dataset_id)
+    raw = request_input(consortium.datasets["lowlands"], copy_dataset)
+    for attempt in (requests.create_request, requests.preview):
+        with pytest.raises(Forbidden) as refused:
+            await attempt(session, people["bob"], requests.parse_request(raw), node_id=consortium.node_id)
+        assert refused.value.field == "datasets[1]"
+        assert "harvested from node peer-node; request access there" in refused.value.message
+    assert await session.scalar(select(func.count()).select_from(AccessRequest)) == 0
+
+
 async def test_clarification_sends_it_back_to_draft_until_resubmitted(session, consortium, people):
     bob, steward = people["bob"], people["leiden steward"]
     request = await submitted(session, bob, consortium.datasets["leiden"])
@@ -221,8 +232,8 @@ async def test_clarification_sends_it_back_to_draft_until_resubmitted(session, c
     note = await session.scalar(select(Notification).where(Notification.kind == NotificationKind.clarification))
     assert (note.subject, note.message) == ("bob", "leiden-scgt asks: Which lots will you analyse?")
     changed = requests.parse_request(request_input(consortium.datasets["leiden"], project="lots LDN-BM-24-017"))
-    await requests.update_request(session, bob, request.id, changed)
-    await requests.submit(session, bob, request.id)
+    await requests.update_request(session, bob, request.id, changed, node_id=consortium.node_id)
+    await requests.submit(session, bob, request.id, node_id=consortium.node_id)
     await decisions.reject(session, steward, request.id, "out of scope", on=TODAY)
     assert request.status is RequestStatus.rejected
     with pytest.raises(Conflict):

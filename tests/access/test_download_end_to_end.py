@@ -80,8 +80,9 @@ async def _approved(
         "lay_summary": "Post-thaw immunophenotype of BM-MSC lots", "ethics_reference": "EC-BE-2026-042",
         "period_start": today, "period_end": today + timedelta(days=365),
     }  # fmt: skip
-    request = await requests.create_request(session, bob, requests.parse_request(raw))
-    await requests.submit(session, bob, request.id)
+    parsed = requests.parse_request(raw)
+    request = await requests.create_request(session, bob, parsed, node_id=shared.dataset.origin_node)
+    await requests.submit(session, bob, request.id, node_id=shared.dataset.origin_node)
     [part] = await repository.requested_datasets(session, request.id)
     assert part.verdict["compatibility"] == "compatible", part.verdict
     agreement = await decisions.approve(

@@ -47,7 +47,7 @@ async def test_every_distribution_gets_a_verified_file_with_its_declared_columns
 
 async def test_researchers_of_other_institutions_wait_in_the_custodians_queue(session, object_store, settings):
     await _seed(session, object_store, settings)
-    submitted = await submit_pending_requests(session)
+    submitted = await submit_pending_requests(session, settings.node_id)
     found = (
         await session.execute(
             select(AccessRequest, Institution.slug, Dataset.institution_id)

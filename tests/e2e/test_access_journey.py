@@ -214,7 +214,8 @@ def arranged(served) -> Arranged:
             lowlands = member(await institution(session, "lowlands-regmed"))
             raw = {"datasets": [dataset.id], "purpose_terms": ["DUO:0000042"], "commercial_use": False,
                    "lay_summary": "Panels.", "period_start": "2026-12-01", "period_end": "2027-12-01"}  # fmt: skip
-            draft = await requests.create_request(session, lowlands, requests.parse_request(raw))
+            draft = await requests.create_request(session, lowlands, requests.parse_request(raw),
+                                                  node_id=settings.node_id)  # fmt: skip
         await database.dispose()
         ids = Identifiers(settings.secret_key.get_secret_value())
         return Arranged(

@@ -162,7 +162,7 @@ async def test_terms_that_break_the_rules_come_back_at_their_fields_then_approva
     stella = visit("leiden-scgt", Role.steward, subject="stella")
     ref = (await submitted_request(visit, accession, alice)).rsplit("/", 1)[-1]
     terms = {
-        "expires_on": START.isoformat(), "effective_on": (START + timedelta(days=2)).isoformat(),
+        "expires_on": (START + timedelta(days=1)).isoformat(), "effective_on": (START + timedelta(days=2)).isoformat(),
         "onward_transfer": "prohibited", "end_of_term": "destroy", "export_policy.direct_identifier": "keep",
         "export_policy.quasi_identifier": "pseudonymise", "export_policy.sensitive": "drop",
         "export_policy.plain": "keep",

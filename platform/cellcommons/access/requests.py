@@ -23,7 +23,7 @@ from cellcommons.audit import service as audit
 from cellcommons.auth.principal import Principal
 from cellcommons.catalogue.models import Dataset, DatasetVersion, Institution
 from cellcommons.catalogue.service import parse
-from cellcommons.errors import Conflict, NotFound, ValidationFailed
+from cellcommons.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 SYSTEM = "system:access"
 _PURPOSE_FIELDS = ("purpose_terms", "disease", "methods_development", "commercial_use", "lay_summary",
@@ -48,21 +48,27 @@ async def requester_of(session: AsyncSession, institution_id: uuid.UUID, subject
 
 
 async def _requestable(
-    session: AsyncSession, principal: Principal, dataset_ids: Sequence[uuid.UUID]
+    session: AsyncSession, principal: Principal, dataset_ids: Sequence[uuid.UUID], node_id: str
 ) -> dict[uuid.UUID, tuple[Dataset, DatasetVersion]]:
-    """The datasets, or NotFound naming the first that is missing, hidden or has nothing to request."""
+    """The datasets, or NotFound naming the first that is missing, hidden or has nothing to request. A read-only
+    copy harvested from another node (`node_id`: this one) is requested at its origin, whose stewards decide."""
     found = await repository.requestable_versions(session, principal, dataset_ids)
     for index, dataset_id in enumerate(dataset_ids):
         if dataset_id not in found:
             raise NotFound(f"no dataset {dataset_id}", field=f"datasets[{index}]")
+        dataset = found[dataset_id][0]
+        if dataset.origin_node != node_id:
+            message = (f"dataset {dataset.accession} is a read-only copy harvested from node {dataset.origin_node}; "
+                       "request access there, where its stewards decide")  # fmt: skip
+            raise Forbidden(message, field=f"datasets[{index}]")
     return found
 
 
 async def preview(
-    session: AsyncSession, principal: Principal, data: RequestIn
+    session: AsyncSession, principal: Principal, data: RequestIn, *, node_id: str
 ) -> list[tuple[Dataset, DatasetVersion, Verdict]]:
     """The matcher's verdict on each dataset for this purpose and requester, without saving anything."""
-    found = await _requestable(session, principal, data.datasets)
+    found = await _requestable(session, principal, data.datasets, node_id)
     versions = [found[d][1] for d in data.datasets]
     conditions = await repository.conditions_of(session, [v.id for v in versions])
     purpose = purpose_of(data.purpose_terms, data.disease, data.methods_development, data.commercial_use)
@@ -74,8 +80,10 @@ async def preview(
     ]  # fmt: skip
 
 
-async def create_request(session: AsyncSession, principal: Principal, data: RequestIn) -> AccessRequest:
-    found = await _requestable(session, principal, data.datasets)
+async def create_request(
+    session: AsyncSession, principal: Principal, data: RequestIn, *, node_id: str
+) -> AccessRequest:
+    found = await _requestable(session, principal, data.datasets, node_id)
     request = AccessRequest(
         requester_institution_id=principal.institution_id,
         requester_subject=principal.subject,
@@ -91,11 +99,11 @@ async def create_request(session: AsyncSession, principal: Principal, data: Requ
 
 
 async def update_request(
-    session: AsyncSession, principal: Principal, request_id: uuid.UUID, data: RequestIn
+    session: AsyncSession, principal: Principal, request_id: uuid.UUID, data: RequestIn, *, node_id: str
 ) -> AccessRequest:
     request = await load_for_requester(session, principal, request_id)
     _expect(request, {RequestStatus.draft}, "edited")
-    found = await _requestable(session, principal, data.datasets)
+    found = await _requestable(session, principal, data.datasets, node_id)
     for name in _PURPOSE_FIELDS:
         setattr(request, name, getattr(data, name))
     await _replace_datasets(session, request, data.datasets, found)
@@ -103,13 +111,13 @@ async def update_request(
     return request
 
 
-async def submit(session: AsyncSession, principal: Principal, request_id: uuid.UUID) -> AccessRequest:
+async def submit(session: AsyncSession, principal: Principal, request_id: uuid.UUID, *, node_id: str) -> AccessRequest:
     """Judge every dataset with the matcher (kept with the request) and tell each custodian's stewards."""
     request = await load_for_requester(session, principal, request_id)
     _expect(request, {RequestStatus.draft}, "submitted")
     parts = await repository.requested_datasets(session, request.id)
     data = parse_request(_as_input(request, [p.dataset_id for p in parts]))
-    verdicts = await preview(session, principal, data)
+    verdicts = await preview(session, principal, data, node_id=node_id)
     for part, (_, _, verdict) in zip(parts, verdicts, strict=True):
         part.verdict = verdict.as_json()
     await _transition(session, principal, request, RequestStatus.submitted, "submitted", None)

@@ -88,7 +88,7 @@ def demo_table(columns: list[dict], rng: random.Random) -> bytes:
     return out.getvalue().encode()
 
 
-async def submit_pending_requests(session: AsyncSession, per_institution: int = 2) -> int:
+async def submit_pending_requests(session: AsyncSession, node_id: str, per_institution: int = 2) -> int:
     """Alice of each institution asks for restricted datasets of the next institution; the requests wait in
     that institution's steward queue."""
     institutions = list(await session.scalars(select(Institution).order_by(Institution.slug)))
@@ -103,8 +103,9 @@ async def submit_pending_requests(session: AsyncSession, per_institution: int = 
             roles=frozenset({Role.reader}),
         )
         for dataset_id in await _restricted_datasets(session, custodian.id, per_institution):
-            request = await requests.create_request(session, alice, _purpose(dataset_id, custodian.name))
-            await requests.submit(session, alice, request.id)
+            purpose = _purpose(dataset_id, custodian.name)
+            request = await requests.create_request(session, alice, purpose, node_id=node_id)
+            await requests.submit(session, alice, request.id, node_id=node_id)
             submitted += 1
     return submitted
 

@@ -188,7 +188,7 @@ async def _prepare(settings: Settings, idp: DevIdentityProvider) -> int:
                 files = DemoFiles(ObjectStore.from_settings(settings), settings, http)
                 consortium = Consortium(SCALES["demo"])
                 await seed_through_service(session, consortium, origin=settings.node_id, files=files)
-                await submit_pending_requests(session)
+                await submit_pending_requests(session, settings.node_id)
             await register_dev_issuers(session, http, idp)
             return await session.scalar(select(func.count()).select_from(Dataset))
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -375,8 +376,8 @@ class AccessQuery:
     async def access_match_preview(self, info: strawberry.Info, input: AccessRequestInput) -> list[DatasetVerdict]:
         info.context.signed_in(SIGNED_IN_TO)
         data = _request_in(info, input)
-        results = await info.context.read(requests.preview, info.context.principal, data)
         node_id = info.context.settings.node_id
+        results = await info.context.read(partial(requests.preview, node_id=node_id), info.context.principal, data)
         return [
             DatasetVerdict(dataset=Dataset.of(d, node_id), version=DatasetVersion.of(v), verdict=Verdict.of(verdict))
             for d, v, verdict in results
@@ -392,9 +393,11 @@ class AccessMutation:
         info.context.signed_in(SIGNED_IN_TO)
         data = _request_in(info, input)
 
+        node_id = info.context.settings.node_id
+
         async def work(session: AsyncSession, principal, data) -> models.AccessRequest:
-            request = await requests.create_request(session, principal, data)
-            return await requests.submit(session, principal, request.id) if submit else request
+            request = await requests.create_request(session, principal, data, node_id=node_id)
+            return await requests.submit(session, principal, request.id, node_id=node_id) if submit else request
 
         return AccessRequest.of(await info.context.committed(work, data))
 
@@ -404,14 +407,17 @@ class AccessMutation:
     ) -> AccessRequest:
         info.context.signed_in(SIGNED_IN_TO)
         key, data = info.context.ids.key_of(id, "AccessRequest", "id"), _request_in(info, input)
-        return AccessRequest.of(await info.context.committed(requests.update_request, key, data))
+        update = partial(requests.update_request, node_id=info.context.settings.node_id)
+        return AccessRequest.of(await info.context.committed(update, key, data))
 
     @strawberry.mutation(description="Submit a draft: the matcher judges each dataset and the custodians are told.")
     async def submit_access_request(self, info: strawberry.Info, id: strawberry.ID) -> AccessRequest:
         info.context.signed_in(SIGNED_IN_TO)
-        return AccessRequest.of(
-            await info.context.committed(requests.submit, info.context.ids.key_of(id, "AccessRequest", "id"))
+        submit, key = (
+            partial(requests.submit, node_id=info.context.settings.node_id),
+            info.context.ids.key_of(id, "AccessRequest", "id"),
         )
+        return AccessRequest.of(await info.context.committed(submit, key))
 
     @strawberry.mutation(description="Take a submitted request back to draft, before any custodian decided.")
     async def withdraw_access_request(self, info: strawberry.Info, id: strawberry.ID, reason: str) -> AccessRequest:

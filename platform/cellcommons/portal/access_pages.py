@@ -119,9 +119,9 @@ def register(portal: FastAPI, pages: Pages) -> None:
             parsed = requests.parse_request(form.raw([page.dataset.id for page in datasets]))
             if data.get("step") != "submit":
                 async with pages.db() as db:
-                    verdicts = await requests.preview(db, principal, parsed)
+                    verdicts = await requests.preview(db, principal, parsed, node_id=pages.settings.node_id)
                 return show_form(request, form, datasets, action, verdicts=[v for _, _, v in verdicts])
-            saved = await pages.committed(_save_and_submit, principal, request_id, parsed)
+            saved = await pages.committed(_save_and_submit, principal, request_id, parsed, pages.settings.node_id)
         except CORRECTABLE as exc:
             return show_form(request, form, datasets, action, status=exc.status, errors=form_errors(exc, CONTROLS))
         return RedirectResponse(f"/requests/{pages.link(REQUEST, saved.id)}", status_code=303)
@@ -200,9 +200,9 @@ def register(portal: FastAPI, pages: Pages) -> None:
         return pages.render(request, "notifications.html", rows=rows, links=links)
 
 
-async def _save_and_submit(session, principal: Principal, request_id: uuid.UUID | None, parsed):
+async def _save_and_submit(session, principal: Principal, request_id: uuid.UUID | None, parsed, node_id: str):
     if request_id is None:
-        saved = await requests.create_request(session, principal, parsed)
+        saved = await requests.create_request(session, principal, parsed, node_id=node_id)
     else:
-        saved = await requests.update_request(session, principal, request_id, parsed)
-    return await requests.submit(session, principal, saved.id)
+        saved = await requests.update_request(session, principal, request_id, parsed, node_id=node_id)
+    return await requests.submit(session, principal, saved.id, node_id=node_id)
