@@ -240,3 +240,14 @@ async def test_uploads_answer_the_pages_script_in_json_and_a_wrong_checksum_is_r
     assert entry["sha256"] == declared["sha256"] and entry["size_bytes"] == len(CELLS)
     async with httpx.AsyncClient() as http:
         assert (await http.get(entry["url"])).content == CELLS
+
+
+async def test_a_csrf_token_or_sign_in_state_of_any_characters_is_refused_as_such_never_a_500(visit, api):  # noqa: F811
+    reader = visit("lowlands-regmed")
+    for token in ("é" * 8, CSRF + "é"):  # constant-time comparison of str refuses non-ASCII: not a crash
+        refused = await reader.post("/requests/new", request_form("CCD-X"), csrf=token)
+        assert refused.status_code == 403 and "This form has expired" in refused.text
+    sessions = Sessions(api.settings.secret_key.get_secret_value(), secure=False)
+    login = sessions.start_login({"issuer": "http://127.0.0.1:1", "state": "s", "verifier": "v", "redirect_uri": "/"})
+    answer = await api.client.get("/auth/callback?code=c&state=%C3%A9", headers={"Cookie": f"cc_login={login}"})
+    assert answer.status_code == 422 and "does not belong to this browser" in answer.text

@@ -70,7 +70,13 @@ class Sessions:
 
 
 def csrf_ok(session: PortalSession, submitted: str | None) -> bool:
-    return bool(submitted) and hmac.compare_digest(session.csrf, submitted)
+    return bool(submitted) and same_secret(session.csrf, submitted)
+
+
+def same_secret(expected: str, submitted: str) -> bool:
+    """A constant-time comparison of what the browser sent, whatever its characters (compare_digest refuses
+    non-ASCII str with a TypeError, which would be a 500 instead of a refusal)."""
+    return hmac.compare_digest(expected.encode(), submitted.encode())
 
 
 def _encode(session: PortalSession) -> dict:

@@ -18,6 +18,7 @@ import httpx
 from cellcommons.auth.principal import Principal
 from cellcommons.auth.validator import TokenValidator
 from cellcommons.errors import InvalidInput, Unavailable
+from cellcommons.portal.session import same_secret
 
 PORTAL_CLIENT_ID = "cellcommons-portal"
 
@@ -56,7 +57,7 @@ async def finish(
     http: httpx.AsyncClient, validator: TokenValidator, pending: dict, code: str, state: str
 ) -> tuple[Principal, float]:
     """The principal and when its session should end (the access token's expiry)."""
-    if not secrets.compare_digest(pending["state"], state):
+    if not same_secret(pending["state"], state):
         raise InvalidInput("the sign-in answer does not belong to this browser; sign in again", field="state")
     discovery = await _discovery(http, pending["issuer"])
     response = await http.post(
