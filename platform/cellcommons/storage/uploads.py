@@ -4,6 +4,7 @@
 key. `complete_upload` streams the staged object once to hash it, and only when both checksum and size match
 copies exactly the version it hashed (ETag precondition) to the file's own key and records size and checksum
 on the distribution. A mismatch deletes the staged bytes and marks the upload rejected: nothing is left behind.
+A completion whose transaction was lost after the move is simply completed again: the file's key is the upload's.
 Only submitters of the owning institution upload, and only into draft versions (published ones are immutable).
 
 Files above 5 GiB (or any file, if the submitter prefers) go as a multipart upload into the same staging key:
@@ -33,7 +34,7 @@ from cellcommons.errors import Conflict, InvalidInput, NotFound
 from cellcommons.settings import Settings
 from cellcommons.storage import buckets, multipart, repository
 from cellcommons.storage.models import FileUpload, UploadStatus
-from cellcommons.storage.object_store import ObjectStore
+from cellcommons.storage.object_store import Digest, ObjectStore
 
 # One presigned PUT carries at most 5 GiB (S3's single-request limit).
 MAX_UPLOAD_BYTES = 5 * 1024**3
@@ -227,24 +228,23 @@ async def complete_upload(
     """Verify the upload and move it into place; a multipart upload is first assembled from `parts`
     (part number, ETag)."""
     upload, view = await _pending(session, settings, principal, upload_id)
-    bucket = buckets.institution_bucket(settings, view.custodian_id)
-    if upload.multipart_id is not None:
-        await _assemble(store, bucket, upload, parts)
-    elif parts:
+    if upload.multipart_id is None and parts:
         raise InvalidInput("only a multipart upload is completed with parts", field="parts")
-    try:
-        found = await asyncio.to_thread(store.sha256, bucket, upload.staging_key)
-    except NotFound:
-        raise Conflict("nothing has been uploaded to this upload's URL yet", field="uploadId") from None
-    if (found.sha256, found.size) != (upload.declared_sha256, upload.declared_size):
-        await _reject(session, store, principal, view, upload, bucket, found)
+    bucket = buckets.institution_bucket(settings, view.custodian_id)
     distribution = view.distribution
     key = buckets.file_key(distribution.dataset_version_id, distribution.id, upload.id)
-    target = (bucket, key)
-    await asyncio.to_thread(
-        store.copy, (bucket, upload.staging_key), target, etag=found.etag, content_type=distribution.media_type
-    )
-    await asyncio.to_thread(store.delete, bucket, upload.staging_key)
+    # The file's key is the upload's own: if it exists, an earlier completion moved the verified file there
+    # (deleting the staged bytes) and lost its transaction afterwards. Verify it in place instead.
+    moved = await asyncio.to_thread(store.exists, bucket, key)
+    if not moved and upload.multipart_id is not None:
+        await _assemble(store, bucket, upload, parts)
+    source = key if moved else upload.staging_key
+    found = await _digest(store, bucket, source)
+    if (found.sha256, found.size) != (upload.declared_sha256, upload.declared_size):
+        await _reject(session, store, principal, view, upload, (bucket, source), found)
+    if not moved:
+        await _copied(store, (bucket, upload.staging_key), (bucket, key), found.etag, distribution.media_type)
+    await asyncio.to_thread(store.delete, bucket, upload.staging_key)  # no error when already gone
     distribution.size_bytes, distribution.sha256, distribution.storage_key = found.size, found.sha256, key
     _finish(upload, UploadStatus.completed)
     await session.flush()
@@ -252,12 +252,42 @@ async def complete_upload(
     return distribution
 
 
+def _changed() -> Conflict:
+    # Object storage's own error names the bucket and key, which never leave the platform.
+    return Conflict(
+        "the uploaded file changed while it was being verified; complete the upload again", field="uploadId"
+    )
+
+
+async def _digest(store: ObjectStore, bucket: str, key: str) -> Digest:
+    """SHA-256, size and ETag of what was uploaded, read once."""
+    try:
+        return await asyncio.to_thread(store.sha256, bucket, key)
+    except NotFound:
+        raise Conflict("nothing has been uploaded to this upload's URL yet", field="uploadId") from None
+    except Conflict:
+        raise _changed() from None
+
+
+async def _copied(store: ObjectStore, source: tuple[str, str], target: tuple[str, str], etag: str, media_type) -> None:
+    """Copy exactly the version that was verified (ETag precondition)."""
+    try:
+        await asyncio.to_thread(store.copy, source, target, etag=etag, content_type=media_type)
+    except (Conflict, NotFound):
+        raise _changed() from None
+
+
 async def _assemble(store: ObjectStore, bucket: str, upload: FileUpload, parts: list[tuple[int, str]] | None) -> None:
     """Complete the multipart upload into the staging key, unless an earlier completion did and its
     transaction was lost afterwards (S3 forgets the upload id once it assembled the object)."""
     listed = multipart.completed_parts(parts, multipart.part_count(upload.declared_size, upload.part_size))
-    if not await asyncio.to_thread(store.exists, bucket, upload.staging_key):
+    if await asyncio.to_thread(store.exists, bucket, upload.staging_key):
+        return
+    try:
         await asyncio.to_thread(store.complete_multipart, bucket, upload.staging_key, upload.multipart_id, listed)
+    except NotFound:  # its parts are gone: the error names the key, which stays inside
+        raise Conflict("this multipart upload no longer exists in object storage; request a new one",
+                       field="uploadId") from None  # fmt: skip
 
 
 async def abort_upload(
@@ -279,8 +309,8 @@ def discard_staged(store: ObjectStore, bucket: str, upload: FileUpload) -> None:
     store.delete(bucket, upload.staging_key)
 
 
-async def _reject(session, store, principal, view, upload, bucket, found) -> None:
-    await asyncio.to_thread(store.delete, bucket, upload.staging_key)
+async def _reject(session, store, principal, view, upload, stored: tuple[str, str], found) -> None:
+    await asyncio.to_thread(store.delete, *stored)
     _finish(upload, UploadStatus.rejected)
     await session.flush()
     details = dict(declared_sha256=upload.declared_sha256, declared_size=upload.declared_size)
