@@ -29,17 +29,31 @@ class LoginStart:
     state: dict  # kept in the signed login cookie until the callback
 
 
+NO_ANSWER = "your institution's sign-in service does not answer; try again shortly"
+
+
 async def _discovery(http: httpx.AsyncClient, issuer: str) -> dict:
     try:
         response = await http.get(issuer.rstrip("/") + "/.well-known/openid-configuration")
         response.raise_for_status()
-        return response.json()
+        discovery = response.json()
     except (httpx.HTTPError, ValueError):
-        raise Unavailable("your institution's sign-in service does not answer; try again shortly") from None
+        raise Unavailable(NO_ANSWER) from None
+    if not isinstance(discovery, dict):
+        raise Unavailable(NO_ANSWER)
+    return discovery
+
+
+async def _endpoint(http: httpx.AsyncClient, issuer: str, name: str) -> str:
+    """An endpoint the issuer's discovery document names; a document without it is an issuer not answering."""
+    endpoint = (await _discovery(http, issuer)).get(name)
+    if not isinstance(endpoint, str) or not endpoint:
+        raise Unavailable(NO_ANSWER)
+    return endpoint
 
 
 async def start(http: httpx.AsyncClient, issuer: str, redirect_uri: str) -> LoginStart:
-    discovery = await _discovery(http, issuer)
+    authorize = await _endpoint(http, issuer, "authorization_endpoint")
     verifier = secrets.token_urlsafe(48)
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -48,7 +62,7 @@ async def start(http: httpx.AsyncClient, issuer: str, redirect_uri: str) -> Logi
         "state": state, "nonce": nonce, "code_challenge": challenge, "code_challenge_method": "S256",
     }  # fmt: skip
     return LoginStart(
-        redirect_to=f"{discovery['authorization_endpoint']}?{urlencode(query)}",
+        redirect_to=f"{authorize}?{urlencode(query)}",
         state={"issuer": issuer, "state": state, "verifier": verifier, "redirect_uri": redirect_uri},
     )
 
@@ -59,16 +73,32 @@ async def finish(
     """The principal and when its session should end (the access token's expiry)."""
     if not same_secret(pending["state"], state):
         raise InvalidInput("the sign-in answer does not belong to this browser; sign in again", field="state")
-    discovery = await _discovery(http, pending["issuer"])
-    response = await http.post(
-        discovery["token_endpoint"],
-        data={
-            "grant_type": "authorization_code", "code": code, "redirect_uri": pending["redirect_uri"],
-            "client_id": PORTAL_CLIENT_ID, "code_verifier": pending["verifier"],
-        },
-    )  # fmt: skip
+    token_endpoint = await _endpoint(http, pending["issuer"], "token_endpoint")
+    try:
+        response = await http.post(
+            token_endpoint,
+            data={
+                "grant_type": "authorization_code", "code": code, "redirect_uri": pending["redirect_uri"],
+                "client_id": PORTAL_CLIENT_ID, "code_verifier": pending["verifier"],
+            },
+        )  # fmt: skip
+    except httpx.HTTPError:
+        raise Unavailable(NO_ANSWER) from None
     if response.status_code != 200:
         raise InvalidInput("your institution did not confirm the sign-in; sign in again", field="code")
-    tokens = response.json()
-    principal = await validator.validate(tokens["access_token"])
-    return principal, float(tokens.get("expires_in", 300))
+    access_token, lifetime = _tokens(response)
+    principal = await validator.validate(access_token)
+    return principal, lifetime
+
+
+def _tokens(response: httpx.Response) -> tuple[str, float]:
+    """The access token and its lifetime from a token response; anything else is an issuer not answering as
+    OAuth says (a sign-in to retry, not an error of the portal's)."""
+    try:
+        tokens = response.json()
+        access_token, lifetime = tokens["access_token"], float(tokens.get("expires_in", 300))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise Unavailable(NO_ANSWER) from None
+    if not isinstance(access_token, str) or not access_token:
+        raise Unavailable(NO_ANSWER)
+    return access_token, lifetime
