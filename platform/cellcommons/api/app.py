@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+from cross_web import HTTPException  # what Strawberry's router answers as an HTTP error
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -125,7 +127,22 @@ def graphql_router(settings: Settings) -> GraphQLRouter:
 
     # One schema per process: the per-principal budget lives in it.
     schema = build_schema([*protection(settings), OutageStatus])
-    return GraphQLRouter(schema, context_getter=context, graphql_ide=None if production else "graphiql")
+    return GraphQLEndpoint(schema, context_getter=context, graphql_ide=None if production else "graphiql")
+
+
+class GraphQLEndpoint(GraphQLRouter):
+    """Strawberry's router, refusing with a 400 the JSON its request parsing would fail on with a 500."""
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            value = json.loads(data)
+        except RecursionError:  # ~1 000 nested arrays or objects fit in a body well under the size limit
+            raise HTTPException(400, "the JSON is nested too deeply") from None
+        # Bytes are a POST body (query parameters and multipart parts arrive as text): Strawberry reads it as an
+        # object, or a list for batching (which it refuses itself).
+        if isinstance(data, bytes) and not isinstance(value, dict | list):
+            raise HTTPException(400, "the request body must be a JSON object")
+        return value
 
 
 async def _close_after_response(session) -> None:

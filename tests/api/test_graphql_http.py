@@ -1,0 +1,36 @@
+"""The GraphQL endpoint's HTTP layer: request bodies Strawberry cannot use are a 400, never a 500."""
+
+from __future__ import annotations
+
+import pytest
+from tests.graphql.conftest import api, seeded_settings  # noqa: F401  (the seeded in-process API)
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize("body", [b'"a string"', b"123", b"null", b"true"])
+async def test_a_json_body_that_is_not_an_object_is_a_400(api, body):  # noqa: F811
+    response = await api.client.post("/graphql", content=body, headers=JSON)
+    assert response.status_code == 400
+    assert response.text == "the request body must be a JSON object"
+
+
+async def test_deeply_nested_json_variables_are_a_400(api):  # noqa: F811
+    deep = b"[" * 5_000 + b"]" * 5_000  # 10 kB, far under the body limit
+    body = b'{"query": "{ viewer { signedIn } }", "variables": {"a": ' + deep + b"}}"
+    response = await api.client.post("/graphql", content=body, headers=JSON)
+    assert response.status_code == 400
+    assert response.text == "the JSON is nested too deeply"
+
+
+async def test_deeply_nested_variables_in_a_get_are_a_400(api):  # noqa: F811
+    params = {"query": "{ viewer { signedIn } }", "variables": '{"a": ' + "[" * 5_000 + "]" * 5_000 + "}"}
+    response = await api.client.get("/graphql", params=params)
+    assert response.status_code == 400
+    assert response.text == "the JSON is nested too deeply"
+
+
+async def test_an_object_body_is_still_answered(api):  # noqa: F811
+    response = await api.client.post("/graphql", content=b'{"query": "{ viewer { signedIn } }"}', headers=JSON)
+    assert response.status_code == 200
+    assert response.json()["data"] == {"viewer": {"signedIn": False}}
