@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 from tests.graphql.conftest import api, seeded_settings  # noqa: F401  (the seeded in-process API)
-from tests.storage.files import get, published_file
+from tests.storage.files import draft_dataset, get, institution, published_file
 
 from cellcommons.db import Database
 from cellcommons.graphql.ids import Identifiers
@@ -25,6 +25,9 @@ async def objects(api):  # noqa: F811
     try:
         hidden = await published_file(database, store, api.settings, LEIDEN, "non_public", CONTENT)
         shared = await published_file(database, store, api.settings, LEIDEN, "restricted", CONTENT)
+        async with database.unit_of_work() as session:  # a draft whose file is not uploaded yet
+            draft = await draft_dataset(session, await institution(session, LEIDEN), ["later.csv"])
+            pending = draft.distributions[0].id
     finally:
         await database.dispose()
     ids = Identifiers(api.settings.secret_key.get_secret_value())
@@ -32,6 +35,7 @@ async def objects(api):  # noqa: F811
         "hidden": ids.global_id("Distribution", hidden.distribution_id),
         "shared": ids.global_id("Distribution", shared.distribution_id),
         "missing": ids.global_id("Distribution", uuid.uuid4()),
+        "pending": ids.global_id("Distribution", pending),
         "version": ids.global_id("DatasetVersion", shared.version_id),
     }
 
@@ -68,6 +72,15 @@ async def test_a_hidden_object_answers_exactly_like_a_missing_one(api, objects, 
         missing = await api.client.get(f"{DRS}/objects/{objects['missing']}{path}", headers=headers)
         assert hidden.status_code == missing.status_code == 404
         assert hidden.json() == missing.json() == {"msg": hidden.json()["msg"], "status_code": 404}
+
+
+@pytest.mark.parametrize("path", ["", "/access/presigned"])
+async def test_a_file_not_uploaded_yet_is_no_object_even_for_its_owner(api, objects, path):  # noqa: F811
+    stella = api.token(LEIDEN, "stella")
+    pending = await api.client.get(f"{DRS}/objects/{objects['pending']}{path}", headers=stella)
+    missing = await api.client.get(f"{DRS}/objects/{objects['missing']}{path}", headers=stella)
+    assert pending.status_code == missing.status_code == 404
+    assert pending.json() == missing.json() == {"msg": "no DRS object with this id", "status_code": 404}
 
 
 async def test_other_ids_and_access_ids_are_not_objects(api, objects):  # noqa: F811

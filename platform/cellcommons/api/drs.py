@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons import __version__
 from cellcommons.auth.principal import Principal
-from cellcommons.errors import CellCommonsError, NotFound
+from cellcommons.errors import CellCommonsError, Conflict, NotFound
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.storage import downloads, repository
 from cellcommons.storage.object_store import ObjectStore
@@ -90,7 +90,11 @@ async def get_access_url(request: Request, object_id: str, access_id: str):
         if access_id != ACCESS_ID:
             raise NotFound("no such access method for this object", field="access_id")
         settings = request.app.state.resources.settings
-        link = await downloads.issue_download_url(session, ObjectStore.shared(settings), settings, principal, key)
+        store = ObjectStore.shared(settings)
+        try:
+            link = await downloads.issue_download_url(session, store, settings, principal, key)
+        except (NotFound, Conflict):  # not downloadable, or no content yet (Conflict): as `get_object` says
+            raise _no_object() from None
         return {"url": link.url}
 
     return await _answer(request, work)
