@@ -152,3 +152,11 @@ async def test_a_finished_sync_run_is_counted_by_status_in_the_app_running_it(ap
         await database.dispose()
     assert run.status is RunStatus.partial
     assert value(await exposition(api), "cellcommons_sync_runs_total", status="partial") == before + 1
+
+
+async def test_an_unnamed_graphql_operation_is_labelled_by_the_endpoints_path(api):  # noqa: F811
+    labels = {"method": "POST", "operation": "/graphql", "status": "200"}
+    count = "cellcommons_request_duration_seconds_count"
+    before = value(await exposition(api), count, **labels)
+    assert "errors" not in await api.query("{ __typename }")
+    assert value(await exposition(api), count, **labels) == before + 1

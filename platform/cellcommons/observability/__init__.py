@@ -61,7 +61,10 @@ def path_template(scope: Scope) -> str:
     mount = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
     route = scope.get("route")
     if route is not None:
-        return mount + getattr(route, "path_format", getattr(route, "path", ""))
+        # FastAPI keeps an included router's routes as declared, without the prefix given to include_router
+        # (`/graphql`'s route is ""), and puts the full template on the route context it matched.
+        matched = getattr(scope.get("fastapi", {}).get("effective_route_context"), "path_format", None)
+        return mount + (matched or getattr(route, "path_format", getattr(route, "path", "")))
     if mount:
         return mount + "/{path}"  # a mounted app without routes of its own (static files)
     return "unmatched"
