@@ -251,3 +251,12 @@ async def test_a_csrf_token_or_sign_in_state_of_any_characters_is_refused_as_suc
     login = sessions.start_login({"issuer": "http://127.0.0.1:1", "state": "s", "verifier": "v", "redirect_uri": "/"})
     answer = await api.client.get("/auth/callback?code=c&state=%C3%A9", headers={"Cookie": f"cc_login={login}"})
     assert answer.status_code == 422 and "does not belong to this browser" in answer.text
+
+
+async def test_the_sign_in_page_says_why_in_its_own_words_only(api):  # noqa: F811
+    sent = await api.client.get("/requests")
+    assert sent.status_code == 303 and "why=required" in sent.headers["location"]
+    assert "Sign in to see the catalogue." in (await api.client.get(sent.headers["location"])).text
+    crafted = await api.client.get("/sign-in", params={"why": "your account is locked; call +31 20 555 0100"})
+    assert crafted.status_code == 200
+    assert "account is locked" not in crafted.text and 'class="notice"' not in crafted.text

@@ -30,7 +30,7 @@ from cellcommons.portal import (
     signin,
     steward_pages,
 )
-from cellcommons.portal.pages import Pages, SignInRequired, signed_in
+from cellcommons.portal.pages import SIGN_IN_REASONS, Pages, SignInRequired, signed_in
 from cellcommons.portal.session import LOGIN_COOKIE, MAX_SESSION_SECONDS, SESSION_COOKIE, PortalSession, Sessions
 from cellcommons.settings import Settings
 from cellcommons.storage import downloads
@@ -58,7 +58,7 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
     @portal.exception_handler(CellCommonsError)
     async def error_page(request: Request, exc: CellCommonsError) -> Response:
         if isinstance(exc, SignInRequired):
-            return RedirectResponse("/sign-in?" + urlencode({"why": exc.message, "next": request.url.path}), 303)
+            return RedirectResponse("/sign-in?" + urlencode({"why": exc.reason, "next": request.url.path}), 303)
         return render(request, "error.html", status=exc.status, error=exc)
 
     @portal.exception_handler(Exception)
@@ -74,7 +74,7 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
         async with resources().database.sessions() as db:
             issuers = await list_issuers(db)
         institutions = sorted({slug for slug, _ in issuers})
-        return render(request, "sign_in.html", institutions=institutions, why=why)
+        return render(request, "sign_in.html", institutions=institutions, why=SIGN_IN_REASONS.get(why or ""))
 
     @portal.post("/sign-in")
     async def sign_in(request: Request, institution: str = Form(...), csrf: str = Form(None)) -> Response:

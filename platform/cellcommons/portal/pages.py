@@ -28,15 +28,23 @@ from cellcommons.storage.object_store import ObjectStore
 CORRECTABLE = (InvalidInput, ValidationFailed, Conflict)
 
 
+# Why the sign-in page was sent to: its URL names the reason, never the words, so that no link can make the
+# platform's own page say what its author wants ("your account is locked, call …").
+SIGN_IN_REASONS = {"ended": "your session has ended", "required": "sign in to see the catalogue"}
+
+
 class SignInRequired(CellCommonsError):
     code = "sign_in_required"
     status = 401
 
+    def __init__(self, reason: str):
+        super().__init__(SIGN_IN_REASONS[reason], field="session")
+        self.reason = reason
+
 
 def signed_in(session: PortalSession) -> Principal:
     if not session.signed_in:
-        message = "your session has ended" if session.principal else "sign in to see the catalogue"
-        raise SignInRequired(message, field="session")
+        raise SignInRequired("ended" if session.principal else "required")
     return session.principal
 
 
