@@ -39,8 +39,21 @@ def test_the_chart_shows_each_percentage_against_its_limit_with_the_verdict_in_w
     ]
     rows = chart_rows(results, criteria)
     assert [(r.label, r.limit) for r in rows] == [("viability (post-thaw)", Decimal("70")), ("CD73", Decimal("80"))]
-    svg = qc_chart("Release tests of lot BM-1", rows)
+    svg = qc_chart("Release tests of lot BM-1", rows, 0)
     tree = ElementTree.fromstring(svg)
     texts = [t.text for t in tree.iter("{http://www.w3.org/2000/svg}text")]
     assert "68.5 % fail" in texts and "97.2 % pass" in texts
     assert tree.get("role") == "img" and tree.find("{http://www.w3.org/2000/svg}title").text.endswith("BM-1")
+
+
+def test_each_chart_on_a_page_is_labelled_by_its_own_title():
+    # Built one after another from short-lived row lists, as the dataset page does: an id taken from the
+    # list's address repeated, and the second lot's chart was read out with the first lot's title.
+    svgs = [qc_chart(f"Release tests of lot BM-{i}", [], i) for i in range(3)]
+    labels = []
+    for i, svg in enumerate(svgs):
+        tree = ElementTree.fromstring(svg)
+        title = tree.find("{http://www.w3.org/2000/svg}title")
+        assert tree.get("aria-labelledby") == title.get("id") and title.text.endswith(f"BM-{i}")
+        labels.append(title.get("id"))
+    assert len(set(labels)) == 3

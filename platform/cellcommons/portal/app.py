@@ -160,9 +160,9 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
             downloadable = await downloads.downloadable_files(db, principal, [d.id for d in page.distributions])
         charts = [
             presenters.qc_chart(
-                f"Release tests of lot {s.batch.lot_number}", presenters.chart_rows(s.results, s.criteria)
+                f"Release tests of lot {s.batch.lot_number}", presenters.chart_rows(s.results, s.criteria), i
             )
-            for s in page.batches
+            for i, s in enumerate(page.batches)
         ]
         mine = principal.institution_id == page.dataset.institution_id
         return render(

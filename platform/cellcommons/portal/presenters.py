@@ -116,14 +116,15 @@ def chart_rows(results, criteria) -> list[ChartRow]:
 ROW_HEIGHT, LEFT, WIDTH = 26, 150, 600
 
 
-def qc_chart(title: str, rows: list[ChartRow]) -> str:
-    """An accessible SVG: a title, a description, and text for every value and verdict."""
+def qc_chart(title: str, rows: list[ChartRow], key: int) -> str:
+    """An accessible SVG: a title, a description, and text for every value and verdict. `key` (the chart's place
+    on its page) makes the title's id unique there, so each chart is labelled by its own lot."""
     height = ROW_HEIGHT * len(rows) + 34
     scale = (WIDTH - LEFT - 130) / 100
     parts = [
-        f'<svg role="img" aria-labelledby="t-{id(rows)}" width="{WIDTH}" height="{height}" '
+        f'<svg role="img" aria-labelledby="qc-title-{key}" width="{WIDTH}" height="{height}" '
         f'viewBox="0 0 {WIDTH} {height}" xmlns="http://www.w3.org/2000/svg" class="qc-chart">',
-        f'<title id="t-{id(rows)}">{escape(title)}</title>',
+        f'<title id="qc-title-{key}">{escape(title)}</title>',
     ]
     for i, row in enumerate(rows):
         y = 20 + i * ROW_HEIGHT
