@@ -52,8 +52,8 @@ async def _form(request: Request) -> dict[str, str] | TokenRequestRefused:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         return clients.invalid_request("the body must be application/x-www-form-urlencoded")
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
+    body = await _body(request)
+    if body is None:
         return clients.invalid_request("the request body is too large")
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
@@ -63,6 +63,20 @@ async def _form(request: Request) -> dict[str, str] | TokenRequestRefused:
     if len(form) != len(pairs):
         return clients.invalid_request("a parameter is repeated")
     return form
+
+
+async def _body(request: Request) -> bytes | None:
+    """The body, or None as soon as it is known to be over MAX_FORM_BYTES: read no further, since the endpoint
+    answers anyone and `request.body()` would hold a body of any size in memory first."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    return bytes(body)
 
 
 @router.post("/oauth/token", include_in_schema=False)
