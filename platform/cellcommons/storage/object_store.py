@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +24,10 @@ from minio.error import S3Error
 from urllib3.exceptions import HTTPError
 
 from cellcommons.errors import CellCommonsError, Conflict, InvalidInput, NotFound, Unavailable
+from cellcommons.outages import OBJECT_STORAGE_DOWN
 from cellcommons.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # S3 signature V4 allows at most seven days; the platform's own limits (≤ 15 min downloads) sit below.
 MAX_PRESIGN_EXPIRY = timedelta(days=7)
@@ -290,7 +294,9 @@ def _refusal(code: str | None, where: str) -> CellCommonsError:
         return Conflict(f"object {where} changed while it was being read")
     if code in _REFUSED_PARTS:
         return InvalidInput(f"the parts are not those uploaded ({code})", field="parts")
-    return Unavailable(f"object storage refused {where}: {code}")
+    # Outages reach API callers: bucket names and keys are internal (the log has them), the reason is not.
+    log.warning("object storage refused %s: %s", where, code)
+    return Unavailable(f"object storage refused the platform's request ({code}); try again shortly")
 
 
 class _translated:
@@ -308,5 +314,6 @@ class _translated:
         if isinstance(exc, S3Error):
             raise _refusal(exc.code, self.where) from None
         if isinstance(exc, HTTPError | OSError):
-            raise Unavailable(f"object storage unreachable for {self.where}: {exc}") from None
+            log.warning("object storage unreachable for %s: %s", self.where, exc)
+            raise Unavailable(OBJECT_STORAGE_DOWN) from None
         return False
