@@ -260,3 +260,35 @@ async def test_the_sign_in_page_says_why_in_its_own_words_only(api):  # noqa: F8
     crafted = await api.client.get("/sign-in", params={"why": "your account is locked; call +31 20 555 0100"})
     assert crafted.status_code == 200
     assert "account is locked" not in crafted.text and 'class="notice"' not in crafted.text
+
+
+PORTAL = "http://127.0.0.1:8000"  # a loopback origin the dev issuer accepts as the portal's redirect URI
+
+
+async def signed_in_over_http(api, slug: str, user: str, path: str = "/sign-in") -> tuple[str, httpx.Response]:  # noqa: F811
+    """The sign-in as a browser runs it: the anonymous session's form, the issuer, the callback. (The anonymous
+    session cookie, the callback's answer.)"""
+    client = api.client
+    page = await client.get(f"{PORTAL}{path}")
+    anonymous = page.cookies[SESSION_COOKIE]
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    cookie = f"{SESSION_COOKIE}={anonymous}"
+    started = await client.post(
+        f"{PORTAL}/sign-in", data={"institution": slug, "csrf": csrf}, headers={"Cookie": cookie}
+    )
+    assert started.status_code == 303, started.text
+    async with httpx.AsyncClient() as http:
+        issued = await http.get(f"{started.headers['location']}&login_hint={user}")
+    assert issued.status_code == 302, issued.text
+    cookie += f"; cc_login={started.cookies['cc_login']}"
+    return anonymous, await client.get(issued.headers["location"], headers={"Cookie": cookie})
+
+
+async def test_signing_in_gives_the_session_a_csrf_token_of_its_own(api):  # noqa: F811
+    anonymous, answer = await signed_in_over_http(api, "leiden-scgt", "alice")
+    assert answer.status_code == 303 and answer.headers["location"] == "/search"
+    sessions = Sessions(api.settings.secret_key.get_secret_value(), secure=False)
+    before, after = sessions.load(anonymous), sessions.load(answer.cookies[SESSION_COOKIE])
+    assert after.signed_in and after.principal.institution_slug == "leiden-scgt"
+    # A token known before sign-in (set by a script on a sibling host, read from a shared page) is worth nothing.
+    assert after.csrf != before.csrf

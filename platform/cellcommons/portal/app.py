@@ -31,7 +31,14 @@ from cellcommons.portal import (
     steward_pages,
 )
 from cellcommons.portal.pages import SIGN_IN_REASONS, Pages, SignInRequired, signed_in
-from cellcommons.portal.session import LOGIN_COOKIE, MAX_SESSION_SECONDS, SESSION_COOKIE, PortalSession, Sessions
+from cellcommons.portal.session import (
+    LOGIN_COOKIE,
+    MAX_SESSION_SECONDS,
+    SESSION_COOKIE,
+    PortalSession,
+    Sessions,
+    new_csrf_token,
+)
 from cellcommons.settings import Settings
 from cellcommons.storage import downloads
 
@@ -97,7 +104,9 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
         res = resources()
         principal, lifetime = await signin.finish(res.http, res.validator, pending, code, state)
         expires = time.time() + min(lifetime, MAX_SESSION_SECONDS)
-        session = PortalSession(principal=principal, csrf=session_of(request).csrf, expires_at=expires)
+        # A new token with the new principal: one the anonymous visitor's page held (or a sibling host planted
+        # in its cookie) must not carry over into the signed-in session.
+        session = PortalSession(principal=principal, csrf=new_csrf_token(), expires_at=expires)
         response = RedirectResponse("/search", status_code=303)
         response.set_cookie(SESSION_COOKIE, sessions.dump(session), **sessions.cookie_options(MAX_SESSION_SECONDS))
         response.delete_cookie(LOGIN_COOKIE, path="/")

@@ -52,7 +52,7 @@ class Sessions:
                     return session
             except (BadSignature, KeyError, TypeError, ValueError):
                 pass
-        return PortalSession(principal=None, csrf=secrets.token_urlsafe(24), expires_at=0)
+        return PortalSession(principal=None, csrf=new_csrf_token(), expires_at=0)
 
     def dump(self, session: PortalSession) -> str:
         return self._session.dumps(_encode(session))
@@ -67,6 +67,10 @@ class Sessions:
             return self._login.loads(cookie, max_age=LOGIN_SECONDS)
         except BadSignature:
             return None
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(24)
 
 
 def csrf_ok(session: PortalSession, submitted: str | None) -> bool:
