@@ -160,3 +160,12 @@ async def test_an_unnamed_graphql_operation_is_labelled_by_the_endpoints_path(ap
     before = value(await exposition(api), count, **labels)
     assert "errors" not in await api.query("{ __typename }")
     assert value(await exposition(api), count, **labels) == before + 1
+
+
+async def test_invented_http_methods_share_one_label(api):  # noqa: F811
+    for method in ("INVENTED1", "INVENTED2"):
+        await api.client.request(method, "/healthz")
+    text = await exposition(api)
+    assert "INVENTED" not in text
+    labels = {"method": "other", "operation": "unmatched", "status": "404"}
+    assert value(text, "cellcommons_request_duration_seconds_count", **labels) >= 2

@@ -48,9 +48,8 @@ class ObservabilityMiddleware:
             seconds = time.perf_counter() - started
             info.path = path_template(scope)
             operation = info.operation or info.path
-            self.metrics.request_seconds.labels(method=info.method, operation=operation, status=str(status)).observe(
-                seconds
-            )
+            method = self.metrics.method_label(info.method)
+            self.metrics.request_seconds.labels(method=method, operation=operation, status=str(status)).observe(seconds)
             logs.access(info, status, seconds)
             logs.unbind(token)
 

@@ -46,6 +46,9 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MAX_OPERATION_NAMES = 200
 OTHER = "other"
 
+# The request's method is the client's too (h11 accepts any token as a method): others are labelled `other`.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 # Token rejection messages are fixed strings in auth/validator.py, except one that names a JOSE header taken from
 # the token itself; that one is folded so an attacker cannot mint label values.
 _REASON_PREFIXES = {"header ": "header not accepted"}
@@ -99,6 +102,10 @@ class Metrics:
                 return OTHER
             self._operations.add(name)
         return name
+
+    @staticmethod
+    def method_label(method: str) -> str:
+        return method if method in METHODS else OTHER
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
