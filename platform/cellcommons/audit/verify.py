@@ -69,11 +69,21 @@ async def verify(session: AsyncSession, batch: int = BATCH) -> Verification:
         expected, prev = expected + 1, row.hash
     last = expected - 1
     if (head.seq, head.hash) != (last, prev):
-        problem = f"the chain head says seq {head.seq} with hash {head.hash}, but the chain ends at seq {last}"
-        if head.seq > last:
-            problem += f" with hash {prev} (event {last + 1} onwards missing)"
-        return Verification(last, head.seq, head.hash, broken_seq=last + 1, problem=problem)
+        return _head_disagrees(head, last, prev)
     return Verification(last, head.seq, head.hash)
+
+
+def _head_disagrees(head, last: int, prev: str) -> Verification:
+    problem = f"the chain head says seq {head.seq} with hash {head.hash}, but the chain ends at seq {last}"
+    if head.seq < last:
+        # Events the head does not account for were not appended through it: the break is the first of them.
+        beyond = f"event {last}" if head.seq + 1 == last else f"events {head.seq + 1}–{last}"
+        problem += f" ({beyond} beyond the head)"
+        return Verification(head.seq, head.seq, head.hash, broken_seq=head.seq + 1, broken_id=head.seq + 1,
+                            problem=problem)  # fmt: skip
+    if head.seq > last:
+        problem += f" with hash {prev} (event {last + 1} onwards missing)"
+    return Verification(last, head.seq, head.hash, broken_seq=last + 1, problem=problem)
 
 
 def _problem(row, expected: int, prev: str) -> str | None:
