@@ -5,10 +5,12 @@ sign-in itself is exercised in tests/e2e), so every POST still needs the session
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -269,19 +271,23 @@ async def signed_in_over_http(api, slug: str, user: str, path: str = "/sign-in")
     """The sign-in as a browser runs it: the anonymous session's form, the issuer, the callback. (The anonymous
     session cookie, the callback's answer.)"""
     client = api.client
+    client.cookies.clear()  # every sign-in starts as a new visitor; cookies travel in headers, as elsewhere here
     page = await client.get(f"{PORTAL}{path}")
     anonymous = page.cookies[SESSION_COOKIE]
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    hidden = {
+        name: html.unescape(value)
+        for name, value in re.findall(r'type="hidden" name="([^"]+)" value="([^"]*)"', page.text)
+    }
     cookie = f"{SESSION_COOKIE}={anonymous}"
-    started = await client.post(
-        f"{PORTAL}/sign-in", data={"institution": slug, "csrf": csrf}, headers={"Cookie": cookie}
-    )
+    started = await client.post(f"{PORTAL}/sign-in", data={**hidden, "institution": slug}, headers={"Cookie": cookie})
     assert started.status_code == 303, started.text
     async with httpx.AsyncClient() as http:
         issued = await http.get(f"{started.headers['location']}&login_hint={user}")
     assert issued.status_code == 302, issued.text
     cookie += f"; cc_login={started.cookies['cc_login']}"
-    return anonymous, await client.get(issued.headers["location"], headers={"Cookie": cookie})
+    answer = await client.get(issued.headers["location"], headers={"Cookie": cookie})
+    client.cookies.clear()
+    return anonymous, answer
 
 
 async def test_signing_in_gives_the_session_a_csrf_token_of_its_own(api):  # noqa: F811
@@ -292,3 +298,22 @@ async def test_signing_in_gives_the_session_a_csrf_token_of_its_own(api):  # noq
     assert after.signed_in and after.principal.institution_slug == "leiden-scgt"
     # A token known before sign-in (set by a script on a sibling host, read from a shared page) is worth nothing.
     assert after.csrf != before.csrf
+
+
+async def test_sign_in_returns_to_the_page_that_asked_for_it_and_only_to_a_page_of_this_site(api):  # noqa: F811
+    asked = await api.client.get(f"{PORTAL}/search?q=marrow&sort=newest")
+    assert asked.status_code == 303
+    sign_in_page = asked.headers["location"]
+    assert parse_qs(urlsplit(sign_in_page).query)["next"] == ["/search?q=marrow&sort=newest"]
+    _, answer = await signed_in_over_http(api, "leiden-scgt", "alice", sign_in_page)
+    assert answer.status_code == 303 and answer.headers["location"] == "/search?q=marrow&sort=newest"
+
+    for elsewhere in ("//evil.example/x", "/\\evil.example", "https://evil.example/", "/\tevil", "search"):
+        page = await api.client.get(f"{PORTAL}/sign-in", params={"next": elsewhere})
+        assert 'name="next"' not in page.text, elsewhere
+        _, answer = await signed_in_over_http(api, "leiden-scgt", "alice", f"/sign-in?{urlencode({'next': elsewhere})}")
+        assert answer.headers["location"] == "/search", elsewhere
+
+    # A form's POST is not replayed after sign-in: the sign-in page is asked without a return path.
+    posted = await api.client.post(f"{PORTAL}/requests/new", data={"csrf": "x"})
+    assert posted.status_code == 303 and "next=" not in posted.headers["location"]

@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -65,7 +65,8 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
     @portal.exception_handler(CellCommonsError)
     async def error_page(request: Request, exc: CellCommonsError) -> Response:
         if isinstance(exc, SignInRequired):
-            return RedirectResponse("/sign-in?" + urlencode({"why": exc.reason, "next": request.url.path}), 303)
+            back = {"next": return_path(request)} if request.method == "GET" else {}  # a form is not replayed
+            return RedirectResponse("/sign-in?" + urlencode({"why": exc.reason, **back}), 303)
         return render(request, "error.html", status=exc.status, error=exc)
 
     @portal.exception_handler(Exception)
@@ -77,14 +78,19 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
         return render(request, "home.html")
 
     @portal.get("/sign-in", response_class=HTMLResponse)
-    async def sign_in_page(request: Request, why: str | None = None) -> HTMLResponse:
+    async def sign_in_page(request: Request, why: str | None = None, next: str | None = None) -> HTMLResponse:
         async with resources().database.sessions() as db:
             issuers = await list_issuers(db)
         institutions = sorted({slug for slug, _ in issuers})
-        return render(request, "sign_in.html", institutions=institutions, why=SIGN_IN_REASONS.get(why or ""))
+        return render(
+            request, "sign_in.html", institutions=institutions, why=SIGN_IN_REASONS.get(why or ""),
+            next=local_path(next),
+        )  # fmt: skip
 
     @portal.post("/sign-in")
-    async def sign_in(request: Request, institution: str = Form(...), csrf: str = Form(None)) -> Response:
+    async def sign_in(
+        request: Request, institution: str = Form(...), csrf: str = Form(None), next: str = Form(None)
+    ) -> Response:
         require_csrf(request, csrf)
         async with resources().database.sessions() as db:
             issuers = {slug: issuer.issuer_url for slug, issuer in await list_issuers(db)}
@@ -93,7 +99,8 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
         redirect_uri = str(request.url_for("callback"))
         login = await signin.start(resources().http, issuers[institution], redirect_uri)
         response = RedirectResponse(login.redirect_to, status_code=303)
-        response.set_cookie(LOGIN_COOKIE, sessions.start_login(login.state), **sessions.cookie_options(600))
+        pending = {**login.state, "next": local_path(next)}
+        response.set_cookie(LOGIN_COOKIE, sessions.start_login(pending), **sessions.cookie_options(600))
         return response
 
     @portal.get("/auth/callback", name="callback")
@@ -107,7 +114,7 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
         # A new token with the new principal: one the anonymous visitor's page held (or a sibling host planted
         # in its cookie) must not carry over into the signed-in session.
         session = PortalSession(principal=principal, csrf=new_csrf_token(), expires_at=expires)
-        response = RedirectResponse("/search", status_code=303)
+        response = RedirectResponse(local_path(pending.get("next")) or "/search", status_code=303)
         response.set_cookie(SESSION_COOKIE, sessions.dump(session), **sessions.cookie_options(MAX_SESSION_SECONDS))
         response.delete_cookie(LOGIN_COOKIE, path="/")
         return response
@@ -182,6 +189,29 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
     for module in (access_pages, steward_pages, file_pages, curation_pages, export_pages):
         module.register(portal, pages)
     return portal
+
+
+# ---- where sign-in returns to ------------------------------------------------------------------------------
+
+MAX_RETURN_PATH = 2_000
+
+
+def return_path(request: Request) -> str:
+    """The page that asked for a sign-in, with its query (a search, an export's agreement and dataset)."""
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def local_path(value: str | None) -> str | None:
+    """`value` if it is a path on this site, else None: `next` comes from a URL anyone can write, and sending a
+    person who just signed in on to another site (`//evil.example`, `/\\evil.example`, `https://…`) is how
+    phishing borrows the platform's name."""
+    if not value or len(value) > MAX_RETURN_PATH or not value.startswith("/") or value.startswith("//"):
+        return None
+    if "\\" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return None  # browsers read a backslash as a slash and drop tabs and newlines: not a path we can vouch for
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else None
 
 
 # ---- the search page: what the URL asks for, and how facets and sorts are shown ------------------------------
