@@ -21,6 +21,7 @@ from cellcommons.catalogue.ontology import label
 from cellcommons.errors import CellCommonsError, InvalidInput
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.institutions.service import list_issuers
+from cellcommons.outages import OUTAGE_TYPES, unavailable_from
 from cellcommons.portal import (
     access_pages,
     curation_pages,
@@ -68,6 +69,15 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
             back = {"next": return_path(request)} if request.method == "GET" else {}  # a form is not replayed
             return RedirectResponse("/sign-in?" + urlencode({"why": exc.reason, **back}), 303)
         return render(request, "error.html", status=exc.status, error=exc)
+
+    async def outage_page(request: Request, exc: Exception) -> Response:
+        """The database or object storage is down: the person is told to try again shortly (503), as the API
+        says it; anything else of those types is a bug, and the generic page."""
+        outage = unavailable_from(exc)
+        return await error_page(request, outage) if outage else render(request, "error.html", status=500, error=None)
+
+    for outage_type in OUTAGE_TYPES:
+        portal.add_exception_handler(outage_type, outage_page)
 
     @portal.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> HTMLResponse:
