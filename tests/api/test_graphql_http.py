@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from tests.graphql.conftest import api, seeded_settings  # noqa: F401  (the seeded in-process API)
 
+from cellcommons.api.app import MAX_JSON_DEPTH
+
 JSON = {"content-type": "application/json"}
 
 
@@ -28,6 +30,28 @@ async def test_deeply_nested_variables_in_a_get_are_a_400(api):  # noqa: F811
     response = await api.client.get("/graphql", params=params)
     assert response.status_code == 400
     assert response.text == "the JSON is nested too deeply"
+
+
+def nested(levels: int) -> list:
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("levels", [100, 910])  # about 910: deep enough to exhaust the stack past decoding
+async def test_variables_nested_deeper_than_any_input_are_a_400(api, levels):  # noqa: F811
+    body = {"query": "{ viewer { signedIn } }", "variables": {"a": nested(levels)}}
+    response = await api.client.post("/graphql", json=body)
+    assert response.status_code == 400
+    assert response.text == f"the JSON nests more than {MAX_JSON_DEPTH} levels deep"
+
+
+async def test_variables_nested_to_the_limit_are_answered(api):  # noqa: F811
+    body = {"query": "{ viewer { signedIn } }", "variables": {"a": nested(MAX_JSON_DEPTH - 2)}}  # body, variables
+    response = await api.client.post("/graphql", json=body)
+    assert response.status_code == 200
+    assert response.json()["data"] == {"viewer": {"signedIn": False}}
 
 
 async def test_an_object_body_is_still_answered(api):  # noqa: F811

@@ -130,19 +130,42 @@ def graphql_router(settings: Settings) -> GraphQLRouter:
     return GraphQLEndpoint(schema, context_getter=context, graphql_ide=None if production else "graphiql")
 
 
+# Filters nest 6 levels of and/or/not (two JSON levels each); no input of the schema comes near this. Deeper
+# variables reach the cost guard's and graphql-core's recursive walks, which may run out of stack ("internal").
+MAX_JSON_DEPTH = 64
+
+
 class GraphQLEndpoint(GraphQLRouter):
-    """Strawberry's router, refusing with a 400 the JSON its request parsing would fail on with a 500."""
+    """Strawberry's router, refusing with a 400 the JSON its request parsing would fail on with a 500, and JSON
+    nested deeper than any input of the schema."""
 
     def decode_json(self, data: str | bytes) -> object:
         try:
             value = json.loads(data)
         except RecursionError:  # ~1 000 nested arrays or objects fit in a body well under the size limit
             raise HTTPException(400, "the JSON is nested too deeply") from None
+        if _nests_deeper(value, MAX_JSON_DEPTH):
+            raise HTTPException(400, f"the JSON nests more than {MAX_JSON_DEPTH} levels deep")
         # Bytes are a POST body (query parameters and multipart parts arrive as text): Strawberry reads it as an
         # object, or a list for batching (which it refuses itself).
         if isinstance(data, bytes) and not isinstance(value, dict | list):
             raise HTTPException(400, "the request body must be a JSON object")
         return value
+
+
+def _nests_deeper(value: object, limit: int) -> bool:
+    """Whether arrays and objects in `value` nest more than `limit` levels (without recursion of its own)."""
+    level = [value] if isinstance(value, dict | list) else []
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return bool(level)
 
 
 async def _close_after_response(session) -> None:
