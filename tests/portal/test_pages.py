@@ -317,3 +317,19 @@ async def test_sign_in_returns_to_the_page_that_asked_for_it_and_only_to_a_page_
     # A form's POST is not replayed after sign-in: the sign-in page is asked without a return path.
     posted = await api.client.post(f"{PORTAL}/requests/new", data={"csrf": "x"})
     assert posted.status_code == 303 and "next=" not in posted.headers["location"]
+
+
+async def test_what_the_framework_refuses_is_the_portals_own_error_page(visit, api):  # noqa: F811
+    reader = visit("lowlands-regmed")
+    missing = await reader.get("/datasets/CCD-NO-SUCH")
+    for path in ("/no/such/page", "/static/no-such.css"):
+        unknown = await reader.get(path)  # the same page as a missing (or hidden) record
+        assert (unknown.status_code, unknown.text) == (missing.status_code, missing.text), path
+    unreadable = await reader.get("/datasets/CCD-NO-SUCH?version=latest")
+    assert unreadable.status_code == 422 and unreadable.headers["content-type"].startswith("text/html")
+    assert "Version is not valid here." in unreadable.text
+    no_institution = await reader.post("/sign-in", {})
+    assert no_institution.status_code == 422 and "Institution is required." in no_institution.text
+    wrong_method = await api.client.put("/search")
+    assert wrong_method.status_code == 405 and "<h1>That did not work</h1>" in wrong_method.text
+    assert wrong_method.headers["allow"] == "GET"

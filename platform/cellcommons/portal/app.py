@@ -9,16 +9,18 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cellcommons.catalogue import reading, search
 from cellcommons.catalogue.dataset_page import dataset_page
 from cellcommons.catalogue.enums import AccessRights, ReleaseStatus
 from cellcommons.catalogue.ontology import label
-from cellcommons.errors import CellCommonsError, InvalidInput
+from cellcommons.errors import CellCommonsError, InvalidInput, NotFound
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.institutions.service import list_issuers
 from cellcommons.outages import OUTAGE_TYPES, unavailable_from
@@ -69,6 +71,26 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
             back = {"next": return_path(request)} if request.method == "GET" else {}  # a form is not replayed
             return RedirectResponse("/sign-in?" + urlencode({"why": exc.reason, **back}), 303)
         return render(request, "error.html", status=exc.status, error=exc)
+
+    @portal.exception_handler(RequestValidationError)
+    async def unreadable_request(request: Request, exc: RequestValidationError) -> Response:
+        """A query parameter or form field the route could not read: the error page naming it, not JSON."""
+        first = exc.errors()[0]
+        name = str(first["loc"][-1])
+        reason = "is required" if first["type"] == "missing" else "is not valid here"
+        return await error_page(request, InvalidInput(f"{name.replace('_', ' ')} {reason}", field=name))
+
+    @portal.exception_handler(StarletteHTTPException)
+    async def framework_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """No such route (or static file), or a method it does not take: the portal's own pages, a 404 the same
+        as that of a missing record."""
+        if exc.status_code == 404:
+            return await error_page(request, NotFound("there is no such page", field="path"))
+        error = CellCommonsError(str(exc.detail).lower())
+        error.status = exc.status_code
+        response = render(request, "error.html", status=exc.status_code, error=error)
+        response.headers.update(exc.headers or {})
+        return response
 
     async def outage_page(request: Request, exc: Exception) -> Response:
         """The database or object storage is down: the person is told to try again shortly (503), as the API
