@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 from tests.graphql.conftest import api, seeded_settings  # noqa: F401  (the seeded in-process API)
 
-from cellcommons.api.app import MAX_JSON_DEPTH
+from cellcommons.api.app import MAX_JSON_DEPTH, create_app
 
 JSON = {"content-type": "application/json"}
 
@@ -58,3 +60,12 @@ async def test_an_object_body_is_still_answered(api):  # noqa: F811
     response = await api.client.post("/graphql", content=b'{"query": "{ viewer { signedIn } }"}', headers=JSON)
     assert response.status_code == 200
     assert response.json()["data"] == {"viewer": {"signedIn": False}}
+
+
+@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
+def test_a_websocket_to_the_endpoint_is_closed_not_an_error(seeded_settings, protocol):  # noqa: F811
+    # The schema has no subscriptions. The TestClient re-raises whatever the app raises (it was a TypeError).
+    with TestClient(create_app(seeded_settings)) as client, pytest.raises(WebSocketDisconnect):
+        with client.websocket_connect("/graphql", subprotocols=[protocol]) as websocket:
+            websocket.send_json({"type": "connection_init"})
+            websocket.receive_json()

@@ -6,12 +6,14 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from cross_web import HTTPException  # what Strawberry's router answers as an HTTP error
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIWebSocketRoute
 from sqlalchemy.exc import DBAPIError
 from strawberry.fastapi import GraphQLRouter
 
@@ -137,7 +139,12 @@ MAX_JSON_DEPTH = 64
 
 class GraphQLEndpoint(GraphQLRouter):
     """Strawberry's router, refusing with a 400 the JSON its request parsing would fail on with a 500, and JSON
-    nested deeper than any input of the schema."""
+    nested deeper than any input of the schema. No websocket route: the schema has no subscriptions, and the
+    context getter takes a Request, so a websocket there failed with a TypeError instead of being refused."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.routes[:] = [route for route in self.routes if not isinstance(route, APIWebSocketRoute)]
 
     def decode_json(self, data: str | bytes) -> object:
         try:
