@@ -333,3 +333,15 @@ async def test_what_the_framework_refuses_is_the_portals_own_error_page(visit, a
     wrong_method = await api.client.put("/search")
     assert wrong_method.status_code == 405 and "<h1>That did not work</h1>" in wrong_method.text
     assert wrong_method.headers["allow"] == "GET"
+
+
+async def test_a_form_body_over_the_limit_is_refused_before_it_is_read(visit, api):  # noqa: F811
+    # Each field under Starlette's 1 MB part size, so only the body's size can refuse it.
+    fields = {f"padding{i}": "x" * 900_000 for i in range(3)}
+    anonymous = await api.client.post("/sign-in", data={"institution": "x", **fields})
+    assert anonymous.status_code == 413
+    reader = visit("lowlands-regmed")
+    huge = await reader.post("/requests/new", request_form("CCD-X") | fields)
+    assert huge.status_code == 413
+    fits = await reader.post("/requests/new", request_form("CCD-X", lay_summary="x" * 20_000))
+    assert fits.status_code == 404  # read and answered: there is no such dataset

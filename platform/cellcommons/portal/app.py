@@ -22,6 +22,8 @@ from cellcommons.catalogue.enums import AccessRights, ReleaseStatus
 from cellcommons.catalogue.ontology import label
 from cellcommons.errors import CellCommonsError, InvalidInput, NotFound
 from cellcommons.graphql.ids import Identifiers
+from cellcommons.graphql.limits.body import BodySizeLimit
+from cellcommons.graphql.limits.config import Limits
 from cellcommons.institutions.service import list_issuers
 from cellcommons.outages import OUTAGE_TYPES, unavailable_from
 from cellcommons.portal import (
@@ -63,6 +65,9 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
     ids = Identifiers(settings.secret_key.get_secret_value())
     pages = Pages(settings, resources, templates, sessions, ids)
     portal.mount("/static", StaticFiles(packages=[("cellcommons.portal", "static")]), name="static")
+    # Forms are small (file bytes go straight to object storage): a body over the API's limit is refused before
+    # it is read, where a form would be parsed whole into memory first, even on the anonymous sign-in POST.
+    portal.add_middleware(BodySizeLimit, max_bytes=Limits().max_body_bytes)
     session_of, render, require_csrf = pages.session, pages.render, pages.require_csrf
 
     @portal.exception_handler(CellCommonsError)
