@@ -255,6 +255,15 @@ async def test_a_csrf_token_or_sign_in_state_of_any_characters_is_refused_as_suc
     assert answer.status_code == 422 and "does not belong to this browser" in answer.text
 
 
+async def test_a_sign_in_the_issuer_refused_or_the_person_cancelled_says_so(api):  # noqa: F811
+    sessions = Sessions(api.settings.secret_key.get_secret_value(), secure=False)
+    login = sessions.start_login({"issuer": "http://127.0.0.1:1", "state": "s", "verifier": "v", "redirect_uri": "/"})
+    cancelled = await api.client.get(
+        "/auth/callback?error=access_denied&state=s", headers={"Cookie": f"cc_login={login}"}
+    )
+    assert cancelled.status_code == 422 and "Your institution did not sign you in" in cancelled.text
+
+
 async def test_the_sign_in_page_says_why_in_its_own_words_only(api):  # noqa: F811
     sent = await api.client.get("/requests")
     assert sent.status_code == 303 and "why=required" in sent.headers["location"]

@@ -141,8 +141,12 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
         return response
 
     @portal.get("/auth/callback", name="callback")
-    async def callback(request: Request, code: str | None = None, state: str | None = None) -> Response:
+    async def callback(
+        request: Request, code: str | None = None, state: str | None = None, error: str | None = None
+    ) -> Response:
         pending = sessions.finish_login(request.cookies.get(LOGIN_COOKIE))
+        if error and pending is not None:  # the person cancelled, or the issuer refused (RFC 6749 §4.1.2.1)
+            raise InvalidInput("your institution did not sign you in; sign in again", field="code")
         if pending is None or not code or not state:
             raise InvalidInput("the sign-in took too long or was not started here; sign in again", field="state")
         res = resources()
