@@ -8,6 +8,7 @@ import hashlib
 import html
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import date, timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -268,6 +269,13 @@ async def test_the_sign_in_page_says_why_in_its_own_words_only(api):  # noqa: F8
     sent = await api.client.get("/requests")
     assert sent.status_code == 303 and "why=required" in sent.headers["location"]
     assert "Sign in to see the catalogue." in (await api.client.get(sent.headers["location"])).text
+    sessions = Sessions(api.settings.secret_key.get_secret_value(), secure=False)
+    alice = Principal(uuid.uuid4(), "lowlands-regmed", "alice", frozenset({Role.reader}))
+    over = sessions.dump(PortalSession(principal=alice, csrf=CSRF, expires_at=time.time() - 1))
+    ended = await api.client.get("/requests", headers={"Cookie": f"{SESSION_COOKIE}={over}"})
+    assert ended.status_code == 303 and "why=ended" in ended.headers["location"]
+    page = await api.client.get(ended.headers["location"], headers={"Cookie": f"{SESSION_COOKIE}={over}"})
+    assert "Your session has ended." in page.text and ">Sign in</a>" in page.text and "Sign out" not in page.text
     crafted = await api.client.get("/sign-in", params={"why": "your account is locked; call +31 20 555 0100"})
     assert crafted.status_code == 200
     assert "account is locked" not in crafted.text and 'class="notice"' not in crafted.text

@@ -43,13 +43,12 @@ class Sessions:
         return {"max_age": max_age, "httponly": True, "samesite": "lax", "secure": self.secure, "path": "/"}
 
     def load(self, cookie: str | None) -> PortalSession:
-        """The session in the cookie; an anonymous one (with a fresh CSRF token) when absent, forged or expired."""
+        """The session in the cookie; an anonymous one (with a fresh CSRF token) when absent, forged or older than
+        a session can be. One whose sign-in has ended is kept as it is (`signed_in` is false), so that the
+        person is told their session ended rather than asked to sign in as if they never had."""
         if cookie:
             try:
-                data = self._session.loads(cookie, max_age=MAX_SESSION_SECONDS)
-                session = _decode(data)
-                if session.principal is None or session.signed_in:
-                    return session
+                return _decode(self._session.loads(cookie, max_age=MAX_SESSION_SECONDS))
             except (BadSignature, KeyError, TypeError, ValueError):
                 pass
         return PortalSession(principal=None, csrf=new_csrf_token(), expires_at=0)
