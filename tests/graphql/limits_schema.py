@@ -65,8 +65,16 @@ class ItemEdge:
 
 
 @strawberry.type
+class ItemFacets:
+    colour: int = 0
+    size: int = 0
+
+
+@strawberry.type
 class ItemConnection:
     edges: list[ItemEdge]
+    total_count: int = 0  # the aggregates of the real connections: counts over every row found
+    facets: ItemFacets = strawberry.field(default_factory=ItemFacets)
 
 
 @strawberry.type

@@ -156,6 +156,17 @@ async def test_cost_is_page_size_times_children_plus_one_and_reported():
     assert result.extensions["cost"]["requested"] == 3 * (4 + 1)
 
 
+async def test_counts_and_facets_cost_a_page_each_whatever_the_page_size():
+    """An aggregate reads every row the connection finds: `first: 0` does not make it free."""
+    query = "{ items(first: 0) { totalCount facets { colour size __typename } } }"
+    result, _ = await run(query)
+    assert result.extensions["cost"]["requested"] == 3 * Limits().aggregate_cost
+    aliased = "{ " + " ".join(f"a{i}: items(first: 0) {{ totalCount facets {{ colour }} }}" for i in range(30)) + " }"
+    refused(*(await run(aliased, limits=Limits(max_query_cost=5_999))), "query_too_costly")
+    result, _ = await run("{ items(first: 2) { totalCount edges { node { id } } } }")
+    assert result.extensions["cost"]["requested"] == 2 * (0 + 1) + Limits().aggregate_cost  # the page as before
+
+
 async def test_cost_cap_is_inclusive_at_the_default_limit():
     # five × items(100) × (parts(99) + 1) = 50 000, plus parts(1) = 1
     items = " ".join(f"a{i}: " + ITEMS_WITH_PARTS[2:-2] % (100, 99) for i in range(5))

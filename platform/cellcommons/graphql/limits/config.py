@@ -18,6 +18,7 @@ class Limits:
     max_fields: int = 2_000
     max_page_size: int = 100  # `first` / `last` of one connection
     max_query_cost: int = 50_000  # nodes one query may ask for
+    aggregate_cost: int = 100  # a count or facet over every row a connection finds: priced like a full page
     budget_points: int = 500_000  # cost points per principal per rolling window
     budget_window: timedelta = timedelta(hours=1)
     max_body_bytes: int = 1_048_576  # for BodySizeLimit in front of /graphql

@@ -1,9 +1,12 @@
 """What a query costs, computed from the validated document and the coerced variables before any resolver runs.
 
 GitHub's model: a connection (a field whose type name ends in `Connection`) costs its page size × (the cost
-of what it selects + 1); other fields cost what they select; the query costs the sum. Fields are collected as
-the executor collects them (fragments, type conditions, @skip/@include, fields merged by response key), so the
-figure is what execution would actually fetch at most. Abstract types cost their dearest possible type.
+of what it selects + 1); other fields cost what they select; the query costs the sum. Aggregates read every row
+the connection finds whatever its page size, so each (`totalCount`, each field of `facets`) costs
+`aggregate_cost` on top: without that, thirty aliases of `first: 0 { totalCount facets {…} }` cost nothing.
+Fields are collected as the executor collects them (fragments, type conditions, @skip/@include, fields merged by
+response key), so the figure is what execution would actually fetch at most. Abstract types cost their dearest
+possible type.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from graphql.execution.collect_fields import (
 from cellcommons.graphql.limits.config import Limits, limit_error
 
 PAGE_ARGUMENTS = ("first", "last")
+COUNT, FACETS = "totalCount", "facets"  # a connection's aggregates
 
 
 @dataclass
@@ -118,7 +122,26 @@ class _CostWalk:
         if not named.name.endswith("Connection"):
             return max(self._selected(named, details, path), default=0)
         page_size = self._page_size(definition, details[0].node, path)  # first, so errors read outside in
-        return page_size * (max(self._selected(named, details, path), default=0) + 1)
+        page = page_size * (max(self._selected(named, details, path), default=0) + 1)
+        return page + self.limits.aggregate_cost * self._aggregates(named, details)
+
+    def _aggregates(self, connection: GraphQLNamedType, details: list[FieldDetails]) -> int:
+        """How many aggregates a connection's selection asks for: its count and each facet."""
+        count = 0
+        for selected in self._subfields(connection, details):
+            name = selected[0].node.name.value
+            if name == COUNT:
+                count += 1
+            elif name == FACETS:
+                facets = get_named_type(connection.fields[FACETS].type)
+                count += sum(f[0].node.name.value != "__typename" for f in self._subfields(facets, selected))
+        return count
+
+    def _subfields(self, named: GraphQLNamedType, details: list[FieldDetails]) -> list[list[FieldDetails]]:
+        if not is_object_type(named):
+            return []
+        collected = collect_subfields(self.schema, self.fragments, self.variables, self.operation, named, details)
+        return list(collected.grouped_field_set.values())
 
     def _selected(self, named: GraphQLNamedType, details: list[FieldDetails], path: tuple[str, ...]) -> Iterator[int]:
         if is_abstract_type(named):
