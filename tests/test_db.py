@@ -133,3 +133,11 @@ async def test_a_request_whose_statement_failed_ends_without_an_error(fresh_sett
             assert await session.scalar(select(literal(1))) == 1
     finally:
         await database.dispose()
+
+
+async def test_a_failed_statements_error_names_the_statement_but_not_the_values(session):
+    """Values are what users and sources sent (lay summaries, donor data); errors end up in logs and job records."""
+    secret = "lay summary of patient 4711"
+    with pytest.raises(DBAPIError) as failed:
+        await session.execute(text("SELECT CAST(:count AS integer), :summary"), {"count": "x", "summary": secret})
+    assert "SELECT CAST" in str(failed.value) and secret not in str(failed.value)

@@ -38,7 +38,9 @@ class Base(DeclarativeBase):
 
 
 def make_engine(url: URL, **kwargs: object) -> AsyncEngine:
-    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+    # Statement errors name the statement, not its values: parameters carry what users and sources sent (lay
+    # summaries, donor data), and error messages end up in logs, job records and run histories.
+    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
 
 
 WROTE = "wrote"  # Session.info: the current transaction wrote something (flushed, or ran an INSERT/UPDATE/DELETE)
