@@ -179,8 +179,12 @@ def _gs(c: Condition, p: Purpose, r: Requester) -> str | None:
     return f"use is limited to {', '.join(regions)}; {r.institution_slug} is in {r.country}"
 
 
+def _named_users(c: Condition) -> set[str]:
+    return {u.strip() for u in c.parameter.get("users") or []}
+
+
 def _us(c: Condition, p: Purpose, r: Requester) -> str | None:
-    users = {u.strip() for u in c.parameter.get("users") or []}
+    users = _named_users(c)
     if r.qualified_subject in users or (r.orcid and r.orcid in users):
         return None
     return f"use is limited to named users; {r.qualified_subject} is not one"
@@ -189,8 +193,7 @@ def _us(c: Condition, p: Purpose, r: Requester) -> str | None:
 def _us_unconfirmed(c: Condition, r: Requester) -> str | None:
     """A US condition met only by an ORCID the requester typed in (no identity token vouched for it): a steward
     must confirm the person before approving."""
-    users = {u.strip() for u in c.parameter.get("users") or []}
-    if r.qualified_subject in users or r.orcid_verified:
+    if r.qualified_subject in _named_users(c) or r.orcid_verified:
         return None
     return f"the requester states the ORCID {r.orcid} of a named user; confirm that {r.qualified_subject} holds it"
 
