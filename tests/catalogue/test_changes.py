@@ -85,6 +85,13 @@ async def settled(database: Database) -> None:
     pytest.fail("the feed's watermark did not pass this test's commits in 60 s")
 
 
+async def first_draft(session, leiden, node: str) -> tuple:
+    """A dataset of leiden's, over a batch of its own, with one draft version: its id and accession."""
+    await service.save_batch(session, leiden, valid_batch(), origin=node)
+    draft = await service.save_dataset(session, leiden, valid_dataset(), origin=node)
+    return draft.dataset_id, (await session.get_one(Dataset, draft.dataset_id)).accession
+
+
 def batch_ids(rows: list[Change]) -> list:
     return [(c.record_id, c.operation) for c in rows if c.record_type == "Batch"]
 
@@ -208,9 +215,7 @@ async def test_others_see_a_datasets_changes_only_when_a_version_they_see_is_pub
     node = fresh_settings.node_id
     async with database.unit_of_work() as session:
         maple = await service.save_institution(session, InstitutionIn(**INSTITUTIONS[2]), origin="test")
-        await service.save_batch(session, leiden, valid_batch(), origin=node)
-        draft = await service.save_dataset(session, leiden, valid_dataset(), origin=node)
-        accession = (await session.get_one(Dataset, draft.dataset_id)).accession
+        dataset_id, accession = await first_draft(session, leiden, node)
         await service.save_dataset(session, leiden, valid_dataset(title="Edited"), origin=node, accession=accession)
         await service.publish(session, leiden, accession)
         second = await service.save_dataset(
@@ -228,7 +233,7 @@ async def test_others_see_a_datasets_changes_only_when_a_version_they_see_is_pub
     async def dataset_changes(principal) -> list[str]:
         async with database.unit_of_work() as session:
             page = await changes.read_feed(session, principal, node, FeedRequest(first=100))
-        return [c.operation for c in page.changes if c.record_type == "Dataset" and c.record_id == draft.dataset_id]
+        return [c.operation for c in page.changes if c.record_type == "Dataset" and c.record_id == dataset_id]
 
     await settled(database)
     assert await dataset_changes(member(leiden)) == ["create"] + ["update"] * 7, "members see every change"
@@ -243,9 +248,7 @@ async def test_the_migration_shares_the_publishes_logged_before_dataset_changes_
     node = fresh_settings.node_id
     async with database.unit_of_work() as session:
         maple = await service.save_institution(session, InstitutionIn(**INSTITUTIONS[2]), origin="test")
-        await service.save_batch(session, leiden, valid_batch(), origin=node)
-        draft = await service.save_dataset(session, leiden, valid_dataset(), origin=node)
-        accession = (await session.get_one(Dataset, draft.dataset_id)).accession
+        dataset_id, accession = await first_draft(session, leiden, node)
         await service.publish(session, leiden, accession)
     for content in (valid_dataset(title="Second", access_rights="non_public"), valid_dataset(title="Third")):
         async with database.unit_of_work() as session:
@@ -255,7 +258,7 @@ async def test_the_migration_shares_the_publishes_logged_before_dataset_changes_
         await service.save_dataset(session, leiden, valid_dataset(title="Draft"), origin=node, accession=accession)
 
     def shared():
-        return select(Change.shared).where(Change.record_id == draft.dataset_id).order_by(Change.seq)
+        return select(Change.shared).where(Change.record_id == dataset_id).order_by(Change.seq)
 
     async with database.unit_of_work() as session:
         written = list(await session.scalars(shared()))
@@ -272,7 +275,7 @@ async def test_the_migration_shares_the_publishes_logged_before_dataset_changes_
     await settled(database)
     async with database.unit_of_work() as session:
         page = await changes.read_feed(session, member(maple), node, FeedRequest(first=100))
-    assert [c.operation for c in page.changes if c.record_id == draft.dataset_id] == ["update", "update"]
+    assert [c.operation for c in page.changes if c.record_id == dataset_id] == ["update", "update"]
 
 
 def test_cursors_round_trip_and_bad_ones_name_the_argument():
