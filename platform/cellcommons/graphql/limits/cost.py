@@ -128,20 +128,21 @@ class _CostWalk:
     def _aggregates(self, connection: GraphQLNamedType, details: list[FieldDetails]) -> int:
         """How many aggregates a connection's selection asks for: its count and each facet."""
         count = 0
-        for selected in self._subfields(connection, details):
+        for selected in self._subfields(connection, details).values():
             name = selected[0].node.name.value
             if name == COUNT:
                 count += 1
             elif name == FACETS:
                 facets = get_named_type(connection.fields[FACETS].type)
-                count += sum(f[0].node.name.value != "__typename" for f in self._subfields(facets, selected))
+                count += sum(f[0].node.name.value != "__typename" for f in self._subfields(facets, selected).values())
         return count
 
-    def _subfields(self, named: GraphQLNamedType, details: list[FieldDetails]) -> list[list[FieldDetails]]:
+    def _subfields(self, named: GraphQLNamedType, details: list[FieldDetails]) -> GroupedFieldSet:
+        """The fields selected on `named` under `details`, as the executor collects them (none unless an object)."""
         if not is_object_type(named):
-            return []
+            return {}
         collected = collect_subfields(self.schema, self.fragments, self.variables, self.operation, named, details)
-        return list(collected.grouped_field_set.values())
+        return collected.grouped_field_set
 
     def _selected(self, named: GraphQLNamedType, details: list[FieldDetails], path: tuple[str, ...]) -> Iterator[int]:
         if is_abstract_type(named):
@@ -149,10 +150,7 @@ class _CostWalk:
         else:
             possible = [named] if is_object_type(named) else []
         for runtime_type in possible:
-            collected = collect_subfields(
-                self.schema, self.fragments, self.variables, self.operation, runtime_type, details
-            )
-            yield self._fields(runtime_type, collected.grouped_field_set, path)
+            yield self._fields(runtime_type, self._subfields(runtime_type, details), path)
 
     def _page_size(self, definition: GraphQLField, node: FieldNode, path: tuple[str, ...]) -> int:
         arguments = get_argument_values(definition, node, self.variables)
