@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import httpx
 import pytest
 from tests.storage.files import get, member, put
 from tests.storage.test_multipart import PART, _send, _start
@@ -72,8 +73,6 @@ class _Overwritten(ObjectStore):
     def stat(self, bucket, key):
         found = super().stat(bucket, key)
         if key.startswith("staging/"):
-            import httpx
-
             assert httpx.put(self.url, content=b"other bytes").status_code == 200
         return found
 
