@@ -131,11 +131,14 @@ class ExportWorker:
                 job = await outlasting(self.run_next, _report_outage)
                 if job is not None and on_job:
                     on_job(job)
-                if job is not None and job.status is not ExportStatus.queued:
+                if job is None:  # nothing to claim (or the database away): poll again after `interval`
+                    given_back = 0
+                elif job.status is ExportStatus.queued:  # given back in an outage
+                    given_back += 1
+                else:
                     given_back = 0
                     continue
-                given_back = given_back + 1 if job is not None else 0
-                pause = interval if not given_back else min(MAX_PAUSE, interval * 2**given_back)
+                pause = min(MAX_PAUSE, interval * 2**given_back) if given_back else interval
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=pause * random.uniform(0.8, 1.2))
                 except TimeoutError:
