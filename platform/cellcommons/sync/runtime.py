@@ -45,7 +45,7 @@ from cellcommons.sync.sdk import (
     TransientError,
     connector_class,
 )
-from cellcommons.sync.secrets import unseal
+from cellcommons.sync.secrets import redact, unseal
 from cellcommons.sync.targets import TARGETS
 
 ACTOR = "system:sync"
@@ -466,7 +466,4 @@ def _failure(exc: Exception, source: SourceView) -> str:
         message += f" (SQLSTATE {code})" if code else ""
     else:
         message = f"{type(exc).__name__}: {exc}"
-    for secret in source.secrets.values():
-        if secret:
-            message = message.replace(secret, "***")
-    return message[:MAX_ERROR]
+    return redact(message, source.secrets)[:MAX_ERROR]

@@ -42,3 +42,10 @@ def unseal(settings: Settings, source: str, sealed: str | None) -> dict[str, str
         # Wrong secret key, or the value was moved from another source: say so without showing anything.
         raise InvalidInput(f"the secrets of source {source!r} cannot be opened with this secret key",
                            field="CELLCOMMONS_SECRET_KEY") from None  # fmt: skip
+
+
+def redact(message: str, secrets: dict[str, str]) -> str:
+    """`message` with every secret of a source masked: an error may quote a URL or a request."""
+    for secret in filter(None, secrets.values()):
+        message = message.replace(secret, "***")
+    return message

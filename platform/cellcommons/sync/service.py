@@ -14,7 +14,7 @@ from cellcommons.sync import repository
 from cellcommons.sync.models import QuarantinedRecord, SyncSource
 from cellcommons.sync.schedule import check_schedule, next_fire
 from cellcommons.sync.sdk import Connector, ConnectorContext, connector_class
-from cellcommons.sync.secrets import seal
+from cellcommons.sync.secrets import redact, seal
 
 NAME_RULE = "must start with a letter and hold 2–60 lowercase letters, digits or '-'"
 
@@ -63,9 +63,7 @@ async def _check_configuration(kind: type[Connector], context: ConnectorContext)
         raise
     except Exception as exc:  # a third-party connector's own complaint (never quoting a secret)
         message = f"the connector refused the configuration of source {context.source!r}: {type(exc).__name__}: {exc}"
-        for secret in filter(None, context.secrets.values()):
-            message = message.replace(secret, "***")
-        raise InvalidInput(message, field="config") from None
+        raise InvalidInput(redact(message, context.secrets), field="config") from None
     await connector.close()
 
 
