@@ -48,9 +48,8 @@ async def publish_dataset(session, institution: Institution, node_id: str, **ove
     return await service.publish(session, institution, dataset.accession)
 
 
-@pytest.fixture
-async def consortium(session, settings) -> Consortium:
-    node = settings.node_id
+async def build_consortium(session, node: str) -> Consortium:
+    """The consortium written in `session`: the fixture's rolled-back one, or a committed one of a test's own."""
     institutions = {
         key: await service.save_institution(session, InstitutionIn(**data), origin=node)
         for key, data in INSTITUTIONS.items()
@@ -58,3 +57,8 @@ async def consortium(session, settings) -> Consortium:
     versions = {key: await publish_dataset(session, institutions[key], node) for key in ("leiden", "lowlands")}
     datasets = {key: await session.get_one(Dataset, v.dataset_id) for key, v in versions.items()}
     return Consortium(institutions, datasets, versions, node)
+
+
+@pytest.fixture
+async def consortium(session, settings) -> Consortium:
+    return await build_consortium(session, settings.node_id)

@@ -8,15 +8,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import pytest
-from tests.access.conftest import INSTITUTIONS, person, publish_dataset
+from tests.access.conftest import build_consortium
 
 from cellcommons.access import decisions, requests
 from cellcommons.access.models import RequestStatus
 from cellcommons.access.schemas import TermsIn
 from cellcommons.auth.principal import Principal, Role
-from cellcommons.catalogue import service
-from cellcommons.catalogue.models import Dataset
-from cellcommons.catalogue.schemas import InstitutionIn
 from cellcommons.db import Database
 from cellcommons.errors import Conflict
 
@@ -44,23 +41,18 @@ async def database(fresh_settings):
 async def submitted(database, fresh_settings) -> Submitted:
     node_id = fresh_settings.node_id
     async with database.unit_of_work() as session:
-        leiden, lowlands, stroma = [
-            await service.save_institution(session, InstitutionIn(**INSTITUTIONS[key]), origin=node_id)
-            for key in ("leiden", "lowlands", "stroma")
-        ]
-        datasets = [
-            await session.get_one(Dataset, (await publish_dataset(session, custodian, node_id)).dataset_id)
-            for custodian in (leiden, lowlands)
-        ]
-        dave = person(stroma, "dave")
+        consortium = await build_consortium(session, node_id)
+        dave = consortium.member("stroma", "dave")
+        datasets = [consortium.datasets[key].id for key in ("leiden", "lowlands")]
         raw = {
-            "datasets": [d.id for d in datasets], "purpose_terms": ["DUO:0000006"], "commercial_use": False,
+            "datasets": datasets, "purpose_terms": ["DUO:0000006"], "commercial_use": False,
             "lay_summary": "Potency markers of BM-MSC after thaw", "ethics_reference": "METC-2026-117",
             "period_start": TODAY, "period_end": TODAY + timedelta(days=365),
         }  # fmt: skip
         request = await requests.create_request(session, dave, requests.parse_request(raw), node_id=node_id)
         await requests.submit(session, dave, request.id, node_id=node_id)
-    return Submitted(request.id, dave, person(leiden, "lea", Role.steward), person(lowlands, "lou", Role.steward))
+    member = consortium.member
+    return Submitted(request.id, dave, member("leiden", "lea", Role.steward), member("lowlands", "lou", Role.steward))
 
 
 async def _racing(database, first_work, second_work):

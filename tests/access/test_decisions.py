@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import func, select
-from tests.access.conftest import INSTITUTIONS, person, publish_dataset
+from tests.access.conftest import build_consortium, publish_dataset
 
 from cellcommons.access import decisions, repository, requests
 from cellcommons.access.agreements import covered_dataset_versions, today
@@ -25,9 +25,8 @@ from cellcommons.access.schemas import TermsIn
 from cellcommons.access.visibility import downloadable_dataset_versions
 from cellcommons.audit.models import AuditEvent
 from cellcommons.auth.principal import Role
-from cellcommons.catalogue import service
 from cellcommons.catalogue.models import Dataset, DatasetVersion
-from cellcommons.catalogue.schemas import DataUseConditionIn, InstitutionIn
+from cellcommons.catalogue.schemas import DataUseConditionIn
 from cellcommons.db import Database
 from cellcommons.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
@@ -338,15 +337,10 @@ async def test_the_schedulers_sweep_duty_expires_an_ended_agreement_at_once_and_
     database, stop, node, on = Database(fresh_settings), asyncio.Event(), fresh_settings.node_id, today()
     try:
         async with database.unit_of_work() as session:
-            institutions = {
-                key: await service.save_institution(session, InstitutionIn(**data), origin=node)
-                for key, data in INSTITUTIONS.items()
-            }
-            version = await publish_dataset(session, institutions["leiden"], node)
-            dataset = await session.get_one(Dataset, version.dataset_id)
-            request = await submitted(session, person(institutions["lowlands"], "bob"), dataset,
+            consortium = await build_consortium(session, node)
+            request = await submitted(session, consortium.member("lowlands", "bob"), consortium.datasets["leiden"],
                                       period_start=on - timedelta(days=10), period_end=on)  # fmt: skip
-            steward = person(institutions["leiden"], "lea", Role.steward)
+            steward = consortium.member("leiden", "lea", Role.steward)
             agreement = await decisions.approve(session, steward, request.id, TermsIn(), on=on - timedelta(days=10))
         duty = asyncio.create_task(decisions.keep_agreements_current(database, stop))
         for _ in range(100):
