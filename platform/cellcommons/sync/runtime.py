@@ -32,7 +32,15 @@ from cellcommons.settings import Settings
 from cellcommons.sync import repository
 from cellcommons.sync.harvest import HarvestTarget
 from cellcommons.sync.models import RunStatus, RunTrigger, SyncRun, SyncSource
-from cellcommons.sync.pages import CheckedPage, PageOutcome, PageWork, Rejected, check_page_between, land_page
+from cellcommons.sync.pages import (
+    KEY_LENGTH,
+    CheckedPage,
+    PageOutcome,
+    PageWork,
+    Rejected,
+    check_page_between,
+    land_page,
+)
 from cellcommons.sync.resilience import BreakerPolicy, RetryPolicy
 from cellcommons.sync.schedule import next_fire
 from cellcommons.sync.sdk import (
@@ -396,7 +404,7 @@ def _quarantined(run_id: uuid.UUID, work: PageWork, rejected: Rejected) -> dict[
         "source_id": work.source_id,
         "run_id": run_id,
         "stream": work.stream,
-        "record_key": rejected.key[:200] if rejected.key else None,
+        "record_key": rejected.key[:KEY_LENGTH] if rejected.key else None,
         "payload": _storable(to_jsonable_python(rejected.record.data, fallback=str)),
         "source_updated_at": rejected.record.updated_at,
         "deleted": rejected.record.deleted,
