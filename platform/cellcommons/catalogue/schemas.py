@@ -62,10 +62,17 @@ def numeric(precision: int, scale: int, **bounds: Decimal | int) -> object:
 
 
 NoNul = AfterValidator(_without_nul)
+
+
+def text(max_length: int, min_length: int | None = None) -> object:
+    """Text stripped of surrounding whitespace, of at most `max_length` characters, without NUL characters."""
+    return Annotated[str, StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length), NoNul]
+
+
 Str = Annotated[str, NoNul]
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), NoNul]
-LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000), NoNul]
-Unit = Annotated[str, StringConstraints(strip_whitespace=True, max_length=40), NoNul]
+Text = text(500, min_length=1)
+LongText = text(20_000, min_length=1)
+Unit = text(40)
 Curie = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z][A-Za-z0-9_]*:[A-Za-z0-9_]+$")]
 UberonCurie = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^UBERON:\d{7}$")]
 ClCurie = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^CL:\d{7}$")]
@@ -128,9 +135,9 @@ class DonorIn(Input):
 
 class CollectionIn(Input):
     donor: Str  # the donor's pseudonym within the institution
-    din: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20), NoNul] | None = None
-    sec_donation: Annotated[str, StringConstraints(strip_whitespace=True, max_length=30), NoNul] | None = None
-    sec_product: Annotated[str, StringConstraints(strip_whitespace=True, max_length=30), NoNul] | None = None
+    din: text(20) | None = None
+    sec_donation: text(30) | None = None
+    sec_product: text(30) | None = None
     tissue: UberonCurie
     collected_on: date
     volume_ml: numeric(10, 2, ge=0) | None = None
@@ -150,7 +157,7 @@ class SpecCriterionIn(Input):
 
 
 class SpecificationIn(Input):
-    version: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40), NoNul]
+    version: text(40, min_length=1)
     product_name: Text | None = None
     criteria: list[SpecCriterionIn] = Field(min_length=1)
 
@@ -202,8 +209,8 @@ class BatchIn(Input):
 
 
 class ColumnIn(Input):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120), NoNul]
-    type: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40), NoNul]
+    name: text(120, min_length=1)
+    type: text(40, min_length=1)
     sensitivity: Sensitivity
     description: Text | None = None
 
