@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select
 from strawberry.utils.str_converters import to_camel_case
 from tests.catalogue.factories import BM_MSC, BONE_MARROW, GRU, valid_batch, valid_collection, valid_donor, valid_spec
+from tests.catalogue.test_changes import settled
 
 from cellcommons.audit.models import AuditEvent
 from cellcommons.catalogue import service
@@ -139,6 +140,7 @@ async def test_a_submitter_submits_a_batch_with_qc_and_it_is_audited_and_in_the_
     audited = await events(database, "catalogue.batch.create")
     assert [e.target for e in audited if e.details["key"] == "API-BM-1"]
     assert audited[-1].actor.startswith("user:") and audited[-1].institution == LEIDEN
+    await settled(database)  # the feed shows a commit once every older transaction of the cluster has ended
     changes, _ = await follow(api, headers, cursor)
     assert [(c["operation"], c["record"]["lotNumber"]) for c in changes] == [
         ("create", "API-BM-1"),
