@@ -149,6 +149,8 @@ CASES: list[tuple[str, object, list[Action], str]] = [
     ("other steward's event", audit("user:other-steward", OTHER), [Action.view], "H HHAH HHHH H"),
     ("own machine client's event", audit("client:sync", OWN), [Action.view], "H HHHH HHAH H"),
     ("own reader's event", audit("user:own-reader", OWN), [Action.update], "H HHHH FHFH H"),
+    # subjects are unique per issuer only: another institution's "own-reader" is someone else
+    ("namesake's event elsewhere", audit("user:own-reader", OTHER), [Action.view], "H HHAH HHHH H"),
 ]  # fmt: skip
 
 

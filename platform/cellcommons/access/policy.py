@@ -180,8 +180,9 @@ def visible(principal: Principal | None, resource: Resource) -> bool:
         return False
     if isinstance(resource, AuditEntry):
         # Everyone sees their own actions; stewards (their institution's DAC) see all of their institution's.
-        own_institution = principal.has(Role.steward) and resource.institution == principal.institution_slug
-        return resource.actor == principal.actor or own_institution
+        # A subject is unique within its issuer only, so one's own actions are those under one's institution.
+        in_institution = resource.institution == principal.institution_slug
+        return in_institution and (resource.actor == principal.actor or principal.has(Role.steward))
     if isinstance(resource, AccessRequestRecord):
         deciding = _member(principal, resource) and principal.has(Role.steward) and resource.submitted
         return resource.requested_by(principal) or deciding
