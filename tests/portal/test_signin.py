@@ -39,10 +39,15 @@ ENDPOINTS = {"authorization_endpoint": f"{ISSUER}/authorize", "token_endpoint": 
         httpx.Response(200, text="<html>maintenance</html>"),
         httpx.Response(200, json={"token_type": "Bearer"}),
         httpx.Response(200, json=["not", "an", "object"]),
-        httpx.Response(200, json={"access_token": 42}),
-        httpx.Response(200, json={"access_token": "t", "expires_in": "soon"}),
+        httpx.Response(200, json={"access_token": 42, "id_token": "i"}),
+        httpx.Response(200, json={"access_token": "t", "id_token": "i", "expires_in": "soon"}),
+        httpx.Response(200, json={"access_token": "t", "token_type": "Bearer"}),
+        httpx.Response(200, json={"access_token": "t", "id_token": ""}),
     ],
-    ids=["unreachable", "timeout", "not-json", "no-token", "a-list", "token-not-text", "lifetime-not-number"],
+    ids=[
+        *("unreachable", "timeout", "not-json", "no-token", "a-list", "token-not-text", "lifetime-not-number"),
+        *("no-id-token", "empty-id-token"),
+    ],
 )
 async def test_a_token_endpoint_that_answers_badly_is_an_issuer_to_retry(token):
     async with issuer(ENDPOINTS, token) as http:
