@@ -131,16 +131,21 @@ app.add_typer(storage_app, name="storage")
 @_reported
 def storage_clean_staging_command(
     older_than: Annotated[
-        float, typer.Option(min=1, help="hours after its last URL expired that a pending upload counts as abandoned")
+        float,
+        typer.Option(
+            min=1,
+            help="hours after its last URL expired that a pending upload counts as abandoned, and the age an "
+            "object no record names must reach before it is deleted",
+        ),
     ] = 24,
 ) -> None:
-    """Expire abandoned uploads and delete what they staged (multipart parts too) and any orphaned staging
-    objects. The scheduler does this every hour."""
+    """Expire abandoned uploads and delete what they staged (multipart parts too), orphaned staging objects, and
+    dataset files and export results no record names. The scheduler does this every hour."""
     from datetime import timedelta
 
-    from cellcommons.storage.cleanup import clean_staging_now
+    from cellcommons.storage.cleanup import clean_storage_now
 
-    cleaned = clean_staging_now(load_settings(), timedelta(hours=older_than))
+    cleaned = clean_storage_now(load_settings(), timedelta(hours=older_than))
     console.print(cleaned.summary(), highlight=False, soft_wrap=True)
 
 

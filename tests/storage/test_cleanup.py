@@ -150,7 +150,8 @@ async def test_the_command_cleans_committed_uploads_and_the_chain_stays_intact(f
         result = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, timeout=99)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == (
-            "1 abandoned uploads expired, 0 orphaned staging objects and 0 orphaned multipart uploads deleted"
+            "1 abandoned uploads expired; deleted 0 orphaned staging objects, 0 orphaned multipart uploads, "
+            "0 dataset files no distribution names and 0 export results no job names"
         )
         assert await _status(fresh_settings, upload_id) is UploadStatus.expired
         assert _left_behind(store, bucket) == ([], [])

@@ -1,20 +1,36 @@
-"""Cleaning staging: uploads never completed leave bytes behind, and this takes them away.
+"""Cleaning object storage: uploads never completed leave bytes behind, replaced files and dead export attempts
+leave objects no record names, and this takes them away.
 
 An upload is abandoned when it is still pending a day (the TTL) after its last URL expired (URLs live 15
 minutes; re-signing a multipart upload's part URLs keeps it alive, so a long upload is never cut off). The
 cleanup deletes what it staged (aborting a multipart upload with its parts), marks it `expired` and audits
 that, in batches, each its own transaction. Then it deletes what no pending upload accounts for (a distribution
 deleted with its uploads, a transaction lost after object storage was written): staging objects and unfinished
-multipart uploads older than the TTL in every institution bucket. S3 deletions are idempotent, so a batch
-whose commit fails is simply done again by the next run.
+multipart uploads older than the TTL in every institution bucket.
 
-It runs in the scheduler process every hour (`sync.console.run_scheduler`) and as `cellcommons storage
-clean-staging`; several at once are safe (locked rows are skipped, deletions repeat harmlessly).
+Last, it deletes the dataset files and export results older than the TTL that no record names: a file replaced
+on a draft or left by a discarded draft (a distribution names only its latest upload's key), and an export
+attempt whose worker died between its upload and its commit (the next attempt writes a key of its own). The
+records decide, looked up a page of keys per statement: a file stays while a distribution of any version names
+it or its upload is still pending (a completion that lost its transaction is repeated on the file at its key);
+an export result stays while its job names it, whatever the job's status or agreement (the end of an agreement
+is for its terms to settle, not for this sweep), and so does every attempt of a job still queued or running.
+Keys embed the upload or job that writes them, and a finished upload or job never writes or records a key again:
+once no record names a key, none ever will, so deleting it after the look-up is safe. The TTL is a margin on
+top (object storage's clock against the database's). Keys of a shape the platform never writes are left alone.
+
+S3 deletions are idempotent, so a batch whose commit fails is simply done again by the next run. It runs in the
+scheduler process every hour (`sync.console.run_scheduler`) and as `cellcommons storage clean-staging`;
+several at once are safe (locked rows are skipped, deletions repeat harmlessly).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,6 +49,13 @@ EVERY = timedelta(hours=1)  # how often the scheduler cleans
 BATCH = 100
 ACTOR = "system:staging-cleanup"
 STAGING = buckets.staging_key("")  # the prefix every staging key shares
+PAGE = 1000  # keys looked up in one statement (and deleted in one go)
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+FILES = "files/"
+# buckets.file_key: files/<dataset version>/<distribution>/<upload>
+FILE_KEY = re.compile(rf"files/({_UUID})/{_UUID}/({_UUID})")
+# exports.worker: <agreement>/<job>-<attempt>.parquet, each attempt its own
+EXPORT_KEY = re.compile(rf"{_UUID}/({_UUID})-[0-9a-f]{{12}}\.parquet")
 
 
 @dataclass
@@ -40,15 +63,18 @@ class Cleaned:
     expired_uploads: int = 0
     orphaned_objects: int = 0
     orphaned_multipart: int = 0
+    unreferenced_files: int = 0
+    unreferenced_exports: int = 0
 
     def summary(self) -> str:
         return (
-            f"{self.expired_uploads} abandoned uploads expired, {self.orphaned_objects} orphaned staging objects "
-            f"and {self.orphaned_multipart} orphaned multipart uploads deleted"
+            f"{self.expired_uploads} abandoned uploads expired; deleted {self.orphaned_objects} orphaned staging "
+            f"objects, {self.orphaned_multipart} orphaned multipart uploads, {self.unreferenced_files} dataset files "
+            f"no distribution names and {self.unreferenced_exports} export results no job names"
         )
 
 
-async def clean_staging(
+async def clean_storage(
     database: Database, store: ObjectStore, settings: Settings, *, ttl: timedelta = STAGING_TTL
 ) -> Cleaned:
     before = datetime.now(UTC) - ttl
@@ -64,6 +90,13 @@ async def clean_staging(
     cleaned.orphaned_objects, cleaned.orphaned_multipart = await asyncio.to_thread(
         delete_orphans, store, settings, before, pending
     )
+    for bucket in await asyncio.to_thread(store.bucket_names, buckets.institution_bucket_prefix(settings)):
+        cleaned.unreferenced_files += await delete_unnamed(database, store, bucket, FILES, FILE_KEY, before,
+                                                           repository.named_files)  # fmt: skip
+    exports = buckets.exports_bucket(settings)
+    if exports in await asyncio.to_thread(store.bucket_names, exports):
+        cleaned.unreferenced_exports = await delete_unnamed(database, store, exports, "", EXPORT_KEY, before,
+                                                            repository.named_exports)  # fmt: skip
     return cleaned
 
 
@@ -104,17 +137,46 @@ def delete_orphans(store: ObjectStore, settings: Settings, before: datetime, pen
     return objects, multiparts
 
 
-def clean_staging_now(settings: Settings, ttl: timedelta = STAGING_TTL) -> Cleaned:
+async def delete_unnamed(
+    database: Database,
+    store: ObjectStore,
+    bucket: str,
+    prefix: str,
+    shape: re.Pattern[str],
+    before: datetime,
+    named: Callable[[AsyncSession, list[tuple]], Awaitable[set[str]]],
+) -> int:
+    """Delete the keys under `prefix` of the platform's `shape` (its groups: the ids of the records that may name
+    them) last written before `before` that `named` does not keep, a page of keys at a time. Pages are taken from
+    the listing as it goes (on a thread: listing blocks), so only a page is held once the listing is lazy."""
+    listed = iter(await asyncio.to_thread(store.keys_older_than, bucket, prefix, before))
+    deleted = 0
+    while page := await asyncio.to_thread(lambda: list(itertools.islice(listed, PAGE))):
+        ours = [(key, *map(uuid.UUID, found.groups())) for key in page if (found := shape.fullmatch(key))]
+        async with database.unit_of_work() as session:
+            kept = await named(session, ours)
+        unnamed = [key for key, *_ in ours if key not in kept]
+        await asyncio.to_thread(_delete, store, bucket, unnamed)
+        deleted += len(unnamed)
+    return deleted
+
+
+def _delete(store: ObjectStore, bucket: str, keys: list[str]) -> None:
+    for key in keys:
+        store.delete(bucket, key)
+
+
+def clean_storage_now(settings: Settings, ttl: timedelta = STAGING_TTL) -> Cleaned:
     """One cleanup from a command line."""
 
     store = ObjectStore.from_settings(settings)
-    return with_database(settings, lambda database: clean_staging(database, store, settings, ttl=ttl))
+    return with_database(settings, lambda database: clean_storage(database, store, settings, ttl=ttl))
 
 
 async def keep_clean(database: Database, settings: Settings, stop: asyncio.Event, every: timedelta = EVERY) -> None:
-    """Clean staging now and then every `every` until `stop` is set (a scheduler duty)."""
+    """Clean object storage now and then every `every` until `stop` is set (a scheduler duty)."""
 
     async def clean() -> str:
-        return (await clean_staging(database, ObjectStore.shared(settings), settings)).summary()
+        return (await clean_storage(database, ObjectStore.shared(settings), settings)).summary()
 
-    await periodically(clean, every, stop, "staging cleanup")
+    await periodically(clean, every, stop, "storage cleanup")

@@ -13,8 +13,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Date, Select, and_, bindparam, exists, inspect, or_, select
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import ColumnElement, Date, Select, String, and_, bindparam, column, exists, func, inspect, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, make_transient_to_detached
 
@@ -31,6 +31,7 @@ from cellcommons.auth.principal import Principal, Role
 from cellcommons.catalogue.enums import VersionStatus
 from cellcommons.catalogue.models import Dataset, DatasetVersion, Distribution, Institution
 from cellcommons.db import DriverStatement
+from cellcommons.exports.models import ExportJob, ExportStatus
 from cellcommons.storage.models import FileUpload, UploadStatus
 
 
@@ -209,3 +210,51 @@ async def abandoned_uploads(session: AsyncSession, before: datetime, limit: int)
 async def pending_staging_keys(session: AsyncSession) -> set[str]:
     """The staging keys that pending uploads may still fill or complete."""
     return set(await session.scalars(select(FileUpload.staging_key).where(FileUpload.status == UploadStatus.pending)))
+
+
+def _listed(*names: str):
+    """The rows given as parallel arrays (`unnest`), as a table with these columns: the first the key, the
+    others ids (UUID)."""
+    types = [String, *[UUID] * (len(names) - 1)]
+    arrays = [bindparam(name, type_=ARRAY(type_)) for name, type_ in zip(names, types, strict=True)]
+    return (
+        func.unnest(*arrays).table_valued(*(column(n, t) for n, t in zip(names, types, strict=True))).render_derived()
+    )
+
+
+@functools.cache
+def _named_files() -> Select:
+    listed = _listed("key", "version_id", "upload_id")
+    named = exists().where(
+        Distribution.dataset_version_id == listed.c.version_id, Distribution.storage_key == listed.c.key
+    )
+    completing = exists().where(FileUpload.id == listed.c.upload_id, FileUpload.status == UploadStatus.pending)
+    return select(listed.c.key).where(or_(named, completing))
+
+
+async def named_files(session: AsyncSession, files: list[tuple[str, uuid.UUID, uuid.UUID]]) -> set[str]:
+    """Of these file keys (key, dataset version, upload), those a distribution names, or that a pending upload may
+    still complete into (a completion whose transaction was lost is repeated on the file at its key). One
+    statement, one snapshot: a completion records the key and ends its upload in the same commit."""
+    if not files:
+        return set()
+    keys, versions, upload_ids = (list(column) for column in zip(*files, strict=True))
+    return set(await session.scalars(_named_files(), {"key": keys, "version_id": versions, "upload_id": upload_ids}))
+
+
+@functools.cache
+def _named_exports() -> Select:
+    listed = _listed("key", "job_id")
+    in_flight = ExportJob.status.in_([ExportStatus.queued, ExportStatus.running])
+    named = exists().where(ExportJob.id == listed.c.job_id, or_(ExportJob.result_key == listed.c.key, in_flight))
+    return select(listed.c.key).where(named)
+
+
+async def named_exports(session: AsyncSession, results: list[tuple[str, uuid.UUID]]) -> set[str]:
+    """Of these export keys (key, job), those a job names as its result whatever its status or agreement, and
+    those of jobs still queued or running (an attempt may be about to record its key). One statement, one
+    snapshot: a job records its result and leaves `running` in the same commit."""
+    if not results:
+        return set()
+    keys, job_ids = (list(column) for column in zip(*results, strict=True))
+    return set(await session.scalars(_named_exports(), {"key": keys, "job_id": job_ids}))
