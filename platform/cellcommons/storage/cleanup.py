@@ -148,8 +148,8 @@ async def delete_unnamed(
 ) -> int:
     """Delete the keys under `prefix` of the platform's `shape` (its groups: the ids of the records that may name
     them) last written before `before` that `named` does not keep, a page of keys at a time. Pages are taken from
-    the listing as it goes (on a thread: listing blocks), so only a page is held once the listing is lazy."""
-    listed = iter(await asyncio.to_thread(store.keys_older_than, bucket, prefix, before))
+    the listing as it goes (on a thread: listing blocks), so only a page is held."""
+    listed = store.keys_older_than(bucket, prefix, before)
     deleted = 0
     while page := await asyncio.to_thread(lambda: list(itertools.islice(listed, PAGE))):
         ours = [(key, *map(uuid.UUID, found.groups())) for key in page if (found := shape.fullmatch(key))]

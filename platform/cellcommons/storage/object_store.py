@@ -221,11 +221,13 @@ class ObjectStore:
         with _translated(prefix):
             return [found.name for found in self.client.list_buckets() if found.name.startswith(prefix)]
 
-    def keys_older_than(self, bucket: str, prefix: str, before: datetime) -> list[str]:
-        """Keys under `prefix` last written before `before`."""
+    def keys_older_than(self, bucket: str, prefix: str, before: datetime) -> Iterator[str]:
+        """Keys under `prefix` last written before `before`, listed a page (1 000 keys) at a time as they are
+        taken, so a bucket of any size is never held at once."""
         with _translated(bucket, prefix):
-            found = self.client.list_objects(bucket, prefix=prefix, recursive=True)
-            return [o.object_name for o in found if o.last_modified is not None and o.last_modified < before]
+            for found in self.client.list_objects(bucket, prefix=prefix, recursive=True):
+                if found.last_modified is not None and found.last_modified < before:
+                    yield found.object_name
 
     def multipart_older_than(self, bucket: str, prefix: str, before: datetime) -> list[tuple[str, str]]:
         """(key, UploadId) of unfinished multipart uploads under `prefix` started before `before`.

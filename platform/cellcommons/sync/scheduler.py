@@ -74,9 +74,9 @@ async def scheduler_duties(
     interval: float,
     on_runs: Callable[[list[SyncRun]], None],
 ) -> None:
-    """What a scheduler process does until `stop`: run due sources and, hourly, clean abandoned uploads out of
-    staging (storage/cleanup.py) and sweep data-use agreements (expire ended ones, start begun ones, warn of
-    ending ones: access/decisions.py)."""
+    """What a scheduler process does until `stop`: run due sources and, hourly, clean object storage (abandoned
+    uploads in staging, files and export results no record names: storage/cleanup.py) and sweep data-use
+    agreements (expire ended ones, start begun ones, warn of ending ones: access/decisions.py)."""
     duties = [
         asyncio.create_task(keep_clean(database, settings, stop)),
         asyncio.create_task(keep_agreements_current(database, stop)),
