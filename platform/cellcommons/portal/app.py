@@ -40,8 +40,11 @@ from cellcommons.portal.session import (
     LOGIN_COOKIE,
     MAX_SESSION_SECONDS,
     SESSION_COOKIE,
+    EndedSessions,
     PortalSession,
     Sessions,
+    end_session,
+    has_ended,
     new_csrf_token,
 )
 from cellcommons.settings import Settings
@@ -106,6 +109,12 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
     for outage_type in OUTAGE_TYPES:
         portal.add_exception_handler(outage_type, outage_page)
 
+    async def session_ended(session_id: str) -> bool:
+        async with resources().database.sessions() as db:
+            return await has_ended(db, session_id)
+
+    portal.add_middleware(EndedSessions, sessions=sessions, ended=session_ended, unavailable=error_page)
+
     @portal.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> HTMLResponse:
         return render(request, "error.html", status=500, error=None)
@@ -162,7 +171,9 @@ def create_portal(settings: Settings, resources: Callable[[], object]) -> FastAP
 
     @portal.post("/sign-out")
     async def sign_out(request: Request, csrf: str = Form(None)) -> Response:
-        require_csrf(request, csrf)
+        session = require_csrf(request, csrf)
+        if session.signed_in:  # ended on the server too: a copy of the cookie must not outlive the sign-out
+            await pages.committed(end_session, session)
         response = RedirectResponse("/", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

@@ -1,7 +1,9 @@
 """The portal's session: a signed, HttpOnly, SameSite cookie holding who signed in, and CSRF tokens.
 
 The cookie carries no token: after sign-in the platform keeps only the verified principal (institution and
-roles from the issuer registry) and when the session ends.
+roles from the issuer registry), when the session ends and a random session id. Signing out records that id as
+ended on the server (`portal_ended_session`), so a copy of the cookie stops working too; every request that
+carries a signed-in session looks its id up once (`EndedSessions`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,22 @@ import hmac
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
+from fastapi import Request
+from fastapi.responses import Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cellcommons.auth.principal import Principal, Role
+from cellcommons.errors import Unavailable
+from cellcommons.outages import OUTAGE_TYPES, unavailable_from
+from cellcommons.portal.models import EndedSession
 
 SESSION_COOKIE = "cc_session"
 LOGIN_COOKIE = "cc_login"
@@ -22,11 +35,16 @@ MAX_SESSION_SECONDS = 8 * 3600
 LOGIN_SECONDS = 600
 
 
+def new_session_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
 @dataclass(frozen=True)
 class PortalSession:
     principal: Principal | None
     csrf: str
     expires_at: float
+    session_id: str = field(default_factory=new_session_id)
 
     @property
     def signed_in(self) -> bool:
@@ -55,6 +73,10 @@ class Sessions:
 
     def dump(self, session: PortalSession) -> str:
         return self._session.dumps(_encode(session))
+
+    def ended(self, session: PortalSession) -> str:
+        """The cookie of `session` once it has ended: the same person, told their session ended."""
+        return self.dump(replace(session, expires_at=0))
 
     def start_login(self, state: dict) -> str:
         return self._login.dumps(state)
@@ -90,7 +112,7 @@ def _encode(session: PortalSession) -> dict:
             "institution_id": str(p.institution_id), "institution_slug": p.institution_slug, "subject": p.subject,
             "roles": sorted(p.roles), "issuer": p.issuer,
         }  # fmt: skip
-    return {"principal": principal, "csrf": session.csrf, "expires_at": session.expires_at}
+    return {"principal": principal, "csrf": session.csrf, "expires_at": session.expires_at, "sid": session.session_id}
 
 
 def _decode(data: dict) -> PortalSession:
@@ -104,4 +126,73 @@ def _decode(data: dict) -> PortalSession:
             roles=frozenset(Role(r) for r in raw["roles"]),
             issuer=raw["issuer"],
         )
-    return PortalSession(principal=principal, csrf=data["csrf"], expires_at=float(data["expires_at"]))
+    # A cookie without a session id (from before sign-out ended sessions on the server) could never be ended: it is
+    # refused like a forged one, and its holder signs in again once.
+    return PortalSession(
+        principal=principal, csrf=data["csrf"], expires_at=float(data["expires_at"]), session_id=str(data["sid"])
+    )
+
+
+# ---- sessions ended on the server ---------------------------------------------------------------------------
+
+
+async def end_session(db: AsyncSession, session: PortalSession) -> None:
+    """Sign-out: the session no longer signs anyone in, whoever holds a copy of its cookie. Ended sessions whose
+    cookies have stopped working anyway are forgotten at the same time: the table holds at most the sign-outs of
+    one session lifetime (8 hours), with no housekeeping job."""
+    expires_at = datetime.fromtimestamp(session.expires_at, UTC)
+    await db.execute(
+        insert(EndedSession).values(session_id=session.session_id, expires_at=expires_at).on_conflict_do_nothing()
+    )
+    await forget_ended_sessions(db)
+
+
+async def forget_ended_sessions(db: AsyncSession) -> None:
+    await db.execute(delete(EndedSession).where(EndedSession.expires_at < datetime.now(UTC)))
+
+
+async def has_ended(db: AsyncSession, session_id: str) -> bool:
+    """One primary-key lookup, reading nothing but the key."""
+    found = await db.scalar(select(EndedSession.session_id).where(EndedSession.session_id == session_id))
+    return found is not None
+
+
+class EndedSessions:
+    """ASGI middleware: a request whose cookie holds a signed-in session that was signed out reaches the pages as
+    an ended session, whichever of them reads the cookie and however often. One lookup (`ended`) per request that
+    carries a signed-in session; none for anonymous ones or static files. If the database cannot answer, the
+    request is answered by `unavailable` (the outage page), not let through unchecked."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        sessions: Sessions,
+        ended: Callable[[str], Awaitable[bool]],
+        unavailable: Callable[[Request, Unavailable], Awaitable[Response]],
+        static_prefix: str = "/static/",
+    ):
+        self.app, self.sessions, self.ended, self.unavailable = app, sessions, ended, unavailable
+        self.static_prefix = static_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "").removeprefix(scope.get("root_path", ""))
+        if scope["type"] == "http" and not path.startswith(self.static_prefix):
+            request = Request(scope)
+            cookie = request.cookies.get(SESSION_COOKIE)
+            session = self.sessions.load(cookie)
+            if session.signed_in:
+                try:
+                    ended = await self.ended(session.session_id)
+                except OUTAGE_TYPES as exc:
+                    outage = unavailable_from(exc)
+                    if outage is None:
+                        raise
+                    await (await self.unavailable(request, outage))(scope, receive, send)
+                    return
+                if ended:
+                    # The pages read the session from the Cookie header: it is rebuilt from the cookies as parsed
+                    # here (so no quoting or second header can slip the original past), with the ended session.
+                    cookies = {**request.cookies, SESSION_COOKIE: self.sessions.ended(session)}
+                    header = "; ".join(f"{name}={value}" for name, value in cookies.items()).encode("latin-1")
+                    scope["headers"] = [(n, v) for n, v in scope["headers"] if n != b"cookie"] + [(b"cookie", header)]
+        await self.app(scope, receive, send)
