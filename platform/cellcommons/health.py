@@ -3,22 +3,41 @@
 Liveness (`/healthz`) says only that the process runs; readiness (`/readyz`) is what a load balancer or
 Kubernetes uses to send traffic elsewhere while a dependency is down. Each check is short and never retries:
 a probe that hangs would be worse than one that says "down".
+
+Anyone who reaches `/readyz` reads its answer, so a failed check says only why in general terms (below):
+driver messages name hosts, ports, buckets and roles. The full error goes to the log, for the operator.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
+import psycopg
 import urllib3
 from minio import Minio
+from minio.error import S3Error
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from urllib3.exceptions import HTTPError, NewConnectionError
 
 from cellcommons.db import Database
 from cellcommons.errors import CellCommonsError
 from cellcommons.settings import Settings
 
 CHECK_TIMEOUT = 2.0  # seconds per check; Kubernetes probes time out after a few seconds themselves
+
+UNREACHABLE = "unreachable"  # no connection: refused, no route, unknown host, reset
+TIMED_OUT = "timed out"
+REFUSED_CREDENTIALS = "refused credentials"  # object storage refused the access key or its signature
+REFUSED_CONNECTION = "refused the connection"  # PostgreSQL answered and refused: role, password, database, pg_hba
+FAILING = "answering with errors"  # anything else, e.g. object storage answering 5xx
+
+# S3 error codes of a key the server does not know or a signature it does not accept.
+_CREDENTIAL_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,25 +79,47 @@ def _object_storage(client: Minio, bucket: str) -> None:
     client.bucket_exists(bucket)
 
 
-async def _check(name: str, work) -> tuple[str, str]:
+async def _check(name: str, target: str, work) -> tuple[str, str]:
     try:
         await asyncio.wait_for(work, CHECK_TIMEOUT)
-    except TimeoutError:
-        return name, f"no answer within {CHECK_TIMEOUT:g} s"
-    except CellCommonsError as exc:
+    except CellCommonsError as exc:  # the platform's own words, written for whoever reads them
         return name, exc.message
-    except Exception as exc:  # any failure means "not ready"; the reason is for the operator
-        return name, f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    except Exception as exc:  # any failure means "not ready"
+        reason = _reason(exc)
+        detail = (
+            f"no answer within {CHECK_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        )
+        log.warning("readiness: %s at %s %s: %s", name, target, reason, detail)
+        return name, reason
     return name, "ok"
 
 
+def _reason(error: Exception) -> str:
+    """Why a check failed, in words that name no host, port, bucket, role or driver."""
+    if isinstance(error, DBAPIError):
+        error = error.orig
+    if isinstance(error, psycopg.OperationalError) and error.sqlstate is None:
+        # A failed connection carries no SQLSTATE; libpq quotes the server's refusal ("FATAL:  role … does not
+        # exist") when there was a server to refuse, else the socket's error.
+        return REFUSED_CONNECTION if "FATAL:" in str(error) else UNREACHABLE
+    if isinstance(error, NewConnectionError):  # a urllib3 TimeoutError too, yet nothing answered at all
+        return UNREACHABLE
+    if isinstance(error, TimeoutError | urllib3.exceptions.TimeoutError):
+        return TIMED_OUT
+    if isinstance(error, S3Error) and error.code in _CREDENTIAL_CODES:
+        return REFUSED_CREDENTIALS
+    if isinstance(error, HTTPError):  # minio's transport: a reset, a broken TLS handshake …
+        return UNREACHABLE
+    return FAILING
+
+
 async def readiness(settings: Settings, database: Database, client: Minio | None) -> Readiness:
-    storage = (
-        asyncio.to_thread(_object_storage, client, settings.bucket("audit"))
-        if client is not None
-        else _not_configured()
+    bucket = settings.bucket("audit")
+    storage = asyncio.to_thread(_object_storage, client, bucket) if client is not None else _not_configured()
+    results = await asyncio.gather(
+        _check("database", settings.app_url.render_as_string(hide_password=True), _database(database)),
+        _check("object_storage", f"{settings.s3_endpoint} (bucket {bucket})", storage),
     )
-    results = await asyncio.gather(_check("database", _database(database)), _check("object_storage", storage))
     return Readiness(dict(results))
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+
 import httpx
 import psycopg
 import pytest
@@ -60,25 +63,79 @@ async def test_a_partner_issuers_failing_jwks_is_reported_but_never_makes_the_in
             assert ready.json()["issuers"][issuer].startswith("refresh failing (HTTPStatusError")
 
 
-async def test_an_unreachable_object_store_is_named_and_answers_fast(settings):
-    response = await _readyz(settings.model_copy(update={"s3_endpoint": f"127.0.0.1:{free_port()}"}))
+async def test_an_unreachable_object_store_is_named_without_saying_where(settings, caplog):
+    port = str(free_port())  # nothing listens there: an S3 server that is stopped
+    with caplog.at_level(logging.WARNING, logger="cellcommons.health"):
+        response = await _readyz(settings.model_copy(update={"s3_endpoint": f"127.0.0.1:{port}"}))
     assert response.status_code == 503
     body = response.json()
-    assert body["error"]["code"] == "unavailable" and body["error"]["down"] == ["object_storage"]
-    assert body["checks"]["database"] == "ok"
+    assert body["error"] == {
+        "code": "unavailable",
+        "message": "not ready: object_storage (unreachable)",
+        "down": ["object_storage"],
+    }
+    assert body["checks"] == {"database": "ok", "object_storage": "unreachable"}
     assert response.headers["cache-control"] == "no-store"
+    _assert_nothing_internal(response, "127.0.0.1", port, settings.bucket("audit"))
+    assert f"127.0.0.1:{port}" in caplog.text
 
 
-async def test_wrong_object_storage_credentials_are_not_ready(settings):
-    response = await _readyz(settings.model_copy(update={"s3_access_key": "not-a-known-key"}))
+async def test_wrong_object_storage_credentials_are_refused_credentials(settings, caplog):
+    with caplog.at_level(logging.WARNING, logger="cellcommons.health"):
+        response = await _readyz(settings.model_copy(update={"s3_access_key": "not-a-known-key"}))
     assert response.status_code == 503
     assert response.json()["error"]["down"] == ["object_storage"]
+    assert response.json()["checks"]["object_storage"] == "refused credentials"
+    _assert_nothing_internal(response, "not-a-known-key", settings.bucket("audit"), settings.s3_endpoint)
+    assert f"{settings.s3_endpoint} (bucket {settings.bucket('audit')}) refused credentials" in caplog.text
 
 
 async def test_no_object_storage_configured_is_not_ready(settings):
     response = await _readyz(settings.model_copy(update={"s3_endpoint": None}))
     assert response.status_code == 503
     assert "CELLCOMMONS_S3_ENDPOINT" in response.json()["checks"]["object_storage"]
+
+
+def _database_at(settings, **parts) -> object:
+    """`settings` with the application role's URL changed (`host`, `port`, `username`)."""
+    return settings.model_copy(
+        update={"app_database_url": settings.app_url.set(**parts).render_as_string(hide_password=False)}
+    )
+
+
+def _assert_nothing_internal(response: httpx.Response, *internals: str) -> None:
+    for internal in internals:
+        assert internal not in response.text
+
+
+async def test_a_database_on_a_closed_port_is_unreachable_without_naming_where(settings, caplog):
+    port = str(free_port())
+    with caplog.at_level(logging.WARNING, logger="cellcommons.health"):
+        response = await _readyz(_database_at(settings, host="127.0.0.1", port=int(port)))
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"] == {"database": "unreachable", "object_storage": "ok"}
+    assert body["error"]["message"] == "not ready: database (unreachable)"
+    _assert_nothing_internal(response, "127.0.0.1", port, "OperationalError", "Connection refused")
+    assert port in caplog.text and "database" in caplog.text  # the operator still learns where and why
+
+
+async def test_a_database_refusing_the_role_refused_the_connection(settings, caplog):
+    with caplog.at_level(logging.WARNING, logger="cellcommons.health"):
+        response = await _readyz(_database_at(settings, username="no_such_role"))
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "refused the connection"
+    _assert_nothing_internal(response, "no_such_role", settings.app_url.database)
+    assert "no_such_role" in caplog.text
+
+
+async def test_a_database_that_never_answers_timed_out(settings):
+    with socket.socket() as silent:  # accepts the connection (the backlog does), never speaks PostgreSQL
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        response = await _readyz(_database_at(settings, host="127.0.0.1", port=silent.getsockname()[1]))
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "timed out"
 
 
 async def test_a_refused_connection_is_an_outage(settings):
