@@ -10,6 +10,7 @@ not. Facets leave out their own condition only where it sits at the top of the t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,6 +57,7 @@ from cellcommons.errors import InvalidInput
 MAX_VALUES = 100  # entries of an `in` / `anyOf` list
 MAX_SEARCH = 200  # characters of a search text
 MAX_DEPTH = 6  # nesting of and/or/not and relations
+SURROGATE = re.compile("[\ud800-\udfff]")  # half of a UTF-16 pair: no character of its own
 # A decimal a filter compares with: finite, smaller than the widest decimal column holds (NUMERIC(18, 6)), with no
 # more places than the finest one keeps; beyond these PostgreSQL refuses the value itself (an exponent of 1e9).
 MAX_DECIMAL = Decimal(10) ** 12
@@ -155,11 +157,15 @@ OPERATORS = {"eq": "eq", "in_": "in", "gt": "gt", "gte": "gte", "lt": "lt", "lte
 
 def checked(value: Any, field: str) -> Any:
     """`value` if PostgreSQL can take it as a parameter: it refuses a NUL character in text and a decimal beyond
-    its numeric format, as errors of the statement rather than answers (every string or decimal a caller gives a
-    search passes here). A moment without a UTC offset is refused too: PostgreSQL would read it in the session's
-    time zone, which the caller neither chose nor sees."""
-    if isinstance(value, str) and "\x00" in value:
-        raise InvalidInput("text may not contain a NUL character", field=field)
+    its numeric format, as errors of the statement rather than answers, and a lone surrogate (JSON may escape one)
+    cannot even be encoded for it (every string or decimal a caller gives a search passes here). A moment without
+    a UTC offset is refused too: PostgreSQL would read it in the session's time zone, which the caller neither
+    chose nor sees."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidInput("text may not contain a NUL character", field=field)
+        if SURROGATE.search(value):
+            raise InvalidInput("text must be valid Unicode (a lone surrogate is not)", field=field)
     if isinstance(value, datetime) and value.utcoffset() is None:
         raise InvalidInput("include a UTC offset (2026-01-01T00:00:00Z)", field=field)
     if isinstance(value, Decimal) and not (
