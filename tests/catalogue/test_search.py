@@ -1,5 +1,7 @@
 """Keyset paging on any sort key (NULLs and ties included), typed cursors, and search documents in PostgreSQL."""
 
+import gc
+import tracemalloc
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -145,3 +147,31 @@ async def test_a_tag_filter_holds_any_or_all_of_its_values(session, seeded, oper
     trials = search.Comparison("filter.clinicalTrialIds", **{operator: values})
     found = search.find_batches(seeded, search.Query(filter=search.Filter("filter", {"clinical_trial_ids": trials})))
     assert {row[0].lot_number for row in await session.execute(found.query)} == {visible[i] for i in lots}
+
+
+def _long_request(name: str, tag: int) -> search.Query:
+    value = search.Comparison(f"filter.{name}", eq=f"{tag} " + "x" * 200_000)  # a body may hold a megabyte
+    return search.Query(filter=search.Filter("filter", {name: value}))
+
+
+def test_statements_of_a_long_request_are_built_each_time_not_kept():
+    """Found in review: the statements of every distinct request were kept (256 of them per collection), a
+    megabyte-long filter with each, about twice its size pinned per entry: a quarter of a gigabyte and more per
+    worker from one client varying one character. Short requests are still kept."""
+    principal = Principal(uuid.uuid4(), "leiden-scgt", "alice", frozenset({Role.reader}))
+    for find, name in ((search.find_datasets, "title"), (search.find_batches, "product_name")):
+        short = search.Query(search="MSC")
+        assert find(principal, short).ordering is find(principal, short).ordering
+        find(principal, _long_request(name, -1))  # whatever the first build caches once (compiled templates, imports)
+        tracemalloc.start()
+        try:
+            for tag in range(4):
+                assert (
+                    find(principal, _long_request(name, tag)).ordering
+                    is not find(principal, _long_request(name, tag)).ordering
+                )
+            gc.collect()
+            kept, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert kept < 200_000, kept  # less than one of the requests

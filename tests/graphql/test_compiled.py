@@ -11,7 +11,7 @@ from sqlalchemy import DateTime, Numeric, Text, cast, event, literal, select, te
 from tests.graphql.answers import leaves, opened
 
 from cellcommons.auth.principal import Principal, Role
-from cellcommons.catalogue import json_pages
+from cellcommons.catalogue import json_pages, search
 from cellcommons.catalogue.models import Institution
 from cellcommons.db import Database
 from cellcommons.graphql import compiled
@@ -333,3 +333,12 @@ async def test_a_field_merged_differently_by_two_operations_of_one_document_is_p
     assert set(first["datasets"]["nodes"][0]) == {"accession"}
     assert set(second["datasets"]["nodes"][0]) == {"accession", "doi"}
     assert json_pages.MARK not in statements  # a field merged from two nodes is graphql-core's to merge
+
+
+async def test_a_request_too_long_to_keep_is_answered_by_the_usual_execution(callers):
+    """Its statement would be kept with it (`search.KEPT_TEXT`): the usual path builds one for it alone."""
+    principal = await callers.principal("leiden-scgt", Role.reader)
+    long_title = "x" * search.KEPT_TEXT
+    filter = {"or": [{"title": {"eq": long_title}}, {"accessRights": {"in": ["public"]}}]}
+    answer, statements = await callers.both(principal, FILTERED, {"filter": filter})
+    assert answer["datasets"]["nodes"] and json_pages.MARK not in statements

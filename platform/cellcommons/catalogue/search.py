@@ -543,31 +543,49 @@ class Found:
         )
 
 
+FOUND_KEPT = 256  # distinct requests per collection whose statements are kept (clients repeat a few queries)
+# Characters of a request, as written, that may be kept with its statements (as the API keeps query texts): 256
+# entries of a body's megabyte each would pin a quarter of a gigabyte per worker. A longer one is built per call.
+KEPT_TEXT = 16_384
+
+
 @dataclass(frozen=True, eq=False)
 class Asked:
     """A request as a cache key: two are the same when written the same. Every value in a request is a string,
     number, date, enum, or a list or filter of them, so its repr says exactly what was asked."""
 
     request: Query
+    text: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", repr(self.request))
+
+    @property
+    def kept(self) -> bool:
+        """Whether statements built for this request may be kept (up to KEPT_TEXT characters)."""
+        return len(self.text) <= KEPT_TEXT
 
     def __hash__(self) -> int:
-        return hash(repr(self.request))
+        return hash(self.text)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Asked) and repr(other.request) == repr(self.request)
-
-
-FOUND_KEPT = 256  # distinct requests per collection whose statements are kept (clients repeat a few queries)
+        return isinstance(other, Asked) and other.text == self.text
 
 
 def find_datasets(principal: Principal | None, request: Query) -> Found:
     """The datasets `request` asks for; the statements are kept per distinct request and set of roles."""
-    return _found_datasets(principal, Asked(request))
+    return _found(_found_datasets, principal, Asked(request))
 
 
 def find_batches(principal: Principal | None, request: Query) -> Found:
     """The batches `request` asks for; the statements are kept per distinct request and set of roles."""
-    return _found_batches(principal, Asked(request))
+    return _found(_found_batches, principal, Asked(request))
+
+
+def _found(kept: Callable[..., Found], principal: Principal | None, asked: Asked) -> Found:
+    """From `kept` (a `per_viewer` cache), or for a long request built for this call alone (its undecorated
+    builder, the caller's institution then written into the statements)."""
+    return kept(principal, asked) if asked.kept else kept.__wrapped__(principal, asked)
 
 
 @visibility.per_viewer(kept=FOUND_KEPT)

@@ -293,7 +293,9 @@ async def dataset_page(info: strawberry.Info, request: reading.PageRequest, quer
     """The `datasets` field's answer from one statement, or None when the selection asks for more than it
     compiles (the resolver then answers as usual)."""
     context = info.context
-    if not context.completes_ahead or request.first is None or request.before is not None:
+    asked = finding.Asked(query)
+    # A long request's statement is not kept (`finding.KEPT_TEXT`): the usual path builds its own for it.
+    if not context.completes_ahead or request.first is None or request.before is not None or not asked.kept:
         return None
     plan = _plan(info)
     sizes = _sizes(plan.sizes, get_variable_values(info._raw_info)) if plan.connection is not None else None
@@ -305,7 +307,7 @@ async def dataset_page(info: strawberry.Info, request: reading.PageRequest, quer
     reading.checked_cursors(finding.find_datasets(json_pages.standing(roles), query).ordering, request)
     after = request.after
     null = None if after is None else tuple(value is None for value in after.values)
-    statement = json_pages.page_statement(plan.connection, finding.Asked(query), roles, null)
+    statement = json_pages.page_statement(plan.connection, asked, roles, null)
     params: dict[str, Any] = {**sizes, "page_size": request.first + 1, "node_id": context.settings.node_id}
     if principal is not None:
         params[visibility.VIEWER] = principal.institution_id
