@@ -8,6 +8,7 @@ from starlette.websockets import WebSocketDisconnect
 from tests.graphql.conftest import api, seeded_settings  # noqa: F401  (the seeded in-process API)
 
 from cellcommons.api.app import MAX_JSON_DEPTH, create_app
+from cellcommons.graphql.limits import Limits
 
 JSON = {"content-type": "application/json"}
 
@@ -69,3 +70,36 @@ def test_a_websocket_to_the_endpoint_is_closed_not_an_error(seeded_settings, pro
         with client.websocket_connect("/graphql", subprotocols=[protocol]) as websocket:
             websocket.send_json({"type": "connection_init"})
             websocket.receive_json()
+
+
+SIGNED_IN = "{ viewer { signedIn } }"
+
+
+async def test_a_query_text_at_the_length_limit_is_answered(api):  # noqa: F811
+    query = SIGNED_IN + " " * (Limits().max_query_chars - len(SIGNED_IN))
+    response = await api.client.post("/graphql", json={"query": query})
+    assert response.status_code == 200
+    assert response.json()["data"] == {"viewer": {"signedIn": False}}
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [
+        ("#" + "x" * 98 + "\n") * 10_000,  # a megabyte of comments, under the body limit: lexed before, one by one
+        "__typename " * 10_000,  # over the token limit too: the length is checked first, without lexing
+    ],
+    ids=["comments", "tokens"],
+)
+async def test_a_query_text_over_the_length_limit_is_refused_unread(api, padding):  # noqa: F811
+    limit = Limits().max_query_chars
+    query = "{ viewer { signedIn " + padding + "} }"
+    response = await api.client.post("/graphql", json={"query": query})
+    assert response.status_code == 200  # as every refusal of a query's text: a GraphQL error, no data
+    body = response.json()
+    assert body["data"] is None
+    assert body["errors"] == [
+        {
+            "message": f"the query is {len(query)} characters long; the limit is {limit}",
+            "extensions": {"code": "query_too_long", "length": len(query), "limit": limit},
+        }
+    ]

@@ -123,6 +123,16 @@ async def test_query_text_over_the_token_limit_is_refused_before_parsing():
     refused(result, context, "too_many_tokens")
 
 
+async def test_query_text_over_the_length_limit_is_refused_before_its_tokens_are_counted():
+    query = "{ id: __typename }"
+    assert (await run(query, limits=Limits(max_query_chars=len(query))))[0].errors is None
+
+    result, context = await run(query, limits=Limits(max_query_chars=len(query) - 1, max_tokens=1))
+    refused(result, context, "query_too_long")
+    assert result.errors[0].extensions == {"code": "query_too_long", "length": 18, "limit": 17}
+    assert codes(result) == ["query_too_long"]
+
+
 # --- cost: connection sizes, page sizes, the per-query cap ----------------------------------------------------
 
 

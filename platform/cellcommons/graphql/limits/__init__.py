@@ -2,7 +2,8 @@
 
 `protection(settings)` returns the Strawberry extensions to pass to `strawberry.Schema(..., extensions=...)`:
 
-- the query text: more than `max_tokens` tokens → `too_many_tokens`, before parsing builds anything;
+- the query text: more than `max_query_chars` characters → `query_too_long`, before anything reads it; more than
+  `max_tokens` tokens → `too_many_tokens`, before parsing builds anything;
 - its shape (a validation rule): `query_too_deep`, `too_many_aliases` (through fragments and inline fragments,
   once per spread), `query_too_large` (fields after expanding fragments);
 - its cost, after validation and variable coercion, before any resolver: every `...Connection` field must give
@@ -29,7 +30,7 @@ from cellcommons.graphql.limits.budget import Balance, Budget, principal_key
 from cellcommons.graphql.limits.config import Limits
 from cellcommons.graphql.limits.errors import CachedValidation, ErrorPolicy, format_error
 from cellcommons.graphql.limits.guard import CostGuard, PriceList
-from cellcommons.graphql.limits.shape import TokenLimit, shape_rule
+from cellcommons.graphql.limits.shape import TextLimit, shape_rule
 from cellcommons.settings import Environment, Settings
 
 PARSED_DOCUMENTS = 256  # distinct query texts kept parsed (and validated) per process
@@ -49,7 +50,8 @@ def protection(settings: Settings, limits: Limits = Limits(), *, budget: Budget 
         rules.append(NoSchemaIntrospectionCustomRule)
     return [
         partial(ErrorPolicy, production=production),
-        partial(TokenLimit, limits.max_tokens),  # before the parser cache: a long text is refused unparsed
+        # Before the parser cache: a long text is refused unparsed.
+        partial(TextLimit, limits.max_query_chars, limits.max_tokens),
         partial(ParserCache, maxsize=PARSED_DOCUMENTS),
         partial(AddValidationRules, rules),
         partial(CostGuard, budget, PriceList(limits, hide_suggestions=production)),

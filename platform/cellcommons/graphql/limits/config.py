@@ -12,6 +12,12 @@ from graphql import GraphQLError, Node
 class Limits:
     max_depth: int = 10  # fields on the longest path from the root: `{ a { b } }` is 2
     max_aliases: int = 30  # counted once per place a fragment is spread
+    # Characters of the query text, checked before anything reads it: lexing skips comments one at a time, so a
+    # body's megabyte of `#` lines took half a second before the token limit could refuse it. The largest query
+    # of graphql_schema/operations/ is under 2 000 characters, as is graphql-core's introspection query; the
+    # longest text an argument takes (a 20 000-character description, inlined instead of a variable) fits three
+    # times. Lexing this many characters of comments costs a few hundredths of a second.
+    max_query_chars: int = 65_536
     max_tokens: int = 5_000  # lexical tokens of the query text, comments excluded
     # Fields once every fragment spread is expanded: keeps a small query with reused fragments from
     # expanding into millions of fields (which the cost walk and execution would both visit).

@@ -1,4 +1,5 @@
-"""Limits on the query text and its shape, checked before validation finishes: tokens, depth, aliases, fields.
+"""Limits on the query text and its shape, checked before validation finishes: length, tokens, depth, aliases,
+fields.
 
 Fragments are expanded where they are spread, so a fragment's aliases and fields count every time it is used;
 each fragment is measured once (memoised), so measuring stays linear in the document even when fragments are
@@ -142,16 +143,25 @@ def _count(text: str, limit: int) -> bool:
 _counted = functools.lru_cache(maxsize=256)(_count)  # as many texts as the parser cache keeps parsed
 
 
-class TokenLimit(SchemaExtension):
-    """Refuses long query texts before the parser builds a tree for them."""
+class TextLimit(SchemaExtension):
+    """Refuses long query texts before the parser builds a tree for them: first by length, which costs nothing,
+    then by tokens, which costs a pass of the lexer."""
 
-    def __init__(self, max_tokens: int):
+    def __init__(self, max_chars: int, max_tokens: int):
+        self.max_chars = max_chars
         self.max_tokens = max_tokens
 
     def on_parse(self) -> Iterator[None]:
         query = self.execution_context.query
+        # Strawberry turns an error raised here into the response's only error.
+        if query and len(query) > self.max_chars:
+            raise limit_error(
+                "query_too_long",
+                f"the query is {len(query)} characters long; the limit is {self.max_chars}",
+                length=len(query),
+                limit=self.max_chars,
+            )
         if query and has_more_tokens(query, self.max_tokens):
-            # Strawberry turns an error raised here into the response's only error.
             raise limit_error(
                 "too_many_tokens",
                 f"the query has more than {self.max_tokens} tokens",
