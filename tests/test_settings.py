@@ -70,6 +70,8 @@ def test_demo_derives_the_application_role_url_from_the_owner_url():
         ("environment", "staging", "CELLCOMMONS_ENVIRONMENT"),
         ("app_role", "app; DROP TABLE x", "CELLCOMMONS_APP_ROLE"),
         ("s3_secure", "perhaps", "CELLCOMMONS_S3_SECURE"),
+        ("trusted_proxies", "*", "CELLCOMMONS_TRUSTED_PROXIES"),
+        ("trusted_proxies", "10.0.0.0/8, ingress.internal", "CELLCOMMONS_TRUSTED_PROXIES"),
     ],
 )
 def test_a_bad_value_is_named(field, value, message):
@@ -77,6 +79,12 @@ def test_a_bad_value_is_named(field, value, message):
         load_settings(_env_file=None, **{field: value})
     assert len(caught.value.problems) == 1
     assert caught.value.problems[0].startswith(message)
+
+
+def test_trusted_proxies_are_addresses_and_networks():
+    settings = load_settings(_env_file=None, trusted_proxies=" 10.0.0.0/8 , 127.0.0.1,fd00::/8 ")
+    assert settings.trusted_proxies == "10.0.0.0/8,127.0.0.1,fd00::/8"
+    assert load_settings(_env_file=None, trusted_proxies="").trusted_proxies == ""
 
 
 def test_missing_database_url_is_a_clear_error():

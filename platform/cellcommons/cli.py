@@ -343,7 +343,7 @@ def serve_command(
     """Serve the API (uvicorn). On SIGTERM it stops accepting connections and lets requests in flight finish."""
     import uvicorn
 
-    load_settings()  # refuse bad configuration here, with one line per problem, before any worker starts
+    settings = load_settings()  # refuse bad configuration here, with one line per problem, before any worker starts
     # An import string and factory, because uvicorn starts the workers as processes that build their own app.
     uvicorn.run(
         "cellcommons.api.app:from_environment",
@@ -353,6 +353,8 @@ def serve_command(
         workers=workers,
         log_level="info",
         timeout_graceful_shutdown=graceful_timeout,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -74,6 +75,12 @@ class Settings(BaseSettings):
     # The private signing keys are stored encrypted in the database with a key derived from this secret.
     signing_key_secret: SecretStr = SecretStr(DEV_SIGNING_KEY_SECRET)
 
+    # The proxies (IP addresses or networks, comma-separated; empty: none) whose X-Forwarded-For and
+    # X-Forwarded-Proto `serve` believes: the ingress in front of the API. Behind one that is not listed, every
+    # caller seems to come from the ingress (one anonymous budget for all); never `*`, which would let any
+    # caller name its own address.
+    trusted_proxies: str = "127.0.0.1"
+
     @field_validator("database_url", "app_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
@@ -106,6 +113,17 @@ class Settings(BaseSettings):
         if len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (such as 10.0.0.0/8)") from None
+        return ",".join(items)
 
     @field_validator("app_role", "bucket_prefix", "node_id")
     @classmethod
