@@ -8,5 +8,6 @@ import cellcommons.catalogue.models
 import cellcommons.catalogue.search_index
 import cellcommons.exports.models
 import cellcommons.institutions.models
+import cellcommons.portal.models
 import cellcommons.storage.models
 import cellcommons.sync.models  # noqa: F401

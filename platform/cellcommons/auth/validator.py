@@ -80,6 +80,22 @@ class TokenValidator:
         return {issuer: cache.status() for issuer, cache in sorted(self._keys.items())}
 
     async def validate(self, token: str) -> Principal:
+        header, claims, issuer = await self._verified(token)
+        _check_audience(claims, issuer.audience)
+        _check_access_token(header, claims, issuer)
+        if issuer.clients is not None:
+            return await _client_principal(claims, issuer)
+        return _principal(claims, issuer)
+
+    async def verified_claims(self, token: str, audience: str) -> dict:
+        """The claims of a JWT of any type from a registered issuer (an OIDC ID token), checked as a bearer token
+        is short of its type: size, headers, the registry's algorithms and keys, signature, times, and `audience`."""
+        _, claims, _ = await self._verified(token)
+        _check_audience(claims, audience)
+        return claims
+
+    async def _verified(self, token: str) -> tuple[dict, dict, TrustedIssuer]:
+        """The header, claims and issuer of a token signed by a registered issuer's key and current."""
         if len(token) > self.max_token_bytes:
             raise TokenRejected("token too large")
         try:
@@ -98,11 +114,7 @@ class TokenValidator:
         if not verified:
             raise TokenRejected("bad signature")
         self._check_times(claims)
-        _check_audience(claims, issuer.audience)
-        _check_access_token(header, claims, issuer)
-        if issuer.clients is not None:
-            return await _client_principal(claims, issuer)
-        return _principal(claims, issuer)
+        return header, claims, issuer
 
     async def _trusted_issuer(self, claims: dict) -> TrustedIssuer:
         iss = claims.get("iss")
