@@ -11,6 +11,7 @@ from sqlalchemy import inspect, select
 from cellcommons.access import visibility
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.catalogue import reading
+from cellcommons.catalogue.dataset_page import dataset_page
 from cellcommons.catalogue.models import (
     Batch,
     Dataset,
@@ -25,6 +26,7 @@ from cellcommons.catalogue.models import (
 )
 from cellcommons.demo.consortium import SCALES, Consortium
 from cellcommons.demo.seed import seed_through_service
+from cellcommons.errors import NotFound
 
 # (lookup, model, parent attribute, parent model, order within a parent)
 CHILDREN = [
@@ -100,3 +102,13 @@ async def test_linked_batches_read_as_the_orm_reads_them(session, seeded):
         expected[version_id].append(_read(batch, Batch))
     assert expected
     assert {key: [_read(r, Batch) for r in rows] for key, rows in found.items()} == expected
+
+
+@pytest.mark.parametrize("accession", ["CCD-NONE-000000", "CCD-LEID-\x00", "\x00"])
+async def test_a_dataset_page_no_accession_can_name_is_not_found_like_a_missing_one(session, seeded, accession):
+    """Found in review: an accession with a NUL character (the portal's `/datasets/%00`) reached PostgreSQL,
+    which refuses it as a parameter: an internal error instead of the page of a missing dataset."""
+    principal = await _principal(session, "reader")
+    with pytest.raises(NotFound) as refused:
+        await dataset_page(session, principal, accession)
+    assert refused.value.code == "not_found"

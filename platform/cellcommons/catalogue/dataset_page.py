@@ -37,6 +37,8 @@ async def dataset_page(
     session: AsyncSession, principal: Principal | None, accession: str, version: int | None = None
 ) -> DatasetPage:
     """The dataset by accession; a hidden one raises the same NotFound as a missing one."""
+    if "\x00" in accession:  # no accession holds one, and PostgreSQL refuses it as a parameter
+        raise not_found("dataset", accession)
     dataset = await session.scalar(
         select(Dataset).where(Dataset.accession == accession, visibility.visible_datasets(principal))
     )
