@@ -16,6 +16,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIWebSocketRoute
 from sqlalchemy.exc import DBAPIError
 from strawberry.fastapi import GraphQLRouter
+from strawberry.http.parse_content_type import parse_content_type
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types.unset import UNSET
 
 from cellcommons.api import drs, health, oauth
 from cellcommons.auth.authenticate import Authenticator
@@ -24,7 +27,7 @@ from cellcommons.auth.principal import Principal
 from cellcommons.auth.validator import TokenValidator
 from cellcommons.background import settle_heap
 from cellcommons.db import Database, end_request
-from cellcommons.errors import CellCommonsError
+from cellcommons.errors import CellCommonsError, NotFound
 from cellcommons.graphql.context import Context
 from cellcommons.graphql.ids import Identifiers
 from cellcommons.graphql.limits import BodySizeLimit, Limits, protection
@@ -137,26 +140,63 @@ def graphql_router(settings: Settings) -> GraphQLRouter:
 MAX_JSON_DEPTH = 64
 
 
+class MalformedRequest(CellCommonsError):
+    """A request to /graphql that is not a GraphQL request this endpoint can read."""
+
+    code = "malformed_request"
+    status = 400
+
+
+class MethodNotAllowed(CellCommonsError):
+    """A mutation sent with GET: mutations are POSTed (GraphQL over HTTP), so a link or prefetch changes nothing."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
+class UnsupportedMediaType(CellCommonsError):
+    code = "unsupported_media_type"
+    status = 415
+
+
 class GraphQLEndpoint(GraphQLRouter):
     """Strawberry's router, refusing with a 400 the JSON its request parsing would fail on with a 500, and JSON
-    nested deeper than any input of the schema. No websocket route: the schema has no subscriptions, and the
-    context getter takes a Request, so a websocket there failed with a TypeError instead of being refused."""
+    nested deeper than any input of the schema. Its own refusals, which it answers as plain text, are raised as
+    platform errors instead, so the app renders them as it renders every other error. No websocket route: the
+    schema has no subscriptions, and the context getter takes a Request, so a websocket there failed with a
+    TypeError instead of being refused."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.routes[:] = [route for route in self.routes if not isinstance(route, APIWebSocketRoute)]
 
+    async def run(self, request: Request, context: Any = UNSET, root_value: Any = UNSET) -> Response:
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as exc:
+            if isinstance(exc.__cause__, InvalidOperationTypeError):
+                raise MethodNotAllowed(exc.reason) from None
+            if exc.status_code == 404:  # a GET without a query where GraphiQL is off (production)
+                raise NotFound(exc.reason) from None
+            raise MalformedRequest(exc.reason) from None
+
+    async def parse_http_body(self, request: Any) -> Any:
+        # Strawberry answers 400 to a body it has no parser for; multipart uploads are off, so JSON is the only one.
+        if request.method == "POST" and "application/json" not in parse_content_type(request.content_type or "")[0]:
+            raise UnsupportedMediaType("the request body must be application/json")
+        return await super().parse_http_body(request)
+
     def decode_json(self, data: str | bytes) -> object:
         try:
             value = json.loads(data)
         except RecursionError:  # ~1 000 nested arrays or objects fit in a body well under the size limit
-            raise HTTPException(400, "the JSON is nested too deeply") from None
+            raise MalformedRequest("the JSON is nested too deeply") from None
         if _nests_deeper(value, MAX_JSON_DEPTH):
-            raise HTTPException(400, f"the JSON nests more than {MAX_JSON_DEPTH} levels deep")
+            raise MalformedRequest(f"the JSON nests more than {MAX_JSON_DEPTH} levels deep")
         # Bytes are a POST body (query parameters and multipart parts arrive as text): Strawberry reads it as an
         # object, or a list for batching (which it refuses itself).
         if isinstance(data, bytes) and not isinstance(value, dict | list):
-            raise HTTPException(400, "the request body must be a JSON object")
+            raise MalformedRequest("the request body must be a JSON object")
         return value
 
 
@@ -190,11 +230,11 @@ async def current_principal(request: Request) -> Principal | None:
 
 
 async def _render_error(request: Request, exc: CellCommonsError) -> JSONResponse:
-    headers = (
-        {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.message}"'}
-        if exc.status == 401
-        else None
-    )
+    headers = None
+    if exc.status == 401:
+        headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.message}"'}
+    elif isinstance(exc, MethodNotAllowed):
+        headers = {"Allow": "POST"}
     return JSONResponse({"error": exc.as_dict()}, status_code=exc.status, headers=headers)
 
 
