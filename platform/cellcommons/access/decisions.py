@@ -186,7 +186,9 @@ async def _refuse_incompatible(
     found = await repository.requestable_versions(session, principal, dataset_ids)
     conditions = await repository.conditions_of(session, [version.id for _, version in found.values()])
     purpose = purpose_of(request.purpose_terms, request.disease, request.methods_development, request.commercial_use)
-    requester = await requester_of(session, request.requester_institution_id, request.requester_subject, request.orcid)
+    requester = await requester_of(
+        session, request.requester_institution_id, request.requester_subject, request.orcid, request.orcid_verified
+    )
     verdict = combine(
         match([Condition(c.term, c.parameter) for c in conditions[version.id]], purpose, requester)
         for _, version in found.values()

@@ -101,6 +101,8 @@ class AccessRequest(Base):
     requester_subject: Mapped[str] = mapped_column(String(255))
     requester_actor: Mapped[str] = mapped_column(String(255))  # as the audit log names them
     orcid: Mapped[str | None] = mapped_column(String(19))
+    # The requester's institution vouched for the ORCID (its issuer's ORCID claim); else the requester typed it.
+    orcid_verified: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     status: Mapped[RequestStatus] = mapped_column(pg_enum(RequestStatus, "access_request_status"))
     # The purpose: one primary DUO term (GRU, HMB, DS, POA), optional GSO / CC, and what DUO has no term for.
     purpose_terms: Mapped[list[str]] = mapped_column(ARRAY(String(20)))

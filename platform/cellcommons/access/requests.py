@@ -23,7 +23,7 @@ from cellcommons.audit import service as audit
 from cellcommons.auth.principal import Principal
 from cellcommons.catalogue.models import Dataset, DatasetVersion, Institution
 from cellcommons.catalogue.service import parse
-from cellcommons.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from cellcommons.errors import Conflict, Forbidden, InvalidInput, NotFound, ValidationFailed
 
 SYSTEM = "system:access"
 _PURPOSE_FIELDS = ("purpose_terms", "disease", "methods_development", "commercial_use", "lay_summary",
@@ -38,13 +38,26 @@ def parse_request(raw: object) -> RequestIn:
     return data
 
 
-async def requester_of(session: AsyncSession, institution_id: uuid.UUID, subject: str, orcid: str | None) -> Requester:
+async def requester_of(
+    session: AsyncSession, institution_id: uuid.UUID, subject: str, orcid: str | None, orcid_verified: bool
+) -> Requester:
     """The requester as the matcher judges them: by their institution's record, not by what they claim."""
     institution = await session.get_one(Institution, institution_id)
     return Requester(
         subject=subject, institution_slug=institution.slug, country=institution.country,
-        sector=institution.sector, ror_id=institution.ror_id, orcid=orcid,
+        sector=institution.sector, ror_id=institution.ror_id, orcid=orcid, orcid_verified=orcid_verified,
     )  # fmt: skip
+
+
+def stated_orcid(principal: Principal, typed: str | None) -> tuple[str | None, bool]:
+    """The request's ORCID and whether the requester's institution vouches for it: the one its sign-in carries
+    (also when the form leaves it out), else the one typed in, which a steward must confirm."""
+    if principal.orcid is None:
+        return typed, False
+    if typed is not None and typed != principal.orcid:
+        message = f"your institution's sign-in vouches for ORCID {principal.orcid}; state that one or none"
+        raise InvalidInput(message, field="orcid")
+    return principal.orcid, True
 
 
 async def _requestable(
@@ -72,7 +85,9 @@ async def preview(
     versions = [found[d][1] for d in data.datasets]
     conditions = await repository.conditions_of(session, [v.id for v in versions])
     purpose = purpose_of(data.purpose_terms, data.disease, data.methods_development, data.commercial_use)
-    requester = await requester_of(session, principal.institution_id, principal.subject, data.orcid)
+    requester = await requester_of(
+        session, principal.institution_id, principal.subject, *stated_orcid(principal, data.orcid)
+    )
     return [
         (found[d][0], found[d][1], match([Condition(c.term, c.parameter) for c in conditions[found[d][1].id]],
                                          purpose, requester))
@@ -83,13 +98,14 @@ async def preview(
 async def create_request(
     session: AsyncSession, principal: Principal, data: RequestIn, *, node_id: str
 ) -> AccessRequest:
+    orcid, verified = stated_orcid(principal, data.orcid)
     found = await _requestable(session, principal, data.datasets, node_id)
     request = AccessRequest(
         requester_institution_id=principal.institution_id,
         requester_subject=principal.subject,
         requester_actor=principal.actor,
         status=RequestStatus.draft,
-        **{name: getattr(data, name) for name in _PURPOSE_FIELDS},
+        **{name: getattr(data, name) for name in _PURPOSE_FIELDS} | {"orcid": orcid, "orcid_verified": verified},
     )
     session.add(request)
     await session.flush()
@@ -103,9 +119,11 @@ async def update_request(
 ) -> AccessRequest:
     request = await load_for_requester(session, principal, request_id)
     _expect(request, {RequestStatus.draft}, "edited")
+    orcid, verified = stated_orcid(principal, data.orcid)
     found = await _requestable(session, principal, data.datasets, node_id)
     for name in _PURPOSE_FIELDS:
         setattr(request, name, getattr(data, name))
+    request.orcid, request.orcid_verified = orcid, verified
     await _replace_datasets(session, request, data.datasets, found)
     await record_transition(session, principal, request, "edited", request.status)
     return request
@@ -115,6 +133,7 @@ async def submit(session: AsyncSession, principal: Principal, request_id: uuid.U
     """Judge every dataset with the matcher (kept with the request) and tell each custodian's stewards."""
     request = await load_for_requester(session, principal, request_id)
     _expect(request, {RequestStatus.draft}, "submitted")
+    request.orcid, request.orcid_verified = stated_orcid(principal, request.orcid)  # as the sign-in stands now
     parts = await repository.requested_datasets(session, request.id)
     data = parse_request(_as_input(request, [p.dataset_id for p in parts]))
     verdicts = await preview(session, principal, data, node_id=node_id)

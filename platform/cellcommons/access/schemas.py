@@ -7,15 +7,24 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from cellcommons.access.matcher import PURPOSE_EXTRA, PURPOSE_PRIMARY, Purpose
 from cellcommons.access.models import EndOfTerm, OnwardTransfer, TransferMechanism
+from cellcommons.auth.orcid import canonical_orcid
 from cellcommons.catalogue import ontology
 from cellcommons.catalogue.enums import Sensitivity, Severity
 from cellcommons.catalogue.schemas import Curie, Finding, Input, LongText, Text
 
-Orcid = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")]
+
+def _orcid(value: str) -> str:
+    orcid = canonical_orcid(value)
+    if orcid is None:
+        raise ValueError("must be an ORCID iD such as 0000-0002-1825-0097, whose last character checks the rest")
+    return orcid
+
+
+Orcid = Annotated[str, StringConstraints(max_length=60), AfterValidator(_orcid)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5_000)]
 
 

@@ -26,6 +26,7 @@ class Principal:
     client_id: str | None = None
     token_id: str | None = None
     issuer: str | None = None
+    orcid: str | None = None  # vouched for by the institution's issuer (its registered ORCID claim), else None
 
     @property
     def actor(self) -> str:

@@ -19,6 +19,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from cellcommons.auth.orcid import canonical_orcid
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.errors import CellCommonsError
 from cellcommons.institutions.service import TrustedIssuer
@@ -255,6 +256,7 @@ def _principal(claims: dict, issuer: TrustedIssuer) -> Principal:
         client_id=client_id if isinstance(client_id, str) else None,
         token_id=token_id if isinstance(token_id, str) else None,
         issuer=issuer.issuer_url,
+        orcid=canonical_orcid(_at_path(claims, issuer.orcid_claim)) if issuer.orcid_claim else None,
     )
 
 

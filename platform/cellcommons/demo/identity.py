@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons.auth.dev_idp import DevIdentityProvider
 from cellcommons.auth.dev_idp.provider import PORTAL_CLIENT_ID
+from cellcommons.auth.dev_idp.users import ORCID_CLAIM
 from cellcommons.errors import InvalidInput, Unavailable
 from cellcommons.institutions.models import Issuer
 from cellcommons.institutions.service import register_issuer, trusted_issuers
@@ -36,6 +37,7 @@ async def register_dev_issuers(session: AsyncSession, http: httpx.AsyncClient, i
             algorithms=[idp.algorithm(slug)],
             role_claim=mapping.claim_path,
             role_mapping={value: role.value for value, role in mapping.values.items()},
+            orcid_claim=ORCID_CLAIM,
         )
     return await trusted_issuers(session)
 

@@ -207,6 +207,9 @@ class AccessRequest(Node):
     period_start: date
     period_end: date
     orcid: str | None
+    orcid_verified: bool = strawberry.field(
+        description="The requester's institution vouched for the ORCID at sign-in; else the requester typed it in"
+    )
     requester: str = strawberry.field(description="The requester, as the audit log names them")
     created_at: datetime
 
@@ -217,6 +220,7 @@ class AccessRequest(Node):
             methods_development=row.methods_development, commercial_use=row.commercial_use,
             lay_summary=row.lay_summary, ethics_reference=row.ethics_reference, project=row.project,
             period_start=row.period_start, period_end=row.period_end, orcid=row.orcid,
+            orcid_verified=row.orcid_verified,
             requester=row.requester_actor, created_at=row.created_at,
         )  # fmt: skip
 

@@ -31,6 +31,8 @@ class Issuer(Base):
     # A claim path (`groups`, `realm_access.roles`) and which of its values give which platform role.
     role_claim: Mapped[str | None] = mapped_column(String(200))
     role_mapping: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # Where the issuer's tokens carry the person's ORCID iD, if they do (eduPersonOrcid, ORCID's own sign-in)
+    orcid_claim: Mapped[str | None] = mapped_column(String(200))
     enabled: Mapped[bool] = mapped_column(server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

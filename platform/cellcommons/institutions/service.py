@@ -43,6 +43,7 @@ class TrustedIssuer:
     access_token_value: str | None
     role_claim: str | None
     role_mapping: dict[str, str]
+    orcid_claim: str | None = None  # the claim path of the person's ORCID iD, for issuers that vouch for one
     # Set on the platform's own entry only: keys come from its database, and a token's institution and roles
     # from the registration of the machine client named by its client_id (revoked: refused), never from a claim.
     clients: ClientDirectory | None = None
@@ -78,6 +79,7 @@ async def register_issuer(
     role_mapping: dict[str, str] | None = None,
     access_token_claim: str | None = None,
     access_token_value: str | None = None,
+    orcid_claim: str | None = None,
 ) -> Issuer:
     institution = await session.scalar(select(Institution).where(Institution.slug == institution_slug))
     if institution is None:
@@ -106,6 +108,7 @@ async def register_issuer(
         role_mapping=roles,
         access_token_claim=access_token_claim,
         access_token_value=access_token_value,
+        orcid_claim=orcid_claim,
     )
     session.add(issuer)
     await session.flush()
@@ -146,6 +149,7 @@ async def trusted_issuers(session: AsyncSession, platform: ClientDirectory | Non
             access_token_value=issuer.access_token_value,
             role_claim=issuer.role_claim,
             role_mapping=dict(issuer.role_mapping),
+            orcid_claim=issuer.orcid_claim,
         )
         for slug, issuer in rows
     }

@@ -21,6 +21,7 @@ from cellcommons.auth.dev_idp.users import (
     REALM_ROLES_ISSUERS,
     RoleMapping,
     demo_user,
+    orcid_claims,
     role_claims,
     role_mapping,
     subject,
@@ -329,6 +330,7 @@ class DevIdentityProvider:
             "scope": scope,
             "preferred_username": username,
             **role_claims(slug, user, self._issuer(slug).realm_roles),
+            **orcid_claims(slug, username),
         }
 
     def issue_access_token(
@@ -375,6 +377,7 @@ class DevIdentityProvider:
             "email": f"{username}@{slug}.example",
             "email_verified": True,
             **role_claims(slug, user, self._issuer(slug).realm_roles),
+            **orcid_claims(slug, username),
         }
         if nonce is not None:
             claims["nonce"] = nonce

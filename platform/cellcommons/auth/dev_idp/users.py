@@ -7,10 +7,12 @@ platform's role names, so the platform's per-issuer claim-path → role mapping 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from cellcommons.auth.orcid import check_character
 from cellcommons.auth.principal import Role
 
 # Issuers that speak Keycloak (`realm_access.roles`); every other issuer sends `groups`.
@@ -58,6 +60,27 @@ def demo_user(username: str) -> DemoUser:
         return _BY_USERNAME[username]
     except KeyError:
         raise KeyError(f"no demo user {username!r}; known: {', '.join(_BY_USERNAME)}") from None
+
+
+# Where every dev issuer puts a person's ORCID iD, as its URI (as eduPersonOrcid does); registered as the issuers'
+# ORCID claim, so the platform takes the ORCID from the sign-in rather than from what a person types.
+ORCID_CLAIM = "orcid"
+
+
+def orcid(slug: str, username: str) -> str | None:
+    """A stable, well-formed ORCID iD for each demo person with a platform role (`gus` has none). Made up in
+    0009-99…, a block ORCID has not issued from, so it never names a real researcher."""
+    if not demo_user(username).roles:
+        return None
+    number = int.from_bytes(hashlib.sha256(f"{slug}/{username}".encode()).digest()[:8]) % 10**9
+    digits = f"000999{number:09d}"
+    digits += check_character(digits)
+    return "-".join(digits[i : i + 4] for i in range(0, 16, 4))
+
+
+def orcid_claims(slug: str, username: str) -> dict[str, Any]:
+    found = orcid(slug, username)
+    return {ORCID_CLAIM: f"https://orcid.org/{found}"} if found else {}
 
 
 def subject(slug: str, username: str) -> str:
