@@ -202,6 +202,9 @@ def add_issuer_command(
     access_token_claim: Annotated[
         str | None, typer.Option(help="CLAIM=VALUE that marks access tokens, for issuers without typ at+jwt")
     ] = None,
+    orcid_claim: Annotated[
+        str | None, typer.Option(help="claim path of the person's ORCID iD, if the issuer vouches for one")
+    ] = None,
 ) -> None:
     """Trust an identity provider for one institution (reads its discovery document, pins its JWKS URI)."""
     from cellcommons.institutions.service import register_issuer
@@ -213,7 +216,7 @@ def add_issuer_command(
         return await register_issuer(
             session, http, institution_slug=institution, issuer_url=issuer_url, audience=audience,
             algorithms=alg or ["RS256"], role_claim=role_claim, role_mapping=mapping,
-            access_token_claim=claim, access_token_value=value,
+            access_token_claim=claim, access_token_value=value, orcid_claim=orcid_claim,
         )  # fmt: skip
 
     issuer = _in_unit_of_work(work)
@@ -238,11 +241,12 @@ def list_issuers_command() -> None:
 
     from cellcommons.institutions.service import list_issuers
 
-    table = Table("institution", "issuer", "audience", "algorithms", "roles from")
+    table = Table("institution", "issuer", "audience", "algorithms", "roles (and ORCID) from")
     for slug, issuer in _in_unit_of_work(lambda session, http: list_issuers(session)):
         mapping = ", ".join(f"{k}→{v}" for k, v in issuer.role_mapping.items())
+        orcid = f"\nORCID: {issuer.orcid_claim}" if issuer.orcid_claim else ""
         table.add_row(slug, issuer.issuer_url, issuer.audience, " ".join(issuer.algorithms),
-                      f"{issuer.role_claim or '—'}: {mapping}")  # fmt: skip
+                      f"{issuer.role_claim or '—'}: {mapping}{orcid}")  # fmt: skip
     console.print(table)
 
 

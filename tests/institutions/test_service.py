@@ -107,9 +107,20 @@ def test_the_cli_adds_lists_and_removes_an_issuer(fresh_settings, dev_idp):
             ["cellcommons", "institutions", *args], env=env, capture_output=True, text=True, timeout=60
         )
 
-    added = cli("add-issuer", LEIDEN["slug"], issuer, "--role-claim", "groups", "--role", "cellcommons-steward=steward")
+    added = cli("add-issuer", LEIDEN["slug"], issuer, "--role-claim", "groups", "--role", "cellcommons-steward=steward",
+                "--orcid-claim", "eduPersonOrcid")  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert dev_idp.jwks_uri(LEIDEN["slug"]) in added.stdout
+
+    async def registered():
+        database = Database(fresh_settings)
+        async with database.unit_of_work() as session:
+            [(_, entry)] = await list_issuers(session)
+        await database.dispose()
+        return entry
+
+    entry = asyncio.run(registered())
+    assert (entry.role_claim, entry.orcid_claim) == ("groups", "eduPersonOrcid")
     listed = cli("issuers")
     assert issuer in listed.stdout.replace("\n", "") or LEIDEN["slug"] in listed.stdout
     refused = cli("add-issuer", LEIDEN["slug"], issuer, "--role", "oops")

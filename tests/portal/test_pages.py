@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 from tests.graphql.conftest import api, seeded_settings  # noqa: F401  (the in-process app on its own database)
 
+from cellcommons.auth.dev_idp.users import orcid as demo_orcid
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.catalogue.models import Institution
 from cellcommons.db import Database
@@ -315,6 +316,12 @@ async def test_signing_in_gives_the_session_a_csrf_token_of_its_own(api):  # noq
     assert after.signed_in and after.principal.institution_slug == "leiden-scgt"
     # A token known before sign-in (set by a script on a sibling host, read from a shared page) is worth nothing.
     assert after.csrf != before.csrf
+
+
+async def test_the_session_keeps_the_orcid_the_sign_in_vouched_for(api):  # noqa: F811
+    _, answer = await signed_in_over_http(api, "leiden-scgt", "alice")
+    session = Sessions(api.settings.secret_key.get_secret_value(), secure=False).load(answer.cookies[SESSION_COOKIE])
+    assert session.signed_in and session.principal.orcid == demo_orcid("leiden-scgt", "alice") is not None
 
 
 async def test_sign_in_returns_to_the_page_that_asked_for_it_and_only_to_a_page_of_this_site(api):  # noqa: F811

@@ -110,7 +110,7 @@ def _encode(session: PortalSession) -> dict:
     if p is not None:
         principal = {
             "institution_id": str(p.institution_id), "institution_slug": p.institution_slug, "subject": p.subject,
-            "roles": sorted(p.roles), "issuer": p.issuer,
+            "roles": sorted(p.roles), "issuer": p.issuer, "orcid": p.orcid,
         }  # fmt: skip
     return {"principal": principal, "csrf": session.csrf, "expires_at": session.expires_at, "sid": session.session_id}
 
@@ -125,6 +125,7 @@ def _decode(data: dict) -> PortalSession:
             subject=raw["subject"],
             roles=frozenset(Role(r) for r in raw["roles"]),
             issuer=raw["issuer"],
+            orcid=raw.get("orcid"),  # sessions begun before ORCIDs were kept have none
         )
     # A cookie without a session id (from before sign-out ended sessions on the server) could never be ended: it is
     # refused like a forged one, and its holder signs in again once.

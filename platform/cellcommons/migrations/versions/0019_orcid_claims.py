@@ -1,15 +1,15 @@
 """An issuer may vouch for its people's ORCID iDs (`issuer.orcid_claim`); an access request records whether
 its ORCID was vouched for so or typed in (`access_request.orcid_verified`). Requests made before: typed.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018"
-down_revision = "0017"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
