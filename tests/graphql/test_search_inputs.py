@@ -137,3 +137,29 @@ async def test_a_lone_surrogate_in_dataset_search_text_is_invalid_input(api, que
 
 async def test_a_lone_surrogate_in_batch_search_text_is_invalid_input(api):
     _refused(await _escaped(api, BATCHES, {"search": SURROGATE}), "search", "Unicode")
+
+
+# Found in review: `in` lists were bounded but `and`/`or` lists were not: 25 000 `or` entries were built into
+# statements (the page, the count, each facet), priced as a page of 3, while the worker's other requests waited.
+WIDE = [
+    ({"or": [{"accession": {"eq": f"CCD-NONE-{i:06}"}} for i in range(101)]}, "filter"),
+    ({"batches": {"and": [{"lotNumber": {"eq": "x"}}] * 60, "or": [{"passage": {"eq": 1}}] * 60}}, "filter"),
+    ({"and": [{"or": [{"title": {"eq": "x"}}] * 30}] * 4}, "filter"),
+]
+
+
+@pytest.mark.parametrize("query", [DATASETS, DATASETS_COUNTED], ids=["compiled", "field by field"])
+@pytest.mark.parametrize(("filter", "field"), WIDE)
+async def test_a_filter_of_too_many_parts_is_invalid_input(api, query, filter, field):
+    _refused(await api.query(query, {"filter": filter}, api.token(LEIDEN)), field, "at most 200 parts")
+
+
+async def test_a_batch_filter_of_too_many_parts_is_invalid_input(api):
+    filter = {"not": {"or": [{"passage": {"eq": i}} for i in range(100)]}}
+    _refused(await api.query(BATCHES, {"filter": filter}, api.token(LEIDEN)), "filter", "at most 200 parts")
+
+
+async def test_a_filter_of_up_to_200_parts_filters(api):
+    filter = {"or": [{"accession": {"eq": f"CCD-NONE-{i:06}"}} for i in range(99)] + [{"institution": {"eq": LEIDEN}}]}
+    result = await api.query(DATASETS, {"filter": filter}, api.token(LEIDEN))
+    assert "errors" not in result and result["data"]["datasets"]["nodes"], result
