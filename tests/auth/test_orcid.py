@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+from tests.graphql.conftest import api, seeded_settings  # noqa: F401  (the in-process app on its own database)
 
 from cellcommons.auth.dev_idp.users import orcid
 from cellcommons.auth.orcid import canonical_orcid
@@ -51,3 +52,9 @@ async def test_an_issuer_without_an_orcid_claim_vouches_for_none(dev_idp, truste
     validator = TokenValidator(lookup, http)
     principal = await validator.validate(dev_idp.issue_access_token(LOWLANDS, "alice"))
     assert principal.institution_slug == LOWLANDS and principal.orcid is None
+
+
+async def test_whoami_shows_the_orcid_the_sign_in_vouched_for(api):  # noqa: F811
+    me = (await api.client.get("/whoami", headers=api.token(LEIDEN, "alice"))).json()
+    assert me["signed_in"] and me["orcid"] == orcid(LEIDEN, "alice") is not None
+    assert (await api.client.get("/whoami", headers=api.token(LEIDEN, "gus"))).json()["orcid"] is None

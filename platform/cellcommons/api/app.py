@@ -104,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
             "subject": principal.subject,
             "roles": sorted(principal.roles),
             "client_id": principal.client_id,
+            "orcid": principal.orcid,  # only one the institution's issuer vouches for
         }
 
     # Last: the portal's pages answer every path the API does not.
