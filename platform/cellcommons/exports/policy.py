@@ -172,7 +172,9 @@ class Pseudonymiser:
     """A column's pseudonyms: HMAC over each batch's distinct values not seen before, mapped back by index.
 
     A column that arrives dictionary-encoded (Parquet sources read donor ids so) brings its distinct values
-    along; the batches of one Parquet row group share one dictionary, whose pseudonyms are kept for the next."""
+    along; the batches of one Parquet row group share one dictionary, whose pseudonyms are kept for the next. It
+    leaves dictionary-encoded too, the batch's indices into those pseudonyms: the writer stores a row group's
+    dictionary and indices as they are instead of finding every row's pseudonym again in a hash table."""
 
     def __init__(self, key: bytes):
         self._mac = hmac.new(key, digestmod=hashlib.sha256)
@@ -181,7 +183,9 @@ class Pseudonymiser:
         self._last: tuple[pa.Array, pa.Array] | None = None  # a dictionary and its pseudonyms
 
     def __call__(self, values: pa.Array) -> pa.Array:
-        encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
+        if pa.types.is_dictionary(values.type):
+            return pa.DictionaryArray.from_arrays(values.indices, self._names_of(values.dictionary))
+        encoded = pc.dictionary_encode(values)
         return self._names_of(encoded.dictionary).take(encoded.indices)
 
     def _names_of(self, distinct: pa.Array) -> pa.Array:
@@ -282,7 +286,8 @@ def _zoned_month(values: pa.Array) -> pa.Array:
 
 
 class PolicyApplier:
-    """Turns source batches (already in their declared types) into export batches."""
+    """Turns source batches (already in their declared types) into export batches: of `schema`, except that
+    pseudonyms of dictionary-encoded sources stay dictionary-encoded (of the same values)."""
 
     def __init__(self, plans: list[ColumnPlan], key: bytes):
         self.plans = plans
@@ -293,7 +298,7 @@ class PolicyApplier:
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         arrays = [self._treated(plan, batch.column(plan.name)) for plan in self.plans]
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        return pa.RecordBatch.from_arrays(arrays, names=self.schema.names)
 
     def _treated(self, plan: ColumnPlan, values: pa.Array) -> pa.Array:
         if plan.treatment is ColumnTreatment.pseudonymise:

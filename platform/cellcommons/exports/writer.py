@@ -6,16 +6,18 @@ batches come through `Ahead`: reading and decoding the source and applying the p
 own, at most BATCHES_AHEAD batches ahead, so they overlap the encoding, the hashing and the upload. Memory holds
 a batch or two, one row group being encoded and a few parts, whatever the row count. An exception on either side
 (a bad row, a changed source, a stop request) propagates out of `read`, and the SDK aborts the multipart upload,
-so no half-written object remains. Row groups gather batches up to ROW_GROUP_BYTES of Arrow data or
-ROW_GROUP_ROWS rows: about 100 000 clinical rows (DuckDB writes 122 880), large enough for scans to skip and
+so no half-written object remains. Row groups gather batches up to ROW_GROUP_BYTES of Arrow data held or
+ROW_GROUP_ROWS rows: about 200 000 clinical rows (DuckDB writes 122 880), large enough for scans to skip and
 read efficiently, small enough for the memory bound; zstd at Arrow's default level (1), as `write_table`.
 """
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import hashlib
 import io
+import itertools
 import queue
 import threading
 from collections import deque
@@ -26,16 +28,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROW_GROUP_ROWS = 1_000_000
-ROW_GROUP_BYTES = 8 * 1024 * 1024
-# Policy-applied batches (about 2 MiB each, sources.BATCH_BYTES) waiting for the encoder: a row group's worth. The
-# encoder takes a row group's batches one after the other once it has encoded the previous one; with fewer
-# waiting it stood idle for the policy between row groups (5 M rows in one process, S3 aside: 3.6–3.9 s → 2.4–3.1 s
-# wall; some 10 MiB more held).
-BATCHES_AHEAD = 4
+# Each row group repeats its columns' dictionaries: with 50 000 donors' pseudonyms in a source row group, row groups
+# of 8 MiB held (about 100 000 rows) made a file a third larger than these (5 M rows: 105 → 80 MB), with more
+# to encode, hash and upload; 24 MiB went past the memory bound (peak RSS 291 MiB).
+ROW_GROUP_BYTES = 16 * 1024 * 1024
+# Policy-applied batches (about 2 MiB each decoded, sources.BATCH_BYTES; less held, pseudonyms as dictionary indices)
+# waiting for the encoder: most of a row group's worth. The encoder takes a row group's batches one after the
+# other once it has encoded the previous one; with fewer waiting it stands idle for the policy between row groups
+# (5 M rows in one process, S3 aside: 4 → 8 batches, 2.4–2.5 s → 2.0–2.4 s wall; some 10 MiB more held; 12 held
+# another 10 MiB, too near the memory bound).
+BATCHES_AHEAD = 8
 WRITE_BUFFER = 1024 * 1024
 # A column's dictionary may grow to 2 MiB per row group (Arrow's default is 1 MiB) before the column falls back to
-# plain values: a row group's tens of thousands of distinct 32-character pseudonyms then stay in the dictionary,
-# a file about a fifth smaller (less to hash and upload) for a little more encoding.
+# plain values: a row group's tens of thousands of distinct 32-character pseudonyms (of a CSV source, hashed by
+# the writer) then stay in the dictionary, a file about a fifth smaller (less to hash and upload).
 DICTIONARY_PAGE_BYTES = 2 * 1024 * 1024
 PART_SIZE = 5 * 1024 * 1024  # multipart parts (the S3 minimum): the SDK holds several; at most 10 000 parts (52 GB)
 COMPRESSION = "zstd"
@@ -89,7 +95,13 @@ class _Sink:
 class ParquetStream(io.RawIOBase):
     """The Parquet file of `batches`, read as it is written. Columns in `without_statistics` carry no min/max:
     for pseudonyms (uniformly random) they would cover nearly the whole range in every row group, so they let a
-    reader skip nothing, and computing them over every value is a few percent of the encoding."""
+    reader skip nothing, and computing them over every value is a few percent of the encoding.
+
+    `schema` is the file's as readers see it (with the terms). A column of it may arrive dictionary-encoded
+    (pseudonyms of a Parquet source): such a column is written as its dictionary and indices, which the Parquet
+    writer stores as they are when a row group's batches share one dictionary (those of one source row group do;
+    a row group spanning several gets their union). The Arrow schema stored in the file is still `schema`, so
+    readers get the values' type, not a dictionary."""
 
     def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema, without_statistics: Collection[str] = ()):
         self._batches = batches
@@ -130,13 +142,16 @@ class ParquetStream(io.RawIOBase):
         batch = next(self._batches, None)
         if batch is None:
             self._flush()
-            self._writer_for(None).close()
+            writer = self._writer_for(None)
+            writer.add_key_value_metadata(file_metadata(self._schema))
+            writer.close()
             self._out.close()  # the footer, still in the buffer, goes to the sink
             self._done = True
             return
-        if batch.num_rows:
-            self._pending.append(batch)
-            self._pending_bytes += batch.nbytes
+        if not batch.num_rows:
+            return
+        self._pending_bytes += held_bytes(batch, self._pending[-1] if self._pending else None)
+        self._pending.append(batch)
         if self._pending_bytes >= ROW_GROUP_BYTES or sum(b.num_rows for b in self._pending) >= ROW_GROUP_ROWS:
             self._flush()
 
@@ -144,18 +159,53 @@ class ParquetStream(io.RawIOBase):
         if not self._pending:
             return
         table = pa.Table.from_batches(self._pending)
+        if not all(_same_dictionaries(a, b) for a, b in itertools.pairwise(self._pending)):
+            # Otherwise the writer would fall back to plain values at the first change (the largest file)
+            table = table.unify_dictionaries()
         self._pending, self._pending_bytes = [], 0
         self._writer_for(table).write_table(table, row_group_size=table.num_rows)
         self.rows += table.num_rows
 
     def _writer_for(self, first: pa.Table | None) -> pq.ParquetWriter:
+        """Opened with the first row group, whose columns' types (dictionary-encoded or not) the writer takes;
+        the schema readers see is stored at the end (`file_metadata`)."""
         if self._writer is None:
             encoded = True if first is None else dictionary_columns(first)
             self._writer = pq.ParquetWriter(
-                self._out, self._schema, compression=COMPRESSION, use_dictionary=encoded,
-                dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES, write_statistics=self._statistics or False,
+                self._out, (self._schema if first is None else first.schema).remove_metadata(), store_schema=False,
+                compression=COMPRESSION, use_dictionary=encoded, dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES,
+                write_statistics=self._statistics or False,
             )  # fmt: skip
         return self._writer
+
+
+def file_metadata(schema: pa.Schema) -> dict[str, str]:
+    """The key-value metadata of a file whose readers see `schema`: its own metadata (the terms) and, as Arrow's
+    writer stores it, the Arrow schema (IPC-serialised, base64) that gives readers the types and time zones."""
+    serialised = base64.b64encode(schema.serialize().to_pybytes()).decode()
+    return {**{k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}, "ARROW:schema": serialised}
+
+
+def held_bytes(batch: pa.RecordBatch, previous: pa.RecordBatch | None) -> int:
+    """The memory a pending batch holds: a dictionary it shares with the `previous` one counts once."""
+    total = 0
+    for index, column in enumerate(batch.columns):
+        if not pa.types.is_dictionary(column.type):
+            total += column.nbytes
+            continue
+        total += column.indices.nbytes
+        if previous is None or not previous.column(index).dictionary.equals(column.dictionary):
+            total += column.dictionary.nbytes
+    return total
+
+
+def _same_dictionaries(earlier: pa.RecordBatch, later: pa.RecordBatch) -> bool:
+    """Whether the batches' dictionary-encoded columns share their dictionaries, as one row group's must (the
+    Parquet writer stores a column chunk's dictionary once and falls back to plain values when it changes)."""
+    return all(
+        not pa.types.is_dictionary(a.type) or a.dictionary.equals(b.dictionary)
+        for a, b in zip(earlier.columns, later.columns, strict=True)
+    )
 
 
 def dictionary_columns(first: pa.Table) -> list[str]:
