@@ -158,10 +158,7 @@ class ParquetStream(io.RawIOBase):
     def _flush(self) -> None:
         if not self._pending:
             return
-        table = pa.Table.from_batches(self._pending)
-        if not all(_same_dictionaries(a, b) for a, b in itertools.pairwise(self._pending)):
-            # Otherwise the writer would fall back to plain values at the first change (the largest file)
-            table = table.unify_dictionaries()
+        table = _one_dictionary_each(pa.Table.from_batches(self._pending))
         self._pending, self._pending_bytes = [], 0
         self._writer_for(table).write_table(table, row_group_size=table.num_rows)
         self.rows += table.num_rows
@@ -199,13 +196,16 @@ def held_bytes(batch: pa.RecordBatch, previous: pa.RecordBatch | None) -> int:
     return total
 
 
-def _same_dictionaries(earlier: pa.RecordBatch, later: pa.RecordBatch) -> bool:
-    """Whether the batches' dictionary-encoded columns share their dictionaries, as one row group's must (the
-    Parquet writer stores a column chunk's dictionary once and falls back to plain values when it changes)."""
-    return all(
-        not pa.types.is_dictionary(a.type) or a.dictionary.equals(b.dictionary)
-        for a, b in zip(earlier.columns, later.columns, strict=True)
-    )
+def _one_dictionary_each(table: pa.Table) -> pa.Table:
+    """The row group with each dictionary-encoded column on one dictionary, as the Parquet writer needs to store
+    it once (at a changed dictionary it falls back to plain values, the largest file): a column whose batches
+    bring several gets their union, the others are left as they are (unifying costs a hash of every entry)."""
+    for index, column in enumerate(table.columns):
+        if pa.types.is_dictionary(column.type) and not all(
+            a.dictionary.equals(b.dictionary) for a, b in itertools.pairwise(column.chunks)
+        ):
+            table = table.set_column(index, table.field(index), column.unify_dictionaries())
+    return table
 
 
 def dictionary_columns(first: pa.Table) -> list[str]:
