@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from tests.graphql.conftest import api, seeded_settings  # noqa: F401  (the seeded in-process API)
 
-from cellcommons.api.app import MAX_JSON_DEPTH, create_app
+from cellcommons.api.app import MAX_JSON_DEPTH, MAX_JSON_VALUES, create_app
 from cellcommons.graphql.limits import Limits
 from cellcommons.settings import Environment
 
@@ -53,6 +53,15 @@ async def test_variables_nested_deeper_than_any_input_are_a_400(api, levels):  #
     body = {"query": "{ viewer { signedIn } }", "variables": {"a": nested(levels)}}
     response = await api.client.post("/graphql", json=body)
     refused(response, 400, "malformed_request", f"the JSON nests more than {MAX_JSON_DEPTH} levels deep")
+
+
+async def test_variables_of_more_values_than_any_input_are_a_400_before_strawberry_converts_them(api):  # noqa: F811
+    ors = [{"lotNumber": {"eq": f"LOT-{i}"}} for i in range(MAX_JSON_VALUES // 3 + 1)]  # 3 values each
+    query = "query($f: BatchFilter) { batches(filter: $f, first: 1) { totalCount } }"
+    response = await api.client.post("/graphql", json={"query": query, "variables": {"f": {"or": ors}}})
+    refused(response, 400, "malformed_request", f"the JSON holds more than {MAX_JSON_VALUES} values")
+    within = {"query": query, "variables": {"f": {"or": ors[:50]}}}
+    assert (await api.client.post("/graphql", json=within)).status_code == 200
 
 
 async def test_variables_nested_to_the_limit_are_answered(api):  # noqa: F811

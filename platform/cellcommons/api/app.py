@@ -139,6 +139,11 @@ def graphql_router(settings: Settings) -> GraphQLRouter:
 # Filters nest 6 levels of and/or/not (two JSON levels each); no input of the schema comes near this. Deeper
 # variables reach the cost guard's and graphql-core's recursive walks, which may run out of stack ("internal").
 MAX_JSON_DEPTH = 64
+# Values (objects, arrays and scalars) in a request's JSON. Strawberry converts every input value into its input
+# types before any limit or resolver can refuse the request: a filter of 25 000 `or` entries (75 000 values,
+# 800 kB) took 7 s of a worker to be refused. The largest inputs of the schema (a dataset of a thousand columns,
+# its linked lots) hold a few thousand.
+MAX_JSON_VALUES = 10_000
 
 
 class MalformedRequest(CellCommonsError):
@@ -192,8 +197,8 @@ class GraphQLEndpoint(GraphQLRouter):
             value = json.loads(data)
         except RecursionError:  # ~1 000 nested arrays or objects fit in a body well under the size limit
             raise MalformedRequest("the JSON is nested too deeply") from None
-        if _nests_deeper(value, MAX_JSON_DEPTH):
-            raise MalformedRequest(f"the JSON nests more than {MAX_JSON_DEPTH} levels deep")
+        if problem := _too_large(value):
+            raise MalformedRequest(problem)
         # Bytes are a POST body (query parameters and multipart parts arrive as text): Strawberry reads it as an
         # object, or a list for batching (which it refuses itself).
         if isinstance(data, bytes) and not isinstance(value, dict | list):
@@ -201,19 +206,19 @@ class GraphQLEndpoint(GraphQLRouter):
         return value
 
 
-def _nests_deeper(value: object, limit: int) -> bool:
-    """Whether arrays and objects in `value` nest more than `limit` levels (without recursion of its own)."""
-    level = [value] if isinstance(value, dict | list) else []
-    for _ in range(limit):
-        level = [
-            child
-            for item in level
-            for child in (item.values() if isinstance(item, dict) else item)
-            if isinstance(child, dict | list)
-        ]
+def _too_large(value: object) -> str | None:
+    """What is wrong with `value` if its arrays and objects nest more than MAX_JSON_DEPTH levels or it holds more
+    than MAX_JSON_VALUES values (walked level by level: no recursion of its own)."""
+    level, values = ([value] if isinstance(value, dict | list) else []), 1
+    for _ in range(MAX_JSON_DEPTH):
+        children = [child for item in level for child in (item.values() if isinstance(item, dict) else item)]
+        values += len(children)
+        if values > MAX_JSON_VALUES:
+            return f"the JSON holds more than {MAX_JSON_VALUES} values"
+        level = [child for child in children if isinstance(child, dict | list)]
         if not level:
-            return False
-    return bool(level)
+            return None
+    return f"the JSON nests more than {MAX_JSON_DEPTH} levels deep" if level else None
 
 
 async def _close_after_response(session) -> None:
