@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tests.storage.files import draft_dataset, institution
+from tests.storage.files import draft_dataset, institution, remove_buckets
 
 from cellcommons.storage import ObjectStore
 
@@ -27,9 +27,4 @@ async def draft(session, leiden):
 def remove_institution_buckets(object_store: ObjectStore, settings):
     """Institution buckets are named by id, new in every rolled-back test: remove them with their objects."""
     yield
-    client = object_store.client
-    for found in client.list_buckets():
-        if found.name.startswith(settings.bucket("inst-")):
-            for item in client.list_objects(found.name, recursive=True):
-                client.remove_object(found.name, item.object_name)
-            client.remove_bucket(found.name)
+    remove_buckets(object_store, settings.bucket("inst-"))

@@ -17,7 +17,7 @@ from cellcommons.catalogue.enums import VersionStatus
 from cellcommons.catalogue.models import Dataset, DatasetVersion, Distribution, Institution
 from cellcommons.catalogue.schemas import InstitutionIn
 from cellcommons.demo.consortium import INSTITUTIONS
-from cellcommons.storage import uploads
+from cellcommons.storage import ObjectStore, uploads
 
 CSV = "text/csv"
 NODE = "local"  # the tests' settings keep the default node id: records made here are not harvested copies
@@ -107,3 +107,13 @@ async def published_file(database, store, settings, slug: str, access_rights: st
         if access_rights != "non_public":
             await publish(session, version)
         return PublishedFile(version.id, distribution.id, content)
+
+
+def remove_buckets(store: ObjectStore, prefix: str) -> None:
+    """Remove the buckets named with `prefix`, their objects first."""
+    client = store.client
+    for found in client.list_buckets():
+        if found.name.startswith(prefix):
+            for item in client.list_objects(found.name, recursive=True):
+                client.remove_object(found.name, item.object_name)
+            client.remove_bucket(found.name)

@@ -18,7 +18,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 from tests.exports.conftest import make_world, request
-from tests.storage.files import draft_dataset, institution, member, published_file, put, upload
+from tests.storage.files import draft_dataset, institution, member, published_file, put, remove_buckets, upload
 from tests.storage.test_cleanup import sha
 
 from cellcommons.access.models import Agreement, AgreementStatus
@@ -26,7 +26,6 @@ from cellcommons.auth.principal import Role
 from cellcommons.catalogue.models import Distribution
 from cellcommons.db import Database
 from cellcommons.exports.models import ExportJob, ExportStatus
-from cellcommons.settings import Settings
 from cellcommons.storage import ObjectStore, buckets, cleanup, uploads
 from cellcommons.storage.models import FileUpload, UploadStatus
 
@@ -39,15 +38,6 @@ def _keys(store: ObjectStore, bucket: str) -> set[str]:
     return {o.object_name for o in store.client.list_objects(bucket, recursive=True)}
 
 
-def _remove_buckets(store: ObjectStore, settings: Settings) -> None:
-    client = store.client
-    for found in client.list_buckets():
-        if found.name.startswith(settings.bucket("")):
-            for item in client.list_objects(found.name, recursive=True):
-                client.remove_object(found.name, item.object_name)
-            client.remove_bucket(found.name)
-
-
 @pytest.fixture
 async def stored(stack):
     """A database of the test's own, with its object store."""
@@ -55,7 +45,7 @@ async def stored(stack):
     database, store = Database(settings), ObjectStore.from_settings(settings)
     yield settings, database, store
     await database.dispose()
-    _remove_buckets(store, settings)
+    remove_buckets(store, settings.bucket(""))
     stack.drop(settings)
 
 
@@ -139,7 +129,7 @@ async def world(stack):
     made = await make_world(settings)
     yield made
     await made.database.dispose()
-    _remove_buckets(made.store, settings)
+    remove_buckets(made.store, settings.bucket(""))
     stack.drop(settings)
 
 
