@@ -128,6 +128,7 @@ async def test_client_secret_basic_token_maps_to_the_registered_institution_and_
         "subject": added.client.client_id,
         "roles": ["reader", "steward", "submitter"],
         "client_id": added.client.client_id,
+        "orcid": None,  # a machine client has none
     }
     header = jwt.decode(token["access_token"], _served_keys(served)).header
     assert header["typ"] == "at+jwt" and header["alg"] == "ES256"

@@ -53,6 +53,14 @@ def test_dictionary_batches_read_back_as_the_schemas_values_with_the_terms(tmp_p
     assert kinds == {"donor_id": "VARCHAR", "sampled_at": "TIMESTAMP WITH TIME ZONE"}
 
 
+def test_a_row_groups_dictionary_holds_only_the_values_its_rows_use():
+    """A source row group's dictionary names values of rows elsewhere (or filtered out): they stay out of the file."""
+    data = _written([_batch([2, None, 2], ["p-a", "p-b", "p-c", "p-d"]), _batch([0], ["p-a", "p-b", "p-c", "p-d"])])
+    stored = pq.read_table(io.BytesIO(data), read_dictionary=["donor_id"]).column("donor_id")
+    assert stored.to_pylist() == ["p-c", None, "p-c", "p-a"]
+    assert {value for chunk in stored.chunks for value in chunk.dictionary.to_pylist()} == {"p-a", "p-c"}
+
+
 def test_an_export_without_rows_has_the_schema_and_the_terms():
     exported = pq.ParquetFile(io.BytesIO(_written([])))
     assert exported.schema_arrow.remove_metadata() == SCHEMA.remove_metadata()

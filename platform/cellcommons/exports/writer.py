@@ -158,7 +158,7 @@ class ParquetStream(io.RawIOBase):
     def _flush(self) -> None:
         if not self._pending:
             return
-        table = _one_dictionary_each(pa.Table.from_batches(self._pending))
+        table = _dictionaries_for_writing(pa.Table.from_batches(self._pending))
         self._pending, self._pending_bytes = [], 0
         self._writer_for(table).write_table(table, row_group_size=table.num_rows)
         self.rows += table.num_rows
@@ -196,16 +196,34 @@ def held_bytes(batch: pa.RecordBatch, previous: pa.RecordBatch | None) -> int:
     return total
 
 
-def _one_dictionary_each(table: pa.Table) -> pa.Table:
-    """The row group with each dictionary-encoded column on one dictionary, as the Parquet writer needs to store
-    it once (at a changed dictionary it falls back to plain values, the largest file): a column whose batches
-    bring several gets their union, the others are left as they are (unifying costs a hash of every entry)."""
+def _dictionaries_for_writing(table: pa.Table) -> pa.Table:
+    """The row group with each dictionary-encoded column on one dictionary of just the values its rows use.
+
+    One dictionary, because the Parquet writer stores a column chunk's dictionary once (at a changed dictionary it
+    falls back to plain values, the largest file): a column whose batches bring several gets their union (the
+    others are left as they are: unifying costs a hash of every entry). Just the values used, because a source row
+    group's dictionary names every donor of that row group: rows a filter dropped, or that another row group
+    holds, must not leave their pseudonyms in this one."""
     for index, column in enumerate(table.columns):
-        if pa.types.is_dictionary(column.type) and not all(
-            a.dictionary.equals(b.dictionary) for a, b in itertools.pairwise(column.chunks)
-        ):
-            table = table.set_column(index, table.field(index), column.unify_dictionaries())
+        if not pa.types.is_dictionary(column.type) or not column.num_chunks:
+            continue
+        if not all(a.dictionary.equals(b.dictionary) for a, b in itertools.pairwise(column.chunks)):
+            column = column.unify_dictionaries()
+        table = table.set_column(index, table.field(index), _used_values_only(column))
     return table
+
+
+def _used_values_only(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The column (its chunks on one dictionary) on a dictionary of the entries its indices use, in their order."""
+    dictionary = column.chunk(0).dictionary
+    used = pc.unique(pa.chunked_array([chunk.indices for chunk in column.chunks])).drop_null()
+    if len(used) == len(dictionary):
+        return column
+    used = used.sort()  # the dictionary's own order: stable output whatever order rows use them in
+    kept = dictionary.take(used)
+    return pa.chunked_array(
+        [pa.DictionaryArray.from_arrays(pc.index_in(chunk.indices, value_set=used), kept) for chunk in column.chunks]
+    )
 
 
 def dictionary_columns(first: pa.Table) -> list[str]:
