@@ -105,6 +105,8 @@ async def world(session, settings) -> World:
     for who, institution in [("A reader", a), ("A submitter", a), ("B steward", b), ("B reader", b)]:
         await audit.append(session, actor=principals[who].actor, action="batch.view", institution=institution.slug)
     await audit.append(session, actor="client:a-sync", action="sync.run", institution=a.slug)
+    # B's own "a-reader" (subjects are unique per issuer only): not A's reader, whose actor name it shares
+    await audit.append(session, actor=principals["A reader"].actor, action="batch.view", institution=b.slug)
     return World(node, principals, hidden_batch, harvested_batch, local_batch)
 
 
@@ -150,11 +152,12 @@ async def test_what_each_institution_sees(session, world):
         assert (v.id in seen_by_b) is (shared or custodian.institution_id == p["B reader"].institution_id)
     assert {v.access_rights for v in versions} == set(AccessRights)
 
-    # A reader: its own; A steward: A's three (two people and a machine client); B steward: its own and B reader's.
+    # A reader: its own (not B's namesake's); A steward: A's three (two people and a machine client); B steward:
+    # B's three (its own, B reader's and B's namesake of A reader's).
     events = {
         who: len(await _visible_ids(session, p[who], AuditEvent)) for who in ["A reader", "A steward", "B steward"]
     }
-    assert events == {"A reader": 1, "A steward": 3, "B steward": 2}
+    assert events == {"A reader": 1, "A steward": 3, "B steward": 3}
 
 
 async def test_statements_built_once_per_shape_of_principal_see_what_each_caller_sees(session, world):

@@ -161,10 +161,10 @@ def visible_batches(principal: Principal | None, batch: Any = Batch) -> ColumnEl
 def visible_audit_events(principal: Principal | None, event: Any = AuditEvent) -> ColumnElement[bool]:
     if principal is None:
         return false()
-    own_actions = event.actor == principal.actor
-    if principal.has(Role.steward):
-        return or_(own_actions, event.institution == principal.institution_slug)
-    return own_actions
+    # As `policy.visible`: a subject is unique within its issuer only, so one's own actions are those recorded under
+    # one's institution; a steward sees all of them.
+    in_institution = event.institution == principal.institution_slug
+    return in_institution if principal.has(Role.steward) else and_(in_institution, event.actor == principal.actor)
 
 
 def visible_access_requests(principal: Principal | None, request: Any = AccessRequest) -> ColumnElement[bool]:
