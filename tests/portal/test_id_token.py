@@ -60,6 +60,10 @@ FORGED = {
         lambda idp: idp.issue_id_token(SLUG, "alice", nonce=NONCE, aud=["cellcommons-portal", "x"], azp="x"),
         "another client",
     ),
+    "several audiences, no azp": (
+        lambda idp: idp.issue_id_token(SLUG, "alice", nonce=NONCE, aud=["cellcommons-portal", "x"], azp=None),
+        "another client",
+    ),
     "another issuer's": (lambda idp: idp.issue_id_token(OTHER, "alice", nonce=NONCE), "another issuer"),
     "signed by another issuer's key": (
         lambda idp: idp.sign(

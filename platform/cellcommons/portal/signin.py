@@ -137,7 +137,9 @@ async def _signed_claims(validator: TokenValidator, token: str) -> dict:
     """Claims of the ID token, checked as the validator checks a bearer token (the algorithms and JWKS the registry
     pins for its issuer, the same key cache, exp/nbf/iat) for the portal as its audience. TokenRejected otherwise."""
     claims = await validator.verified_claims(token, PORTAL_CLIENT_ID)
-    if claims.get("azp", PORTAL_CLIENT_ID) != PORTAL_CLIENT_ID:
+    # A token for several audiences must name the portal as the party it was issued to (OIDC Core 3.1.3.7).
+    several = isinstance(claims.get("aud"), list) and len(claims["aud"]) > 1
+    if claims.get("azp", None if several else PORTAL_CLIENT_ID) != PORTAL_CLIENT_ID:
         raise TokenRejected("issued to another client")
     return claims
 
