@@ -214,16 +214,14 @@ def _dictionaries_for_writing(table: pa.Table) -> pa.Table:
 
 
 def _used_values_only(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """The column (its chunks on one dictionary) on a dictionary of the entries its indices use, in their order."""
+    """The column (its chunks on one dictionary) on a dictionary of the entries its indices use, in one chunk: the
+    row group's indices hashed once (integers, cheap); a lookup per chunk rebuilt a table of the dictionary's
+    entries each time (some 0.4 s of an export's encoding at 5 M rows)."""
     dictionary = column.chunk(0).dictionary
-    used = pc.unique(pa.chunked_array([chunk.indices for chunk in column.chunks])).drop_null()
-    if len(used) == len(dictionary):
+    used = pc.dictionary_encode(pa.concat_arrays([chunk.indices for chunk in column.chunks]))  # nulls stay null
+    if len(used.dictionary) == len(dictionary):
         return column
-    used = used.sort()  # the dictionary's own order: stable output whatever order rows use them in
-    kept = dictionary.take(used)
-    return pa.chunked_array(
-        [pa.DictionaryArray.from_arrays(pc.index_in(chunk.indices, value_set=used), kept) for chunk in column.chunks]
-    )
+    return pa.chunked_array([pa.DictionaryArray.from_arrays(used.indices, dictionary.take(used.dictionary))])
 
 
 def dictionary_columns(first: pa.Table) -> list[str]:
