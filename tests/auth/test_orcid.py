@@ -18,6 +18,7 @@ LEIDEN, LOWLANDS = "leiden-scgt", "lowlands-regmed"
         ("0000-0002-1825-0097", "0000-0002-1825-0097"),  # ORCID's own example
         ("https://orcid.org/0000-0002-1825-0097", "0000-0002-1825-0097"),
         (" 0000-0002-1694-233X ", "0000-0002-1694-233X"),  # the check character may be X
+        ("HTTPS://ORCID.ORG/0000-0002-1694-233x", "0000-0002-1694-233X"),
         ("0000-0002-1825-0098", None),  # one digit off
         ("0000-0002-1825-009", None),
         ("0000000218250097", None),

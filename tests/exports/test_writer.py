@@ -61,6 +61,14 @@ def test_a_row_groups_dictionary_holds_only_the_values_its_rows_use():
     assert {value for chunk in stored.chunks for value in chunk.dictionary.to_pylist()} == {"p-a", "p-c"}
 
 
+def test_a_dictionary_of_any_index_type_is_cut_to_the_values_used():
+    donors = pa.DictionaryArray.from_arrays(pa.array([3, 3, None], pa.int8()), pa.array(["p-a", "p-b", "p-c", "p-d"]))
+    instants = pa.array(range(3), pa.timestamp("us", tz="Europe/Amsterdam"))
+    data = _written([pa.RecordBatch.from_arrays([donors, instants], names=SCHEMA.names)])
+    stored = pq.read_table(io.BytesIO(data), read_dictionary=["donor_id"]).column("donor_id")
+    assert stored.to_pylist() == ["p-d", "p-d", None] and stored.chunk(0).dictionary.to_pylist() == ["p-d"]
+
+
 def test_an_export_without_rows_has_the_schema_and_the_terms():
     exported = pq.ParquetFile(io.BytesIO(_written([])))
     assert exported.schema_arrow.remove_metadata() == SCHEMA.remove_metadata()

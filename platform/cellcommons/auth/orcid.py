@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-_ORCID = re.compile(r"(?:https?://orcid\.org/)?(\d{4}-\d{4}-\d{4}-\d{3}[\dX])")
+_ORCID = re.compile(r"(?:https?://orcid\.org/)?(\d{4}-\d{4}-\d{4}-\d{3}[\dX])", re.IGNORECASE)
 
 
 def check_character(digits: str) -> str:
@@ -22,6 +22,6 @@ def canonical_orcid(value: object) -> str | None:
     """The bare ORCID iD in `value` (bare or as its URI), or None when it is not a well-formed one."""
     if not isinstance(value, str) or not (found := _ORCID.fullmatch(value.strip())):
         return None
-    orcid = found[1]
+    orcid = found[1].upper()  # a check character typed as x
     digits = orcid.replace("-", "")
     return orcid if check_character(digits[:15]) == digits[15] else None

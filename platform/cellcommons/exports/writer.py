@@ -221,7 +221,8 @@ def _used_values_only(column: pa.ChunkedArray) -> pa.ChunkedArray:
     used = pc.dictionary_encode(pa.concat_arrays([chunk.indices for chunk in column.chunks]))  # nulls stay null
     if len(used.dictionary) == len(dictionary):
         return column
-    return pa.chunked_array([pa.DictionaryArray.from_arrays(used.indices, dictionary.take(used.dictionary))])
+    indices = used.indices.cast(column.type.index_type)  # the writer's schema fixes the column's index type
+    return pa.chunked_array([pa.DictionaryArray.from_arrays(indices, dictionary.take(used.dictionary))])
 
 
 def dictionary_columns(first: pa.Table) -> list[str]:
