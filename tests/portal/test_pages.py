@@ -51,8 +51,10 @@ async def visit(api):  # noqa: F811
     await database.dispose()
     sessions = Sessions(api.settings.secret_key.get_secret_value(), secure=False)
 
-    def visitor(slug: str, *roles: Role, subject: str = "person") -> Visitor:
-        principal = Principal(institutions[slug], slug, f"{subject}-{slug}", frozenset({Role.reader, *roles}))
+    def visitor(slug: str, *roles: Role, subject: str = "person", orcid: str | None = None) -> Visitor:
+        principal = Principal(
+            institutions[slug], slug, f"{subject}-{slug}", frozenset({Role.reader, *roles}), orcid=orcid
+        )
         session = PortalSession(principal=principal, csrf=CSRF, expires_at=time.time() + 3600)
         return Visitor(api.client, f"{SESSION_COOKIE}={sessions.dump(session)}")
 
@@ -130,6 +132,22 @@ async def test_a_bad_dataset_form_comes_back_with_errors_at_their_fields_and_war
     files = page[page.index('<section aria-labelledby="files">') :]
     files = files[: files.index("</section>")]
     assert "column &#39;hospital_number&#39; is a direct identifier" in files and "finding-warning" in files
+
+
+async def test_the_request_shows_its_orcid_and_whether_the_sign_in_vouched_for_it(visit):
+    accession = await published_dataset(visit, "BM-MSC panel for an ORCID")
+    vouched, typed = "0000-0002-1825-0097", "0000-0002-1694-233X"
+    carol = visit("lowlands-regmed", subject="carol", orcid=vouched)
+    form = (await carol.get(f"/datasets/{accession}/request")).text
+    assert f"sign-in vouches for {vouched}; left empty, the request uses it" in form
+    page = await submitted_request(visit, accession, carol)  # the form leaves the ORCID empty
+    assert f"{vouched} (vouched for by the requester&#39;s institution at sign-in)" in (await carol.get(page)).text
+    stella = visit("leiden-scgt", Role.steward, subject="stella")
+    ref = page.rsplit("/", 1)[-1]
+    assert "vouched for by the requester&#39;s institution" in (await stella.get(f"/steward/requests/{ref}")).text
+    dave = visit("lowlands-regmed", subject="dave")
+    typed_page = (await dave.post("/requests/new", request_form(accession, orcid=typed))).headers["location"]
+    assert f"{typed} (typed in by the requester)" in (await dave.get(typed_page)).text
 
 
 async def test_a_question_sends_the_request_back_and_the_requester_resubmits_then_is_rejected(visit):
