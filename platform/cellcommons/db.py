@@ -37,10 +37,16 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# Seconds a new connection may take. Without it libpq waits for a server that accepts and never answers until the
+# operating system gives up (minutes): every request or probe meanwhile left one more attempt pending.
+CONNECT_TIMEOUT = 5
+
+
 def make_engine(url: URL, **kwargs: object) -> AsyncEngine:
     # Statement errors name the statement, not its values: parameters carry what users and sources sent (lay
     # summaries, donor data), and error messages end up in logs, job records and run histories.
-    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT, **kwargs.pop("connect_args", {})}
+    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args, **kwargs)
 
 
 WROTE = "wrote"  # Session.info: the current transaction wrote something (flushed, or ran an INSERT/UPDATE/DELETE)

@@ -80,12 +80,15 @@ def _object_storage(client: Minio, bucket: str) -> None:
 
 
 async def _check(name: str, target: str, work) -> tuple[str, str]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     try:
         await asyncio.wait_for(work, CHECK_TIMEOUT)
     except CellCommonsError as exc:  # the platform's own words, written for whoever reads them
         return name, exc.message
     except Exception as exc:  # any failure means "not ready"
-        reason = _reason(exc)
+        # A connection attempt cut short by the timeout may end in the driver's own error rather than TimeoutError
+        reason = TIMED_OUT if loop.time() - started >= CHECK_TIMEOUT else _reason(exc)
         detail = (
             f"no answer within {CHECK_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
         )

@@ -97,10 +97,11 @@ async def test_no_object_storage_configured_is_not_ready(settings):
 
 
 def _database_at(settings, **parts) -> object:
-    """`settings` with the application role's URL changed (`host`, `port`, `username`)."""
-    return settings.model_copy(
-        update={"app_database_url": settings.app_url.set(**parts).render_as_string(hide_password=False)}
-    )
+    """`settings` with the application role's URL changed (`host`, `port`, `username`). A new host replaces the
+    embedded server's socket folder (its `host` query parameter), which libpq would otherwise take instead."""
+    url = settings.app_url.set(**parts)
+    url = url.set(query={}) if "host" in parts else url
+    return settings.model_copy(update={"app_database_url": url.render_as_string(hide_password=False)})
 
 
 def _assert_nothing_internal(response: httpx.Response, *internals: str) -> None:
