@@ -36,6 +36,7 @@ from cellcommons.portal import (
     steward_pages,
 )
 from cellcommons.portal.pages import SIGN_IN_REASONS, Pages, SignInRequired, signed_in
+from cellcommons.portal.repository import end_session, has_ended
 from cellcommons.portal.session import (
     LOGIN_COOKIE,
     MAX_SESSION_SECONDS,
@@ -43,8 +44,6 @@ from cellcommons.portal.session import (
     EndedSessions,
     PortalSession,
     Sessions,
-    end_session,
-    has_ended,
     new_csrf_token,
 )
 from cellcommons.settings import Settings

@@ -13,7 +13,7 @@ from cellcommons.db import Base
 
 class EndedSession(Base):
     """A session signed out before its end. Kept until `expires_at`, when its cookie would stop working anyway;
-    only then may the row be forgotten (`session.forget_ended_sessions`)."""
+    only then may the row be forgotten (`repository.forget_ended_sessions`)."""
 
     __tablename__ = "portal_ended_session"
 

@@ -14,20 +14,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 
 from fastapi import Request
 from fastapi.responses import Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cellcommons.auth.principal import Principal, Role
 from cellcommons.errors import Unavailable
 from cellcommons.outages import OUTAGE_TYPES, unavailable_from
-from cellcommons.portal.models import EndedSession
 
 SESSION_COOKIE = "cc_session"
 LOGIN_COOKIE = "cc_login"
@@ -135,27 +130,6 @@ def _decode(data: dict) -> PortalSession:
 
 
 # ---- sessions ended on the server ---------------------------------------------------------------------------
-
-
-async def end_session(db: AsyncSession, session: PortalSession) -> None:
-    """Sign-out: the session no longer signs anyone in, whoever holds a copy of its cookie. Ended sessions whose
-    cookies have stopped working anyway are forgotten at the same time: the table holds at most the sign-outs of
-    one session lifetime (8 hours), with no housekeeping job."""
-    expires_at = datetime.fromtimestamp(session.expires_at, UTC)
-    await db.execute(
-        insert(EndedSession).values(session_id=session.session_id, expires_at=expires_at).on_conflict_do_nothing()
-    )
-    await forget_ended_sessions(db)
-
-
-async def forget_ended_sessions(db: AsyncSession) -> None:
-    await db.execute(delete(EndedSession).where(EndedSession.expires_at < datetime.now(UTC)))
-
-
-async def has_ended(db: AsyncSession, session_id: str) -> bool:
-    """One primary-key lookup, reading nothing but the key."""
-    found = await db.scalar(select(EndedSession.session_id).where(EndedSession.session_id == session_id))
-    return found is not None
 
 
 class EndedSessions:
