@@ -191,7 +191,7 @@ class ExportWorker:
             scope = await service.scope(session, job.institution_id, agreement, job.dataset_version_id,
                                         job.distribution_id, job.columns)  # fmt: skip
             dataset = await session.get_one(Dataset, scope.version.dataset_id)
-            key = f"{agreement.id}/{job.id}-{uuid.uuid4().hex[:12]}.parquet"  # this attempt's own
+            key = buckets.export_key(agreement.id, job.id)
             terms = await _terms(session, job, scope, dataset)
             return Prepared(job=job, scope=scope, custodian_id=dataset.institution_id, key=key, terms=terms)
 

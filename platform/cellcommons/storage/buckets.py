@@ -7,6 +7,7 @@ files of dataset versions, one key per accepted upload (a replaced file never ov
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from cellcommons.errors import InvalidInput
@@ -40,5 +41,17 @@ def staging_key(upload_id: uuid.UUID | str) -> str:
     return f"staging/{upload_id}"
 
 
+FILES = "files/"  # the prefix every file key shares
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+# The keys below as the storage cleanup reads them back: the groups are the ids of the records that may name them
+FILE_KEY = re.compile(rf"{FILES}({_UUID})/{_UUID}/({_UUID})")  # the dataset version, the upload
+EXPORT_KEY = re.compile(rf"{_UUID}/({_UUID})-[0-9a-f]{{12}}\.parquet")  # the export job
+
+
 def file_key(dataset_version_id: uuid.UUID, distribution_id: uuid.UUID, upload_id: uuid.UUID) -> str:
-    return f"files/{dataset_version_id}/{distribution_id}/{upload_id}"
+    return f"{FILES}{dataset_version_id}/{distribution_id}/{upload_id}"
+
+
+def export_key(agreement_id: uuid.UUID, job_id: uuid.UUID) -> str:
+    """A new key for each attempt at an export job: a dead attempt's object never stands for a later one's."""
+    return f"{agreement_id}/{job_id}-{uuid.uuid4().hex[:12]}.parquet"

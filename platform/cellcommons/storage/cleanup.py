@@ -50,12 +50,6 @@ BATCH = 100
 ACTOR = "system:staging-cleanup"
 STAGING = buckets.staging_key("")  # the prefix every staging key shares
 PAGE = 1000  # keys looked up in one statement (and deleted in one go)
-_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-FILES = "files/"
-# buckets.file_key: files/<dataset version>/<distribution>/<upload>
-FILE_KEY = re.compile(rf"files/({_UUID})/{_UUID}/({_UUID})")
-# exports.worker: <agreement>/<job>-<attempt>.parquet, each attempt its own
-EXPORT_KEY = re.compile(rf"{_UUID}/({_UUID})-[0-9a-f]{{12}}\.parquet")
 
 
 @dataclass
@@ -91,12 +85,14 @@ async def clean_storage(
         delete_orphans, store, settings, before, pending
     )
     for bucket in await asyncio.to_thread(store.bucket_names, buckets.institution_bucket_prefix(settings)):
-        cleaned.unreferenced_files += await delete_unnamed(database, store, bucket, FILES, FILE_KEY, before,
-                                                           repository.named_files)  # fmt: skip
+        cleaned.unreferenced_files += await delete_unnamed(
+            database, store, bucket, buckets.FILES, buckets.FILE_KEY, before, repository.named_files
+        )
     exports = buckets.exports_bucket(settings)
     if exports in await asyncio.to_thread(store.bucket_names, exports):
-        cleaned.unreferenced_exports = await delete_unnamed(database, store, exports, "", EXPORT_KEY, before,
-                                                            repository.named_exports)  # fmt: skip
+        cleaned.unreferenced_exports = await delete_unnamed(
+            database, store, exports, "", buckets.EXPORT_KEY, before, repository.named_exports
+        )
     return cleaned
 
 
