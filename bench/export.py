@@ -173,10 +173,10 @@ async def _measure(settings, s3_server: EmbeddedS3 | None, count: int, console: 
             f"{on['bytes'] / MB:,.1f} MB (policy on), {off['bytes'] / MB:,.1f} MB (off); zstd everywhere",
             "export = claim to recorded result: S3 GET of the source Parquet (spooled and hashed on a thread of "
             "its own, read as it arrives: its footer fetched ahead by a range request); on one thread, batches "
-            "decoded (donor ids as each row group's dictionary) and through the policy (HMAC pseudonyms of 50 000 "
-            "donors, once per row group, kept as that dictionary's pseudonyms and the batch's indices; age bands, "
-            "months), most of a row group's worth ahead; on another, Parquet with the terms encoded (the "
-            "pseudonyms' dictionary and indices stored as they are) and hashed; the SDK's threads upload the parts",
+            "decoded (text as each row group's dictionary) and through the policy (HMAC pseudonyms of 50 000 "
+            "donors, once per row group, kept as that dictionary's pseudonyms and the batch's indices; age bands "
+            "as a dictionary of labels; months), a row group's worth ahead; on another, Parquet with the terms "
+            "encoded (dictionaries and indices stored as they are) and hashed; the SDK's threads upload the parts",
             f"best of {RUNS} on each side, runs alternating policy on and off: export {_seconds(runs['on'])} s "
             f"(policy off {_seconds(runs['off'])} s), write_table {', '.join(f'{b[0]:.2f}' for b in baselines)} s; "
             f"the runs' ratios, paired in order of speed: {', '.join(f'{r:.2f}×' for r in ratios)}",

@@ -163,13 +163,16 @@ async def test_parquet_donor_ids_are_pseudonymised_row_group_by_row_group(world)
 
 
 async def test_a_filtered_parquet_export_names_no_donor_it_leaves_out(world):
-    """The source row group's dictionary names every donor in it; the file's may name only the rows exported."""
+    """The source row group's dictionaries name every donor and site in it; the file's may name only those of the
+    rows exported."""
     donors = [f"D-{i:03d}" for i in range(600)]
+    sites = [f"site {i % 6}" for i in range(600)]  # rows of lot L1 are at sites 1 and 4 only
     sink = io.BytesIO()
-    pq.write_table(pa.table({"donor_id": donors, "lot_number": [f"L{i % 3}" for i in range(600)]}), sink)
+    pq.write_table(pa.table({"donor_id": donors, "lot_number": [f"L{i % 3}" for i in range(600)], "site": sites}), sink)
     columns = [
         dict(name="donor_id", type="string", sensitivity="quasi_identifier"),
         dict(name="lot_number", type="string", sensitivity="plain"),
+        dict(name="site", type="string", sensitivity="plain"),
     ]
     source = await world.add_file("lots.parquet", sink.getvalue(), columns, "application/vnd.apache.parquet")
     job = await run_export(
@@ -180,8 +183,15 @@ async def test_a_filtered_parquet_export_names_no_donor_it_leaves_out(world):
     key = pseudonym_key(world.settings, world.agreements["lowlands"].id)
     exported = [pseudonym(key, d) for i, d in enumerate(donors) if i % 3 == 1]
     assert pq.read_table(io.BytesIO(data)).column("donor_id").to_pylist() == exported
-    stored = pq.read_table(io.BytesIO(data), read_dictionary=["donor_id"]).column("donor_id")
-    assert {value for chunk in stored.chunks for value in chunk.dictionary.to_pylist()} == set(exported)
+    stored = pq.read_table(io.BytesIO(data), read_dictionary=["donor_id", "site"])
+    assert {value for chunk in stored.column("donor_id").chunks for value in chunk.dictionary.to_pylist()} == set(
+        exported
+    )
+    assert {value for chunk in stored.column("site").chunks for value in chunk.dictionary.to_pylist()} == {
+        "site 1",
+        "site 4",
+    }
+    assert stored.column("site").to_pylist() == [site for i, site in enumerate(sites) if i % 3 == 1]
 
 
 ROUND_TRIP = pa.table(

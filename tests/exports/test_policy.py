@@ -72,6 +72,13 @@ def test_numbers_go_to_their_5_year_band_exactly_negative_and_large_ones_too():
     assert band(pa.array([43.7, -0.5, None])).to_pylist() == ["40-44", "-5--1", None]
 
 
+def test_band_labels_come_as_a_dictionary_of_each_band_once():
+    """The writer stores the labels once per row group and each row's index (no hashing of every row's label)."""
+    banded = band(pa.array([43, 40, 47, 44, None, 45]))
+    assert pa.types.is_dictionary(banded.type)
+    assert banded.dictionary.to_pylist() == ["40-44", "45-49"] and banded.indices.to_pylist() == [0, 0, 1, 0, None, 1]
+
+
 @pytest.mark.parametrize(
     "values", [pa.array([1.0, float("nan")]), pa.array([float("inf")]), pa.array([1e300]), pa.array([2**63 - 2])]
 )

@@ -222,11 +222,13 @@ class Unbandable(ValueError):
     """A number no 5-year band holds: not finite, or too large to label exactly."""
 
 
-def band(values: pa.Array) -> pa.Array:
+def band(values: pa.Array) -> pa.DictionaryArray:
     """Numbers to 5-year band labels: 43 → "40-44", -3 → "-5--1". Computed on the distinct values (ages repeat)
-    and mapped back by index."""
+    and kept dictionary-encoded: the writer stores a row group's labels once and each row's index, instead of
+    finding every row's label again in a hash table."""
     encoded = pc.dictionary_encode(values)
-    return _band_labels(encoded.dictionary).take(encoded.indices)
+    labels = pc.dictionary_encode(_band_labels(encoded.dictionary))  # ages of one band share its label
+    return pa.DictionaryArray.from_arrays(labels.indices.take(encoded.indices), labels.dictionary)
 
 
 def _band_labels(values: pa.Array) -> pa.Array:

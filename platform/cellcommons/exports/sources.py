@@ -348,10 +348,11 @@ def parquet_batches(
 def _decoded_batches(file: str | _Arriving, plans: list[ColumnPlan]) -> Iterator[pa.RecordBatch]:
     try:
         # Column chunks read READ_BUFFER at a time rather than whole (a row group of a million rows holds tens of
-        # MiB). A spooled file is read by path, so Arrow reads into its own pool. Text to pseudonymise stays the
-        # file's dictionary (one per row group, shared by its batches): the policy hashes each distinct value once
-        # per row group instead of finding them again in every batch.
-        coded = [plan.name for plan in plans if plan.treatment is ColumnTreatment.pseudonymise]
+        # MiB). A spooled file is read by path, so Arrow reads into its own pool. Text is read as the file's
+        # dictionary (one per row group, shared by its batches): the policy hashes each donor id once per row group
+        # instead of finding them again in every batch, and the writer stores text that repeats as it arrives,
+        # dictionary and indices, instead of decoding every row's value here and hashing it again there.
+        coded = [plan.name for plan in plans if pa.types.is_string(plan.source_type)]
         source = pq.ParquetFile(file, pre_buffer=False, buffer_size=READ_BUFFER, read_dictionary=coded)
     except pa.ArrowInvalid as exc:
         raise InvalidInput(f"the Parquet file cannot be read: {exc}", field="distributionId") from None
@@ -361,9 +362,33 @@ def _decoded_batches(file: str | _Arriving, plans: list[ColumnPlan]) -> Iterator
             raise InvalidInput(f"the Parquet file has no column {plan.name!r}", field="distributionId")
     names = [plan.name for plan in plans]
     rows = _parquet_batch_rows(source, names)
+    dense: set[str] | None = None  # text decoded after all, chosen on the first batch (the writer's types are fixed)
+    dictionaries: dict[str, pa.Array] = {}
     # One thread: decoding the columns in parallel holds more of the row group at once, for little gain here.
     for batch in source.iter_batches(batch_size=rows, columns=names, use_threads=False):
-        yield pa.RecordBatch.from_arrays([_cast(batch.column(plan.name), plan) for plan in plans], names=names)
+        if dense is None:
+            dense = {plan.name for plan in plans if _hardly_repeats(batch.column(plan.name), plan)}
+        columns = [_shared(_cast(batch.column(p.name), p, p.name in dense), p.name, dictionaries) for p in plans]
+        yield pa.RecordBatch.from_arrays(columns, names=names)
+
+
+def _shared(values: pa.Array, name: str, dictionaries: dict[str, pa.Array]) -> pa.Array:
+    """The column on the previous batch's dictionary when it is the same: Arrow's reader copies a row group's
+    dictionary into every batch, and each batch waiting to be written would hold its own copy."""
+    if not pa.types.is_dictionary(values.type):
+        return values
+    previous = dictionaries.get(name)
+    if previous is not None and previous.equals(values.dictionary):
+        return pa.DictionaryArray.from_arrays(values.indices, previous)
+    dictionaries[name] = values.dictionary
+    return values
+
+
+def _hardly_repeats(values: pa.Array, plan: ColumnPlan) -> bool:
+    """Text whose row group has more distinct values than the batch has rows (identifiers, free text): a dictionary
+    would cost the writer more than the plain values. Donor ids to pseudonymise stay coded whatever their count."""
+    coded = pa.types.is_dictionary(values.type) and plan.treatment is not ColumnTreatment.pseudonymise
+    return coded and len(values.dictionary) > len(values)
 
 
 class _Arriving(io.RawIOBase):
@@ -468,9 +493,9 @@ def _decoded(values: pa.Array) -> pa.Array:
     return pc.cast(values, values.type.value_type) if pa.types.is_dictionary(values.type) else values
 
 
-def _cast(values: pa.Array, plan: ColumnPlan) -> pa.Array:
-    """The column in its declared type; text read as a dictionary stays one (the policy's pseudonymiser takes it)."""
-    if pa.types.is_dictionary(values.type) and values.type.value_type == plan.source_type:
+def _cast(values: pa.Array, plan: ColumnPlan, dense: bool) -> pa.Array:
+    """The column in its declared type; text read as a dictionary stays one unless `dense`."""
+    if pa.types.is_dictionary(values.type) and values.type.value_type == plan.source_type and not dense:
         return values
     try:
         return pc.cast(values, plan.source_type)

@@ -39,7 +39,7 @@ from cellcommons.exports.errors import AttemptsExhausted
 from cellcommons.exports.models import ExportJob, ExportStatus
 from cellcommons.exports.policy import PolicyApplier, pseudonym_key
 from cellcommons.exports.sources import Quarantine, blocking, catalogue_batches, distribution_batches
-from cellcommons.exports.writer import BATCHES_AHEAD, PART_SIZE, Ahead, ParquetStream, with_terms
+from cellcommons.exports.writer import AHEAD_BYTES, PART_SIZE, Ahead, ParquetStream, with_terms
 from cellcommons.observability import metrics
 from cellcommons.outages import outlasting
 from cellcommons.settings import Settings
@@ -234,7 +234,7 @@ class ExportWorker:
         parquet = "application/vnd.apache.parquet"
         # Reading and the policy on a thread of their own; Parquet encoding and hashing on this one, which the
         # SDK's upload threads read parts from (a few in flight).
-        with Ahead(exported(), BATCHES_AHEAD, "export-policy") as batches:
+        with Ahead(exported(), AHEAD_BYTES, "export-policy") as batches:
             schema = with_terms(policy.schema, prepared.terms)
             stream = ParquetStream(counted(iter(batches)), schema, without_statistics=policy.pseudonymised)
             self.store.put_stream(bucket, prepared.key, stream, content_type=parquet, part_size=PART_SIZE)

@@ -3,11 +3,11 @@
 The upload pulls: `put_object` reads a part (PART_SIZE) at a time from `ParquetStream`, which pulls batches
 until it holds that many bytes, and hands each part to the SDK's upload threads (a few parts in flight). The
 batches come through `Ahead`: reading and decoding the source and applying the policy run on a thread of their
-own, at most BATCHES_AHEAD batches ahead, so they overlap the encoding, the hashing and the upload. Memory holds
+own, up to a row group's worth of batches ahead, so they overlap the encoding, the hashing and the upload. Memory holds
 a batch or two, one row group being encoded and a few parts, whatever the row count. An exception on either side
 (a bad row, a changed source, a stop request) propagates out of `read`, and the SDK aborts the multipart upload,
 so no half-written object remains. Row groups gather batches up to ROW_GROUP_BYTES of Arrow data held or
-ROW_GROUP_ROWS rows: about 200 000 clinical rows (DuckDB writes 122 880), large enough for scans to skip and
+ROW_GROUP_ROWS rows: about 350 000 clinical rows (DuckDB writes 122 880), large enough for scans to skip and
 read efficiently, small enough for the memory bound; zstd at Arrow's default level (1), as `write_table`.
 """
 
@@ -18,31 +18,30 @@ import ctypes
 import hashlib
 import io
 import itertools
-import queue
 import threading
 from collections import deque
 from collections.abc import Collection, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROW_GROUP_ROWS = 1_000_000
 # Each row group repeats its columns' dictionaries: with 50 000 donors' pseudonyms in a source row group, row groups
-# of 8 MiB held (about 100 000 rows) made a file a third larger than these (5 M rows: 105 → 80 MB), with more
-# to encode, hash and upload; 24 MiB went past the memory bound (peak RSS 291 MiB).
+# of 8 MiB held made a file a third larger than 16 MiB ones (5 M rows: 105 → 80 MB), with more to encode, hash and
+# upload. Held bytes count dictionary-encoded columns as their indices, so 16 MiB is some 350 000 clinical rows.
 ROW_GROUP_BYTES = 16 * 1024 * 1024
-# Policy-applied batches (about 2 MiB each decoded, sources.BATCH_BYTES; less held, pseudonyms as dictionary indices)
-# waiting for the encoder: most of a row group's worth. The encoder takes a row group's batches one after the
-# other once it has encoded the previous one; with fewer waiting it stands idle for the policy between row groups
-# (5 M rows in one process, S3 aside: 4 → 8 batches, 2.4–2.5 s → 2.0–2.4 s wall; some 10 MiB more held; 12 held
-# another 10 MiB, too near the memory bound).
-BATCHES_AHEAD = 8
+# Policy-applied batches waiting for the encoder, by held bytes (`held_bytes`): a row group's worth, so the policy
+# prepares the next row group while the encoder works on this one. Counted in batches instead, the policy stood
+# idle whenever a row group took more batches than the count (text read as dictionaries holds less per batch).
+AHEAD_BYTES = ROW_GROUP_BYTES
 WRITE_BUFFER = 1024 * 1024
 # A column's dictionary may grow to 2 MiB per row group (Arrow's default is 1 MiB) before the column falls back to
 # plain values: a row group's tens of thousands of distinct 32-character pseudonyms (of a CSV source, hashed by
 # the writer) then stay in the dictionary, a file about a fifth smaller (less to hash and upload).
 DICTIONARY_PAGE_BYTES = 2 * 1024 * 1024
+JUDGED_ROWS = 16_384  # the rows whose values decide which columns to dictionary-encode (`dictionary_columns`)
 PART_SIZE = 5 * 1024 * 1024  # multipart parts (the S3 minimum): the SDK holds several; at most 10 000 parts (52 GB)
 COMPRESSION = "zstd"
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -214,24 +213,29 @@ def _dictionaries_for_writing(table: pa.Table) -> pa.Table:
 
 
 def _used_values_only(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """The column (its chunks on one dictionary) on a dictionary of the entries its indices use, in one chunk: the
-    row group's indices hashed once (integers, cheap); a lookup per chunk rebuilt a table of the dictionary's
-    entries each time (some 0.4 s of an export's encoding at 5 M rows)."""
+    """The column (its chunks on one dictionary) on a dictionary of the entries its indices use, in one chunk. The
+    entries' uses are counted (a bin per entry), not found by hashing the row group's indices: with every text
+    column a dictionary, hashing took some 0.5 s of an export's encoding at 5 M rows."""
     dictionary = column.chunk(0).dictionary
-    used = pc.dictionary_encode(pa.concat_arrays([chunk.indices for chunk in column.chunks]))  # nulls stay null
-    if len(used.dictionary) == len(dictionary):
+    indices = pa.concat_arrays([chunk.indices for chunk in column.chunks])
+    uses = np.bincount(pc.drop_null(indices).to_numpy(), minlength=len(dictionary))
+    used = np.flatnonzero(uses)
+    if len(used) == len(dictionary):
         return column
-    indices = used.indices.cast(column.type.index_type)  # the writer's schema fixes the column's index type
-    return pa.chunked_array([pa.DictionaryArray.from_arrays(indices, dictionary.take(used.dictionary))])
+    renumbered = np.zeros(len(dictionary), column.type.index_type.to_pandas_dtype())  # the writer fixed the type
+    renumbered[used] = np.arange(len(used))
+    return pa.chunked_array([pa.DictionaryArray.from_arrays(pa.array(renumbered).take(indices), dictionary.take(used))])
 
 
 def dictionary_columns(first: pa.Table) -> list[str]:
-    """The columns to dictionary-encode, judged on the first row group: all but numbers and times whose values
-    hardly repeat there (counts, measurements, instants). Their dictionary would cost hashing every value for a
-    larger file than plain encoding; text keeps Parquet's own fallback (to plain once its dictionary is large)."""
+    """The columns to dictionary-encode, judged on the first JUDGED_ROWS rows: all but numbers and times whose
+    values hardly repeat there (counts, measurements, instants). Their dictionary would cost hashing every value for
+    a larger file than plain encoding; text keeps Parquet's own fallback (to plain once its dictionary is large).
+    Not the whole row group: counting its distinct values took 63 MiB for 400 000 counts, the export's peak."""
+    judged = first.slice(0, JUDGED_ROWS)
     return [
         name
-        for name, values in zip(first.column_names, first.columns, strict=True)
+        for name, values in zip(judged.column_names, judged.columns, strict=True)
         if not (_numeric(values.type) and pc.count_distinct(values).as_py() > len(values) // 2)
     ]
 
@@ -246,24 +250,30 @@ def _numeric(kind: pa.DataType) -> bool:
 
 
 class Ahead:
-    """An iterator run on a thread of its own, at most `depth` items ahead of its reader, so producing the
-    next item overlaps using this one (pyarrow, hashlib and the minio SDK release the GIL). An exception on that
-    thread comes out of `next` in the reader; `close` stops the thread (it may be waiting to hand an item over)."""
+    """Record batches from an iterator run on a thread of its own, up to `limit` bytes (`held_bytes`) ahead of
+    their reader, so producing the next batches overlaps using this one (pyarrow, hashlib and the minio SDK release
+    the GIL). One batch is always let through, whatever its size. An exception on that thread comes out of `next`
+    in the reader; `close` stops the thread (it may be waiting for room to hand a batch over)."""
 
-    def __init__(self, items: Iterator, depth: int, name: str):
-        self._queue: queue.Queue = queue.Queue(depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, args=(items,), name=name, daemon=True)
+    def __init__(self, batches: Iterator[pa.RecordBatch], limit: int, name: str):
+        self._limit = limit
+        self._waiting: deque[tuple[object, int]] = deque()  # batches (or the end, or an exception) and their bytes
+        self._held = 0
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._fill, args=(batches,), name=name, daemon=True)
         self._thread.start()
 
-    def __iter__(self) -> Iterator:
-        while (item := self._queue.get()) is not _END:
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while (item := self._take()) is not _END:
             if isinstance(item, BaseException):
                 raise item
             yield item
 
     def close(self) -> None:
-        self._stop.set()
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
         self._thread.join()
 
     def __enter__(self) -> Ahead:
@@ -272,23 +282,34 @@ class Ahead:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _fill(self, items: Iterator) -> None:
-        try:
-            for item in items:
-                if not self._put(item):
-                    return
-            self._put(_END)
-        except BaseException as exc:  # handed to the reader, which raises it
-            self._put(exc)
+    def _take(self) -> object:
+        with self._changed:
+            self._changed.wait_for(lambda: self._waiting)
+            item, size = self._waiting.popleft()
+            self._held -= size
+            self._changed.notify_all()
+        return item
 
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def _fill(self, batches: Iterator[pa.RecordBatch]) -> None:
+        previous = None
+        try:
+            for batch in batches:
+                if not self._put(batch, held_bytes(batch, previous)):
+                    return
+                previous = batch
+            self._put(_END, 0)
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._put(exc, 0)
+
+    def _put(self, item: object, size: int) -> bool:
+        with self._changed:
+            self._changed.wait_for(lambda: self._stopping or not self._waiting or self._held + size <= self._limit)
+            if self._stopping:
+                return False
+            self._waiting.append((item, size))
+            self._held += size
+            self._changed.notify_all()
+        return True
 
 
 _END = object()

@@ -1,0 +1,53 @@
+"""Text of a Parquet source is read as each row group's dictionary (no server needed): text that repeats stays
+coded, every batch of a row group on one dictionary object, so batches waiting to be written hold it once; text
+that hardly repeats (identifiers, remarks) is decoded, as a dictionary would cost the writer more; donor ids
+stay coded whatever their count, for the pseudonymiser."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cellcommons.access.schemas import ColumnTreatment
+from cellcommons.catalogue.enums import Sensitivity
+from cellcommons.exports import sources
+from cellcommons.exports.policy import ColumnPlan
+
+ROWS = 20_000
+PLANS = [
+    ColumnPlan("donor_id", Sensitivity.quasi_identifier, ColumnTreatment.pseudonymise, pa.string()),
+    ColumnPlan("lot_number", Sensitivity.plain, ColumnTreatment.keep, pa.string()),
+    ColumnPlan("remark", Sensitivity.plain, ColumnTreatment.keep, pa.string()),
+]
+
+
+def _batches(monkeypatch) -> list[pa.RecordBatch]:
+    table = pa.table({
+        "donor_id": [f"D-{i:05d}" for i in range(ROWS)],  # every donor once: coded all the same
+        "lot_number": [f"L-{i % 40}" if i % 9 else None for i in range(ROWS)],
+        "remark": [f"remark {i}" for i in range(ROWS)],
+    })  # fmt: skip
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=10_000)
+    monkeypatch.setattr(sources, "BATCH_BYTES", 64 * 1024)  # several batches per row group
+    return list(sources.parquet_batches(iter([sink.getvalue()]), PLANS, None))
+
+
+def test_repeating_text_stays_the_row_groups_dictionary_shared_by_its_batches(monkeypatch):
+    batches = _batches(monkeypatch)
+    assert len(batches) > 4
+    lots = [batch.column("lot_number") for batch in batches]
+    assert all(pa.types.is_dictionary(values.type) for values in lots)
+    assert pa.chunked_array(lots).to_pylist() == [f"L-{i % 40}" if i % 9 else None for i in range(ROWS)]
+    assert len({values.dictionary.buffers()[2].address for values in lots}) == 2  # per row group, not per batch
+
+
+def test_text_that_hardly_repeats_is_decoded_and_donor_ids_stay_coded(monkeypatch):
+    batches = _batches(monkeypatch)
+    assert all(batch.schema.field("remark").type == pa.string() for batch in batches)
+    assert pa.chunked_array([batch.column("remark") for batch in batches]).to_pylist() == [
+        f"remark {i}" for i in range(ROWS)
+    ]
+    assert all(pa.types.is_dictionary(batch.schema.field("donor_id").type) for batch in batches)
