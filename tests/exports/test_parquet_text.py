@@ -51,3 +51,34 @@ def test_text_that_hardly_repeats_is_decoded_and_donor_ids_stay_coded(monkeypatc
         f"remark {i}" for i in range(ROWS)
     ]
     assert all(pa.types.is_dictionary(batch.schema.field("donor_id").type) for batch in batches)
+
+
+def _read(table: pa.Table, monkeypatch, **options) -> list[pa.RecordBatch]:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **options)
+    monkeypatch.setattr(sources, "BATCH_BYTES", 64 * 1024)
+    return list(sources.parquet_batches(iter([sink.getvalue()]), PLANS, None))
+
+
+def test_unique_text_in_plain_pages_is_decoded(monkeypatch):
+    """Plain pages (or pages after a writer fell back from its dictionary) give no dictionary to read: Arrow's
+    reader builds one of the values so far, as many as the first batch's rows. Decoded, not coded."""
+    table = pa.table(
+        {"donor_id": ["D-1"] * ROWS, "lot_number": ["L-1"] * ROWS, "remark": [f"r{i}" for i in range(ROWS)]}
+    )
+    batches = _read(table, monkeypatch, use_dictionary=["donor_id", "lot_number"])
+    assert all(batch.schema.field("remark").type == pa.string() for batch in batches)
+    assert pa.types.is_dictionary(batches[0].schema.field("lot_number").type)
+
+
+def test_text_in_column_chunks_over_the_bound_is_read_plain(monkeypatch):
+    """A dictionary the reader builds itself lasts to the end of the row group: only chunks of bounded size are
+    read as dictionaries, donor ids included."""
+    monkeypatch.setattr(sources, "CODED_CHUNK_BYTES", 1024)
+    table = pa.table(
+        {"donor_id": [f"D-{i % 50}" for i in range(ROWS)], "lot_number": ["L-1"] * ROWS, "remark": ["r"] * ROWS}
+    )
+    batches = _read(table, monkeypatch)
+    assert pa.types.is_dictionary(batches[0].schema.field("lot_number").type)  # its chunk is tiny
+    assert batches[0].schema.field("donor_id").type == pa.string()
+    assert pa.chunked_array([b.column("donor_id") for b in batches]).to_pylist() == table.column("donor_id").to_pylist()

@@ -52,6 +52,9 @@ BATCH_ROWS = 65_536  # catalogue rows per batch (narrow); at most this many in a
 BATCH_BYTES = 2 * 1024 * 1024  # of decoded rows per batch: 4 MiB held ~10 MiB more at the peak, for no speed
 CSV_BLOCK = 4 * 1024 * 1024
 READ_BUFFER = 256 * 1024
+# Text read as each row group's dictionary only from column chunks of at most this many bytes uncompressed
+# (`_codable`): 1 M clinical rows of repeating text take 1–3 MiB (a dictionary page and narrow indices).
+CODED_CHUNK_BYTES = 8 * 1024 * 1024
 # A Parquet source is spooled in chunks under glibc's mmap threshold (1 MiB, see writer.return_freed_memory): each
 # chunk of 1 MiB was a fresh mapping, faulted in page by page (24 000 faults, a third of the spooling's CPU at
 # 5 M rows), where these reuse the heap. (A CSV source keeps the store's chunks: its batches follow them.)
@@ -349,11 +352,13 @@ def _decoded_batches(file: str | _Arriving, plans: list[ColumnPlan]) -> Iterator
     try:
         # Column chunks read READ_BUFFER at a time rather than whole (a row group of a million rows holds tens of
         # MiB). A spooled file is read by path, so Arrow reads into its own pool. Text is read as the file's
-        # dictionary (one per row group, shared by its batches): the policy hashes each donor id once per row group
-        # instead of finding them again in every batch, and the writer stores text that repeats as it arrives,
-        # dictionary and indices, instead of decoding every row's value here and hashing it again there.
-        coded = [plan.name for plan in plans if pa.types.is_string(plan.source_type)]
-        source = pq.ParquetFile(file, pre_buffer=False, buffer_size=READ_BUFFER, read_dictionary=coded)
+        # dictionary (one per row group, shared by its batches) where that is safe (`_codable`): the policy hashes
+        # each donor id once per row group instead of finding them again in every batch, and the writer stores text
+        # that repeats as it arrives, dictionary and indices, instead of decoding every row's value here and hashing
+        # it again there.
+        footer = pq.ParquetFile(file).metadata
+        coded = _codable(footer, [plan.name for plan in plans if pa.types.is_string(plan.source_type)])
+        source = pq.ParquetFile(file, metadata=footer, pre_buffer=False, buffer_size=READ_BUFFER, read_dictionary=coded)
     except pa.ArrowInvalid as exc:
         raise InvalidInput(f"the Parquet file cannot be read: {exc}", field="distributionId") from None
     present = set(source.schema_arrow.names)
@@ -384,11 +389,31 @@ def _shared(values: pa.Array, name: str, dictionaries: dict[str, pa.Array]) -> p
     return values
 
 
+def _codable(footer: pq.FileMetaData, text: list[str]) -> list[str]:
+    """The text columns whose every column chunk holds at most CODED_CHUNK_BYTES uncompressed. Where a chunk's
+    pages are not dictionary-encoded (plain, or after its writer fell back to plain at a large dictionary), Arrow's
+    reader builds the dictionary itself, of every value it reads, and holds it until the row group ends: bounded by
+    the chunk's size so, instead of growing with the row group (2 M distinct barcodes in one: 676 MiB)."""
+    if footer.num_row_groups == 0:
+        return []
+    first = footer.row_group(0)
+    position = {first.column(index).path_in_schema: index for index in range(first.num_columns)}
+    return [
+        name
+        for name in text
+        if name in position
+        and all(
+            footer.row_group(group).column(position[name]).total_uncompressed_size <= CODED_CHUNK_BYTES
+            for group in range(footer.num_row_groups)
+        )
+    ]
+
+
 def _hardly_repeats(values: pa.Array, plan: ColumnPlan) -> bool:
-    """Text whose row group has more distinct values than the batch has rows (identifiers, free text): a dictionary
-    would cost the writer more than the plain values. Donor ids to pseudonymise stay coded whatever their count."""
+    """Text with more distinct values than half the batch's rows (identifiers, free text): a dictionary would cost
+    the writer more than the plain values. Donor ids to pseudonymise stay coded whatever their count."""
     coded = pa.types.is_dictionary(values.type) and plan.treatment is not ColumnTreatment.pseudonymise
-    return coded and len(values.dictionary) > len(values)
+    return coded and 2 * len(values.dictionary) > len(values)
 
 
 class _Arriving(io.RawIOBase):
