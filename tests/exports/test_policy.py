@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -63,6 +63,22 @@ def test_a_zoned_timestamp_generalises_to_its_month_in_its_own_zone_at_every_mon
             values = pa.array([*(t * scale for t in instants), None], pa.timestamp(unit, tz=zone))
             expected = [datetime.fromtimestamp(t, ZoneInfo(zone)).date().replace(day=1) for t in instants]
             assert month(values).to_pylist() == [*expected, None], (zone, unit)
+
+
+@pytest.mark.parametrize("spread", [1, 400], ids=["dates of a few months", "dates over centuries"])
+def test_dates_and_zoned_timestamps_go_to_their_month_however_far_apart(spread):
+    """Dates close together are looked up by their distance from the earliest (no hashing); dates further apart
+    than there are values go through their distinct days. Both give each value its month; nulls stay null."""
+    days = [date(1970, 1, 1) + timedelta(days=(i * 37 * spread) % (200 * spread)) for i in range(300)]
+    dates = pa.array([*days, None], pa.date32())
+    assert month(dates).to_pylist() == [*(d.replace(day=1) for d in days), None]
+    zone = ZoneInfo("Pacific/Kiritimati")  # UTC+14: many instants are in the next month there
+    instants = [int(datetime(d.year, d.month, d.day, 23, 30, tzinfo=UTC).timestamp()) for d in days]
+    zoned = pa.array([*instants, None], pa.timestamp("s", tz="Pacific/Kiritimati"))
+    expected = [datetime.fromtimestamp(t, zone).date().replace(day=1) for t in instants]
+    assert month(zoned).to_pylist() == [*expected, None]
+    assert month(pa.array([None, None], pa.date32())).to_pylist() == [None, None]
+    assert month(pa.array([], pa.date32())).to_pylist() == []
 
 
 def test_numbers_go_to_their_5_year_band_exactly_negative_and_large_ones_too():

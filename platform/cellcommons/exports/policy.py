@@ -28,6 +28,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -256,7 +257,7 @@ def _band_start(values: pa.Array) -> pa.Array:
 
 def month(values: pa.Array) -> pa.Array:
     """Dates and timestamps to the first day of their month (a timestamp's month in its own zone). Computed on
-    the distinct days (they repeat) and mapped back by index."""
+    the days they fall on (they repeat) and mapped back by position."""
     if pa.types.is_timestamp(values.type) and values.type.tz is not None:
         return _zoned_month(values)
     return _local_month(values)
@@ -265,8 +266,8 @@ def month(values: pa.Array) -> pa.Array:
 def _local_month(values: pa.Array) -> pa.Array:
     if pa.types.is_timestamp(values.type) and values.type.tz is not None:
         values = pc.local_timestamp(values)
-    encoded = pc.dictionary_encode(pc.cast(values, pa.date32()))
-    return pc.floor_temporal(encoded.dictionary, unit="month").take(encoded.indices)
+    days, positions = _days_of(pc.cast(values, pa.date32()))
+    return pc.floor_temporal(days, unit="month").take(positions)
 
 
 def _zoned_month(values: pa.Array) -> pa.Array:
@@ -274,17 +275,29 @@ def _zoned_month(values: pa.Array) -> pa.Array:
     the policy's time on such a column) only the instants that need it: a UTC offset is less than a day, so an
     instant whose UTC day is neither the first nor the last of its month lies in that month in any zone. The
     rest (about 2 in 30) go through the zone."""
-    utc_days = pc.cast(values.view(pa.timestamp(values.type.unit)), pa.date32())
-    encoded = pc.dictionary_encode(utc_days)
-    days = encoded.dictionary
+    days, positions = _days_of(pc.cast(values.view(pa.timestamp(values.type.unit)), pa.date32()))
     firsts = pc.floor_temporal(days, unit="month")
     following = pc.add(days.view(pa.int32()), pa.scalar(1, pa.int32())).view(pa.date32())
     edge = pc.or_(pc.equal(days, firsts), pc.not_equal(pc.floor_temporal(following, unit="month"), firsts))
-    months = firsts.take(encoded.indices)
-    near_edge = pc.fill_null(edge.take(encoded.indices), False)
+    months = firsts.take(positions)
+    near_edge = pc.fill_null(edge.take(positions), False)
     if not pc.any(near_edge).as_py():
         return months
     return pc.replace_with_mask(months, near_edge, _local_month(values.filter(near_edge)))
+
+
+def _days_of(dates: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Dates as (days, each date's position among them) to compute on the days once. The days are every day from
+    the earliest date to the latest when that span is no longer than the dates (a batch's dates mostly are): the
+    positions are then a subtraction, where finding the distinct days hashes every date."""
+    numbers = dates.view(pa.int32())
+    bounds = pc.min_max(numbers)
+    earliest, latest = bounds["min"].as_py(), bounds["max"].as_py()
+    if earliest is None or latest - earliest >= len(dates):
+        encoded = pc.dictionary_encode(dates)
+        return encoded.dictionary, encoded.indices
+    span = pa.array(np.arange(earliest, latest + 1, dtype=np.int32)).view(pa.date32())
+    return span, pc.subtract(numbers, pa.scalar(earliest, pa.int32()))
 
 
 class PolicyApplier:
