@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from cellcommons.access.schemas import DEFAULT_EXPORT_POLICY, ColumnTreatment
 from cellcommons.catalogue.enums import Sensitivity
 from cellcommons.errors import InvalidInput
+from cellcommons.exports.arrays import same_values
 from cellcommons.exports.errors import ColumnForbidden, MalformedRow
 from cellcommons.settings import Settings
 
@@ -191,7 +192,7 @@ class Pseudonymiser:
 
     def _names_of(self, distinct: pa.Array) -> pa.Array:
         """The pseudonyms of distinct values (no nulls: those stay in the indices), in their order."""
-        if self._last is not None and self._last[0].equals(distinct):
+        if self._last is not None and same_values(self._last[0], distinct):
             return self._last[1]
         text = distinct if pa.types.is_string(distinct.type) else pc.cast(distinct, pa.string())
         found = pc.index_in(text, value_set=self._known)

@@ -361,10 +361,12 @@ def _decoded_batches(file: str | _Arriving, plans: list[ColumnPlan]) -> Iterator
         source = pq.ParquetFile(file, metadata=footer, pre_buffer=False, buffer_size=READ_BUFFER, read_dictionary=coded)
     except pa.ArrowInvalid as exc:
         raise InvalidInput(f"the Parquet file cannot be read: {exc}", field="distributionId") from None
-    present = set(source.schema_arrow.names)
+    present = source.schema_arrow.names
     for plan in plans:
         if plan.name not in present:
             raise InvalidInput(f"the Parquet file has no column {plan.name!r}", field="distributionId")
+        if present.count(plan.name) > 1:  # which of them is the declared one is not the file's to say
+            raise InvalidInput(f"the Parquet file has column {plan.name!r} more than once", field="distributionId")
     names = [plan.name for plan in plans]
     rows = _parquet_batch_rows(source, names)
     dense: set[str] | None = None  # text decoded after all, chosen on the first batch (the writer's types are fixed)

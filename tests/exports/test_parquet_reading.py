@@ -1,7 +1,8 @@
-"""Text of a Parquet source is read as each row group's dictionary (no server needed): text that repeats stays
-coded, every batch of a row group on one dictionary object, so batches waiting to be written hold it once; text
-that hardly repeats (identifiers, remarks) is decoded, as a dictionary would cost the writer more; donor ids
-stay coded whatever their count, for the pseudonymiser."""
+"""Reading a Parquet source (no server needed). Its text is read as each row group's dictionary: text that
+repeats stays coded, every batch of a row group on one dictionary object, so batches waiting to be written hold
+it once; text that hardly repeats (identifiers, remarks) is decoded, as a dictionary would cost the writer more;
+donor ids stay coded whatever their count, for the pseudonymiser. A column the export reads must be in the file
+once."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from cellcommons.access.schemas import ColumnTreatment
 from cellcommons.catalogue.enums import Sensitivity
+from cellcommons.errors import InvalidInput
 from cellcommons.exports import sources
 from cellcommons.exports.policy import ColumnPlan
 
@@ -82,3 +85,13 @@ def test_text_in_column_chunks_over_the_bound_is_read_plain(monkeypatch):
     assert pa.types.is_dictionary(batches[0].schema.field("lot_number").type)  # its chunk is tiny
     assert batches[0].schema.field("donor_id").type == pa.string()
     assert pa.chunked_array([b.column("donor_id") for b in batches]).to_pylist() == table.column("donor_id").to_pylist()
+
+
+def test_a_column_the_file_holds_twice_is_refused_naming_it():
+    table = pa.Table.from_arrays([pa.array(["D-1"]), pa.array(["L-1"]), pa.array(["L-2"]), pa.array(["r"])],
+                                 names=["donor_id", "lot_number", "lot_number", "remark"])  # fmt: skip
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    with pytest.raises(InvalidInput, match="column 'lot_number' more than once") as refused:
+        list(sources.parquet_batches(iter([sink.getvalue()]), PLANS, None))
+    assert refused.value.field == "distributionId"
