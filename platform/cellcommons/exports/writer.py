@@ -3,8 +3,8 @@
 The upload pulls: `put_object` reads a part (PART_SIZE) at a time from `ParquetStream`, which pulls batches
 until it holds that many bytes, and hands each part to the SDK's upload threads (a few parts in flight). The
 batches come through `Ahead`: reading and decoding the source and applying the policy run on a thread of their
-own, up to a row group's worth of batches ahead, so they overlap the encoding, the hashing and the upload. Memory holds
-a batch or two, one row group being encoded and a few parts, whatever the row count. An exception on either side
+own, up to a row group's worth of batches ahead, so they overlap the encoding, the hashing and the upload. Memory
+holds those batches, one row group being encoded and a few parts, whatever the row count. An exception on either side
 (a bad row, a changed source, a stop request) propagates out of `read`, and the SDK aborts the multipart upload,
 so no half-written object remains. Row groups gather batches up to ROW_GROUP_BYTES of Arrow data held or
 ROW_GROUP_ROWS rows: about 350 000 clinical rows (DuckDB writes 122 880), large enough for scans to skip and
