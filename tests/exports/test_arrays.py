@@ -22,3 +22,10 @@ def test_different_values_lengths_offsets_and_types_are_told_apart():
     assert not same_values(names.slice(1), names.slice(0, 2))  # same memory, other rows
     assert same_values(names.slice(1), pa.array(["p-b", "p-c"]))
     assert not same_values(pa.array([1, 2], pa.int32()), pa.array([1, 2], pa.int64()))
+
+
+def test_empty_arrays_with_and_without_a_validity_buffer_are_the_same_values():
+    """Arrow gives an empty array a 0-byte validity buffer or none, by how it was made (`take` or the reader)."""
+    made = pa.array([], pa.string())
+    taken = pa.array(["x"]).take(pa.array([], pa.int32()))
+    assert same_values(made, taken) and same_values(taken, made)

@@ -17,4 +17,4 @@ def same_values(first: pa.Array, second: pa.Array) -> bool:
 
 
 def _addresses(array: pa.Array) -> list[int | None]:
-    return [buffer and buffer.address for buffer in array.buffers()]
+    return [None if buffer is None else buffer.address for buffer in array.buffers()]

@@ -45,8 +45,9 @@ WRITE_BUFFER = 1024 * 1024
 DICTIONARY_PAGE_BYTES = 2 * 1024 * 1024
 # Values the Parquet writer takes at a time (Arrow's default is 1 024). For a dictionary-encoded column with
 # statistics, it finds the entries each such batch uses (hashing its indices) and their min/max: a fifth of the
-# encoding at 1 024 for lot numbers (5 000 per row group), a tenth of that at 65 536. Pages are still cut at
-# Arrow's 1 MiB, checked after each batch.
+# encoding at 1 024 for lot numbers (5 000 per row group), a tenth of that at 65 536. Arrow checks the page size
+# (1 MiB) and the dictionary's after each such batch, and no batch is larger than an input batch (about 2 MiB of
+# decoded rows, sources.BATCH_BYTES): pages and dictionaries overshoot by that at most (20 000 rows a page at most).
 WRITE_BATCH_ROWS = 65_536
 JUDGED_ROWS = 16_384  # the rows whose values decide which columns to dictionary-encode (`dictionary_columns`)
 PART_SIZE = 5 * 1024 * 1024  # multipart parts (the S3 minimum): the SDK holds several; at most 10 000 parts (52 GB)
