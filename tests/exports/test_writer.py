@@ -143,3 +143,15 @@ def test_closing_ahead_stops_a_producer_waiting_for_room():
     assert _when(lambda: len(produced) == 2)
     ahead.close()  # returns: the producer, waiting for room, was stopped
     assert len(produced) == 2 and not ahead._thread.is_alive()
+
+
+def test_a_dictionary_past_the_page_limit_is_written_plain_batch_by_batch(monkeypatch):
+    """A cut dictionary keeps the batches' lengths, so a writer falling back to plain values (the dictionary past
+    its page limit) decodes a batch at a time; the values read back all the same."""
+    monkeypatch.setattr(writer, "DICTIONARY_PAGE_BYTES", 64)
+    dictionary = [f"p-{i:03d}" for i in range(100)]
+    batches = [_batch([i, i + 1, None], dictionary) for i in range(0, 60, 2)]
+    column = pa.chunked_array([batch.column(0) for batch in batches])
+    assert [len(chunk) for chunk in writer._used_values_only(column).chunks] == [3] * 30
+    stored = pq.read_table(io.BytesIO(_written(batches))).column("donor_id")
+    assert stored.to_pylist() == [value for i in range(0, 60, 2) for value in (dictionary[i], dictionary[i + 1], None)]

@@ -222,20 +222,24 @@ def _dictionaries_for_writing(table: pa.Table) -> pa.Table:
 
 
 def _used_values_only(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """The column (its chunks on one dictionary) on a dictionary of the entries its indices use, in one chunk. The
-    entries' uses are counted (a bin per entry), not found by hashing the row group's indices: with every text
-    column a dictionary, hashing took some 0.5 s of an export's encoding at 5 M rows."""
+    """The column (its chunks on one dictionary) on a dictionary of the entries its indices use. The entries used
+    are marked, not found by hashing the row group's indices (with every text column a dictionary, hashing took
+    some 0.5 s of an export's encoding at 5 M rows). The chunks keep their lengths: should the dictionary outgrow
+    DICTIONARY_PAGE_BYTES, the writer falls back to plain values chunk by chunk, decoding a batch at a time rather
+    than the row group at once."""
     dictionary = column.chunk(0).dictionary
     indices = pa.concat_arrays([chunk.indices for chunk in column.chunks])
     uses = np.zeros(len(dictionary), bool)
     uses[pc.drop_null(indices).to_numpy()] = True
     used = np.flatnonzero(uses)
-    if len(used) == len(dictionary):  # indices already checked against this dictionary
-        return pa.chunked_array([pa.DictionaryArray.from_arrays(indices, dictionary, safe=False)])
+    if len(used) == len(dictionary):
+        return column
     renumbered = np.zeros(len(dictionary), column.type.index_type.to_pandas_dtype())  # the writer fixed the type
     renumbered[used] = np.arange(len(used))
     cut = pa.DictionaryArray.from_arrays(pa.array(renumbered).take(indices), dictionary.take(used), safe=False)
-    return pa.chunked_array([cut])
+    starts = itertools.accumulate((len(chunk) for chunk in column.chunks), initial=0)
+    pieces = zip(starts, column.chunks, strict=False)  # one start more than chunks: where the last one ends
+    return pa.chunked_array([cut.slice(start, len(chunk)) for start, chunk in pieces])
 
 
 def dictionary_columns(first: pa.Table) -> list[str]:
