@@ -11,7 +11,12 @@ its record, by variable name, for the mapping. The participants themselves come 
 
 Every run is a full pass: each participant page is one commit (its bookmark the next page, so a crash resumes
 there); an archived participant is a tombstone, and a participant gone from the study is deleted once a pass
-completes without it (the runtime's snapshot rule). Records whose content did not change write nothing.
+completes without it (the runtime's snapshot rule). Records whose content did not change write nothing. Pages
+are numbered, so a participant added or removed mid-pass shifts the later ones by a place: one would go unseen,
+and be deleted. When the study's `total_items` changes during a pass (a resumed pass included), the pass reads
+the participants again from page 1 (up to RESTARTS times); those seen before stay seen, so a removal takes
+effect a pass later rather than a live participant going. Next links are followed only on Castor's own host (the
+token goes with them) and only forward; `updated_on` may come as Castor's date object (`date`, `timezone`).
 
 Source configuration: `url` (e.g. https://data.castoredc.com), `study_id`, `mapping` (see
 `cellcommons_connectors.mapping`). Secrets: `client_id`, `client_secret`.
@@ -23,8 +28,10 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 
@@ -44,6 +51,7 @@ from cellcommons.sync.tokens import ClientCredentials
 from cellcommons_connectors.mapping import load_mapping
 
 HAL = {"Accept": "application/hal+json"}
+RESTARTS = 3  # passes begun again from page 1 because the study changed under them, before the run gives up
 
 
 class Participants(Stream):
@@ -59,16 +67,26 @@ class Participants(Stream):
     async def read_pages(self, bookmark: Bookmark) -> AsyncIterator[Page]:
         castor = self.connector
         values = await castor.study_values()
-        url = castor.api(f"participant?page={int((bookmark or {}).get('page', 1))}")
-        while url:
-            body = await castor.hal(url)
-            page = body.get("page")
-            participants = (body.get("_embedded") or {}).get("participants")
-            if not isinstance(participants, list) or not isinstance(page, int):
-                raise SourceError(f"{url}: not a HAL page of participants")
-            records = [castor.record(p, values) for p in participants if isinstance(p, dict)]
-            url = ((body.get("_links") or {}).get("next") or {}).get("href")
-            yield Page([r for r in records if r is not None], {"page": page + 1} if url else None)
+        start, total = int((bookmark or {}).get("page", 1)), (bookmark or {}).get("total")
+        for _ in range(RESTARTS + 1):
+            url, last = castor.api(f"participant?page={start}"), start - 1
+            while url:
+                body = await castor.hal(url)
+                page, participants = body.get("page"), (body.get("_embedded") or {}).get("participants")
+                if not isinstance(participants, list) or not isinstance(page, int):
+                    raise SourceError(f"{url}: not a HAL page of participants")
+                if page <= last:
+                    raise SourceError(f"{url}: the participant pages lead back from page {last} to page {page}")
+                if total is not None and body.get("total_items") != total:
+                    break  # the study changed during the pass: read it again from the first page
+                total, last = body.get("total_items"), page
+                records = [castor.record(p, values) for p in participants if isinstance(p, dict)]
+                url = castor.next_page(body, url)
+                yield Page([r for r in records if r is not None], {"page": page + 1, "total": total} if url else None)
+            else:
+                return
+            start, total = 1, None
+        raise SourceError(f"the study's participants kept changing during {RESTARTS + 1} passes; read again later")
 
 
 class Castor(Connector):
@@ -91,6 +109,18 @@ class Castor(Connector):
 
     def api(self, path: str) -> str:
         return f"{self.url}/api/study/{self.study}/{path}"
+
+    def next_page(self, body: dict[str, Any], url: str) -> str | None:
+        """The page after this one: on Castor's own host only, as the study's token goes with the request."""
+        following = (body.get("_links") or {}).get("next")
+        if following is None:
+            return None
+        if not isinstance(following, dict) or not isinstance(following.get("href"), str):
+            raise SourceError(f"{url}: _links.next is not a link with an href")
+        target = urljoin(self.url, following["href"])
+        if urlsplit(target)[:2] != urlsplit(self.url)[:2]:
+            raise SourceError(f"{url}: _links.next leads to another host ({urlsplit(target).netloc}); not followed")
+        return target
 
     async def hal(self, url: str) -> dict[str, Any]:
         body = decoded(await self.tokens.request("GET", urljoin(self.url, url), headers=HAL))
@@ -127,8 +157,26 @@ class Castor(Connector):
         raw = values.get(str(participant.get("participant_id")))
         if not raw:
             return None
-        record = self.mapping.record(raw, participant.get("updated_on"), "updated_on")
+        record = self.mapping.record(raw, castor_time(participant.get("updated_on")), "updated_on")
         return replace(record, deleted=record.deleted or bool(participant.get("archived")))
 
     async def close(self) -> None:
         await self.http.aclose()
+
+
+def castor_time(value: object) -> object:
+    """Castor's time as ISO 8601 text where it comes as its date object (`{"date": "2026-11-20 09:30:00.000000",
+    "timezone_type": 3, "timezone": "Europe/Amsterdam"}`: a zone name, or with type 1 an offset); anything else
+    as it is, for the mapping to read or to report unreadable."""
+    if not isinstance(value, dict) or not isinstance(value.get("date"), str):
+        return value
+    try:
+        moment = datetime.fromisoformat(value["date"])
+        zone = value.get("timezone")
+        if value.get("timezone_type") == 3 and isinstance(zone, str):
+            return moment.replace(tzinfo=ZoneInfo(zone)).isoformat()
+        if value.get("timezone_type") == 1 and isinstance(zone, str):
+            return datetime.fromisoformat(f"{value['date']}{zone}").isoformat()
+    except (ValueError, ZoneInfoNotFoundError):
+        pass
+    return f"{value['date']} ({value.get('timezone')})"  # unreadable: the finding shows what came

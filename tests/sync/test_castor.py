@@ -243,7 +243,7 @@ async def test_replaying_a_run_that_began_mid_pass_reads_a_whole_pass_and_delete
     sync = recording_runtime(env, sleeps)
     assert (await sync.run("castor-lots")).status is RunStatus.failed
     resumed = await sync.run("castor-lots")  # resumes the pass at page 2 and completes it
-    assert resumed.start_bookmarks == {"participants": {"page": 2}} and resumed.status is RunStatus.ok
+    assert resumed.start_bookmarks == {"participants": {"page": 2, "total": 5}} and resumed.status is RunStatus.ok
     castor.requests.clear()
     # `cellcommons sync replay castor-lots <resumed>`: the pass it resumed is over, so a replay reads a new one
     replay = await sync.run("castor-lots", from_bookmarks=resumed.start_bookmarks)
@@ -268,3 +268,97 @@ async def test_an_unreadable_updated_on_quarantines_its_participant(env, castor,
         "code": "unreadable_timestamp", "severity": "error", "field": "updated_on",
         "message": "'20/11/2026 09:00' is not an ISO 8601 timestamp",
     }]  # fmt: skip
+
+
+def _rewriting(castor: Castor, change) -> None:
+    """Castor's participant pages, each passed through `change(request, body)` before it is served."""
+    original = castor.answer
+
+    def answer(request: Request) -> Answer:
+        served = original(request)
+        if request.path.endswith("/participant") and isinstance(served.body, dict):
+            change(request, served.body)
+        return served
+
+    castor.answer = answer
+
+
+async def test_a_next_link_leading_back_fails_the_run_naming_the_pages(env, castor, sleeps):
+    five(castor)
+    await add_source(env, castor)
+    _rewriting(castor, lambda request, body: body["_links"].update(next={"href": body["_links"]["first"]["href"]}))
+    run = await recording_runtime(env, sleeps).run("castor-lots")
+    assert run.status is RunStatus.failed and "lead back from page 1 to page 1" in run.error
+    assert castor.pages_asked() == [1, 1]
+
+
+class Elsewhere(PartnerServer):
+    def answer(self, request: Request) -> Answer:
+        return Answer(200, {"_embedded": {"participants": []}, "_links": {}, "page": 2, "total_items": 5})
+
+
+async def test_a_next_link_to_another_host_is_not_followed_with_the_token(env, castor, sleeps):
+    five(castor)
+    await add_source(env, castor)
+    other = Elsewhere()
+    try:
+        _rewriting(castor, lambda request, body: body["_links"].update(next={"href": f"{other.url}/collect"}))
+        run = await recording_runtime(env, sleeps).run("castor-lots")
+        assert run.status is RunStatus.failed and "leads to another host" in run.error
+        assert other.requests == []
+    finally:
+        other.close()
+
+
+async def test_a_next_link_that_is_not_a_link_is_named(env, castor, sleeps):
+    five(castor)
+    await add_source(env, castor)
+    _rewriting(castor, lambda request, body: body["_links"].update(next=f"{castor.url}/api/study/{STUDY}/participant"))
+    run = await recording_runtime(env, sleeps).run("castor-lots")
+    assert run.status is RunStatus.failed and "_links.next is not a link with an href" in run.error
+
+
+async def test_a_participant_removed_mid_pass_leaves_the_others_and_goes_a_pass_later(env, castor, sleeps):
+    """Page numbers shift when a participant goes mid-pass: the pass sees the count change and reads again from
+    page 1, so no live participant goes unseen (and deleted)."""
+    five(castor)  # two participants a page
+    await add_source(env, castor)
+    sync = recording_runtime(env, sleeps)
+    assert (await sync.run("castor-lots")).upserted_count == 4
+
+    def remove_after_page_one(request: Request, body: dict) -> None:
+        if body.get("page") == 1 and "110001" in castor.participants:
+            del castor.participants["110001"]
+
+    _rewriting(castor, remove_after_page_one)
+    run = await sync.run("castor-lots")
+    assert run.status is RunStatus.ok and await env.lots() == ["CA-1", "CA-2", "CA-3", "CA-4"]
+    assert castor.pages_asked()[-4:] == [1, 2, 1, 2]  # page 2 counted 4 participants, not 5: again from page 1
+    again = await sync.run("castor-lots")
+    assert (again.deleted_count, await env.lots()) == (1, ["CA-2", "CA-3", "CA-4"])
+
+
+async def test_a_study_changing_on_every_page_fails_the_run_after_a_few_passes(env, castor, sleeps):
+    five(castor)
+    await add_source(env, castor)
+    added = iter(range(200_000, 300_000))
+    _rewriting(castor, lambda request, body: castor.add(str(next(added)), None))
+    run = await recording_runtime(env, sleeps).run("castor-lots")
+    assert run.status is RunStatus.failed and "kept changing during 4 passes" in run.error
+    assert await env.lots() == ["CA-1", "CA-2"]  # what the first page brought stays; nothing is deleted
+
+
+async def test_updated_on_as_castors_date_object_is_read_in_its_zone(env, castor, sleeps):
+    five(castor)
+    await add_source(env, castor)
+
+    def date_objects(request: Request, body: dict) -> None:
+        for participant in body["_embedded"]["participants"]:
+            stamp = participant["updated_on"].replace("T", " ")
+            participant["updated_on"] = {"date": f"{stamp}.000000", "timezone_type": 3, "timezone": "Europe/Amsterdam"}
+
+    _rewriting(castor, date_objects)
+    run = await recording_runtime(env, sleeps).run("castor-lots")
+    assert (run.status, run.upserted_count) == (RunStatus.ok, 4)
+    stamps = await env.scalar(select(func.array_agg(SyncRecord.source_updated_at)))
+    assert all(stamp.utcoffset() is not None for stamp in stamps)
