@@ -6,8 +6,10 @@ origin node and the id), so a tombstone, which names nothing but the id, finds i
 copies (a batch's specification, a version's batches) resolve without a lookup table. Copies name the peer as
 their `origin_node`: only this target writes them, never over a record of another origin (nor does anything
 else write over them; the catalogue's policy refuses local edits). Institutions the feed names and this node
-does not know are added as copies too. Every write is logged to the change log with the peer as its origin,
-which keeps it out of this node's own feed (the peer publishes it).
+does not know are added as copies too; a record filed under an institution of another node (this one's own, or
+another peer's, by slug or ROR id) is refused: a peer brings copies of its own institutions' records only, and
+must not plant records under ours (nor block our own sync of them). Every write is logged to the change log with
+the peer as its origin, which keeps it out of this node's own feed (the peer publishes it).
 
 The feed shows what the harvesting client may see: donors and collections of other institutions never come,
 draft dataset versions are skipped (only published versions are the catalogue's), and files come as metadata
@@ -42,6 +44,7 @@ from cellcommons.catalogue.models import (
 from cellcommons.catalogue.schemas import BatchIn, DatasetIn, Finding, InstitutionIn, SpecificationIn
 from cellcommons.catalogue.service import parse
 from cellcommons.catalogue.validation import DatasetContext, validate_dataset, validate_specification
+from cellcommons.catalogue.validation.findings import error
 from cellcommons.errors import ValidationFailed
 from cellcommons.sync.sdk import read_timestamp
 from cellcommons.sync.targets import (
@@ -170,6 +173,28 @@ def _dataset(record: dict[str, Any]) -> tuple[dict, list[dict]]:
 CHECKS = {"Specification": _specification, "Batch": _batch, "Dataset": _dataset}
 
 
+@dataclass(frozen=True)
+class HarvestScope(Scope):
+    """A harvest's scope, with the institutions of other nodes than the feed's origin (by slug and ROR id)."""
+
+    others_slugs: frozenset[str]
+    others_ror_ids: frozenset[str]
+
+
+def _of_another_node(institution: InstitutionIn, scope: HarvestScope) -> list[Finding]:
+    """Findings when the institution a record names belongs to another node than the feed's origin."""
+    claimed = []
+    if institution.slug in scope.others_slugs:
+        claimed.append(("slug", institution.slug))
+    if institution.ror_id in scope.others_ror_ids:
+        claimed.append(("ror_id", institution.ror_id))
+    message = "institution {}: {!r} belongs to another node than {!r}; a peer brings its own institutions' records only"
+    return [
+        error("institution_of_another_node", f"institution.{name}", message.format(name, value, scope.origin))
+        for name, value in claimed
+    ]
+
+
 # ---- the target ----------------------------------------------------------------------------------------------
 
 
@@ -180,15 +205,25 @@ class HarvestTarget:
     natural_key = ("record_id",)
     schema = HarvestedRecord
 
-    async def scope(self, session: AsyncSession, institution_id: uuid.UUID, origin: str) -> Scope:
-        return Scope(institution_id=institution_id, origin=origin, specifications={})
+    async def scope(self, session: AsyncSession, institution_id: uuid.UUID, origin: str) -> HarvestScope:
+        others = (
+            await session.execute(select(Institution.slug, Institution.ror_id).where(Institution.origin_node != origin))
+        ).all()
+        return HarvestScope(
+            institution_id=institution_id,
+            origin=origin,
+            specifications={},
+            others_slugs=frozenset(slug for slug, _ in others),
+            others_ror_ids=frozenset(ror_id for _, ror_id in others if ror_id),
+        )
 
     def key_of(self, raw: dict[str, Any]) -> str | None:
         value = raw.get("record_id")
         return value if isinstance(value, str) and value else None
 
-    def check(self, raw: dict[str, Any], scope: Scope) -> Checked:
+    def check(self, raw: dict[str, Any], scope: HarvestScope) -> Checked:
         envelope = parse(HarvestedRecord, raw)
+        _errors_only(_of_another_node(envelope.institution, scope))
         row, children = CHECKS[envelope.record_type](envelope.record)
         row = {"type": envelope.record_type, "institution": envelope.institution, "values": row}
         return Checked(envelope.record_id, row, children, content_hash(raw))
@@ -209,12 +244,15 @@ class HarvestTarget:
     ) -> set[str]:
         rows = {}
         for record in records:
+            institution_id = institutions.get(record.row["institution"].slug)
+            if institution_id is None:
+                continue  # not the origin's (see _institutions): left out, so refused as held by another origin
             values = {k: v for k, v in record.row["values"].items() if k in kind.columns}
             if kind is BATCH:
                 spec = record.row["values"]["specification"]
                 values["specification_id"] = local_id(origin, spec) if spec else None
             rows[record.key] = {"id": local_id(origin, record.key), "origin_node": origin,
-                                "institution_id": institutions[record.row["institution"].slug], **values}  # fmt: skip
+                                "institution_id": institution_id, **values}  # fmt: skip
         if kind is BATCH:
             await _drop_unknown_specifications(session, rows.values())
         rows = await _without_taken_keys(session, kind, rows)
@@ -267,12 +305,17 @@ class HarvestTarget:
 
 
 async def _institutions(session: AsyncSession, origin: str, named: list[InstitutionIn]) -> dict[str, uuid.UUID]:
-    """Institution ids by slug; those this node does not know are added as copies of the origin's."""
+    """Ids by slug of the named institutions that are the origin's; those this node does not know are added as
+    copies of the origin's. One whose slug or ROR id another row holds is missing (the insert does nothing):
+    `check` refuses those of other nodes, and this catches one that became another node's since the run's scope
+    was read, or a ROR id the origin's copy holds under another slug."""
     wanted = {i.slug: i for i in named}
     rows = [{"id": uuid.uuid4(), "origin_node": origin, **i.model_dump()} for i in wanted.values()]
     await session.execute(pg_insert(Institution.__table__).on_conflict_do_nothing(), rows)
-    found = await session.execute(select(Institution.slug, Institution.id).where(Institution.slug.in_(wanted)))
-    return dict(found.all())
+    origins = select(Institution.slug, Institution.id).where(
+        Institution.slug.in_(wanted), Institution.origin_node == origin
+    )
+    return dict((await session.execute(origins)).all())
 
 
 async def _drop_unknown_specifications(session: AsyncSession, rows) -> None:
