@@ -11,6 +11,7 @@ from tests.storage.files import draft_dataset, get, institution, published_file
 
 from cellcommons.db import Database
 from cellcommons.graphql.ids import Identifiers
+from cellcommons.institutions import clients
 from cellcommons.storage import ObjectStore
 
 LEIDEN, MAPLE = "leiden-scgt", "maple-ccrm"
@@ -91,6 +92,30 @@ async def test_other_ids_and_access_ids_are_not_objects(api, objects):  # noqa: 
     assert garbage.status_code == 400 and garbage.json()["status_code"] == 400
     unknown = await api.client.get(f"{DRS}/objects/{objects['shared']}/access/s3", headers=stella)
     assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize("path", ["", "/access/presigned"])
+async def test_a_bad_or_revoked_token_gets_a_bearer_challenge(api, objects, path):  # noqa: F811
+    database = Database(api.settings)
+    try:
+        async with database.unit_of_work() as session:
+            added = await clients.add_client(session, institution_slug=LEIDEN, roles=["steward"])
+        issued = await api.client.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(added.client.client_id, added.secret)
+        )
+        assert issued.status_code == 200, issued.text
+        async with database.unit_of_work() as session:
+            await clients.revoke_client(session, added.client.client_id)
+    finally:
+        await database.dispose()
+    for token in ("not-a-token", issued.json()["access_token"]):
+        response = await api.client.get(
+            f"{DRS}/objects/{objects['shared']}{path}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert response.status_code == 401 and response.json()["status_code"] == 401  # the DRS shape still
+        # RFC 6750 §3: a 401 for a bad token names the scheme and the error, as the platform's other endpoints do.
+        challenge = f'Bearer error="invalid_token", error_description="{response.json()["msg"]}"'
+        assert response.headers.get("www-authenticate") == challenge, token[:20]
 
 
 async def test_service_info_names_the_drs_version(api):  # noqa: F811

@@ -274,6 +274,17 @@ async def test_invalid_scope(served):
     for scope in ("steward", "platform_admin", "reader something-else"):
         refused = await _refused(served, added.client.client_id, added.secret, scope=scope)
         assert refused.error == "invalid_scope", scope
+    # RFC 6749 §5.2: a malformed scope is invalid_scope too (not invalid_request): not UTF-8, empty, empty tokens.
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for scope in (b"%FF", b"", b"reader%20%20submitter", b"%22reader%22"):
+            answer = await http.post(
+                served.token_endpoint,
+                content=b"grant_type=client_credentials&scope=" + scope,
+                headers=form,
+                auth=(added.client.client_id, added.secret),
+            )
+            assert answer.status_code == 400 and answer.json()["error"] == "invalid_scope", scope
 
 
 async def test_unsupported_grant_type_and_malformed_requests(served):

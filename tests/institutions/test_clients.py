@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 from argon2 import PasswordHasher
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import select
 
@@ -92,6 +93,27 @@ async def test_a_private_key_is_never_registered_and_an_unknown_institution_is_n
     )
     assert added.secret is None and added.client.public_jwk["kid"] == private.thumbprint()
     assert "d" not in added.client.public_jwk
+
+
+# A 512-bit RSA public key (`openssl genrsa 512`): what a weak key looks like when it arrives as PEM.
+RSA_512_PEM = """-----BEGIN PUBLIC KEY-----
+MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAL1Sf8tIgQY6cBvB6yQwqi5TtaKGQTPb
+ItG+sJJNdFO6sJ4z+//DDqNwP7DfZbCa1d27+7WK3qoNNxjvv6+UDXMCAwEAAQ==
+-----END PUBLIC KEY-----"""
+
+
+@pytest.mark.filterwarnings("ignore::joserfc.errors.SecurityWarning")  # joserfc warns when it reads a weak key
+async def test_an_rsa_key_under_2048_bits_is_refused_naming_the_field(session, leiden):
+    short = rsa.generate_private_key(public_exponent=65537, key_size=2047).public_key()
+    weak_keys = [clients.read_public_key(RSA_512_PEM), RSAKey.import_key(short).as_dict(private=False)]
+    for public_jwk in weak_keys:
+        with pytest.raises(InvalidInput, match="2048 bits") as caught:
+            await clients.add_client(session, institution_slug=LEIDEN["slug"], public_jwk=public_jwk)
+        assert caught.value.field == "public_key"
+    assert await session.scalar(select(MachineClient.id)) is None  # nothing registered
+    strong = RSAKey.generate_key(2048).as_dict(private=False)
+    added = await clients.add_client(session, institution_slug=LEIDEN["slug"], public_jwk=strong)
+    assert added.client.auth_method == "private_key_jwt"
 
 
 async def test_signing_keys_are_sealed_and_rotation_keeps_the_old_key_published(session, settings):

@@ -64,6 +64,7 @@ ASSERTION_ALGORITHMS = {
     ("EC", "P-384"): ("ES384",),
     ("OKP", "Ed25519"): ("EdDSA",),
 }
+MIN_RSA_BITS = 2048  # RFC 7518 §3.3: smaller RSA keys MUST NOT be used with RS256 or PS256
 MAX_ASSERTION_BYTES = 8192
 LEEWAY = 30  # seconds of clock skew allowed on assertion times
 _KEY_LOCATION_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
@@ -115,6 +116,9 @@ def _public_jwk(jwk: dict) -> dict:
         raise InvalidInput("is a private key: register its public half only", field="public_key")
     if _assertion_algorithms(key.as_dict()) == ():
         raise InvalidInput("must be an RSA, EC P-256/P-384 or Ed25519 public key", field="public_key")
+    if isinstance(key, RSAKey) and key.public_key.key_size < MIN_RSA_BITS:
+        raise InvalidInput(f"is a {key.public_key.key_size}-bit RSA key: RSA keys need at least {MIN_RSA_BITS} bits",
+                           field="public_key")  # fmt: skip
     public = key.as_dict(private=False)
     if "kid" not in public:
         public["kid"] = key.thumbprint()
@@ -298,6 +302,10 @@ def invalid_request(description: str) -> TokenRequestRefused:
     return TokenRequestRefused(InvalidRequestError(description=description), description)
 
 
+def _invalid_scope(description: str, reason: str, client_id: str) -> TokenRequestRefused:
+    return TokenRequestRefused(InvalidScopeError(description=description), reason, client_id)
+
+
 class _UnsupportedGrantType(UnsupportedGrantTypeError):
     def get_error_description(self) -> str:
         return "only grant_type=client_credentials is supported"  # Authlib's default echoes the caller's input
@@ -405,11 +413,13 @@ def _requested_scope(form: Mapping[str, str], client: ClientRegistration) -> lis
     if "scope" not in form:
         return sorted(r.value for r in client.roles)
     asked = form["scope"].split(" ")
+    # RFC 6749 §5.2 counts a malformed scope (empty, an empty token, a character outside §3.3's scope-token such
+    # as the U+FFFD that %FF decodes to) as invalid_scope, like an unknown one.
     if not all(asked) or any(not (0x21 <= ord(c) <= 0x7E and c not in '"\\') for s in asked for c in s):
-        raise invalid_request("scope must be space-separated scope tokens")
+        raise _invalid_scope("scope must be space-separated scope tokens", "malformed scope", client.client_id)
     if not set(asked) <= {r.value for r in client.roles}:
-        raise TokenRequestRefused(
-            InvalidScopeError(description="the requested scope is unknown or exceeds the client's registration"),
+        raise _invalid_scope(
+            "the requested scope is unknown or exceeds the client's registration",
             f"scope {' '.join(asked)[:200]} exceeds the registration",
             client.client_id,
         )
