@@ -236,12 +236,16 @@ async def current_principal(request: Request) -> Principal | None:
 
 
 async def _render_error(request: Request, exc: CellCommonsError) -> JSONResponse:
-    headers = None
+    return JSONResponse({"error": exc.as_dict()}, status_code=exc.status, headers=error_headers(exc))
+
+
+def error_headers(exc: CellCommonsError) -> dict[str, str] | None:
+    """The headers an error's answer carries whatever its body's shape: a 401 the RFC 6750 Bearer challenge."""
     if exc.status == 401:
-        headers = {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.message}"'}
-    elif isinstance(exc, MethodNotAllowed):
-        headers = {"Allow": "POST"}
-    return JSONResponse({"error": exc.as_dict()}, status_code=exc.status, headers=headers)
+        return {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.message}"'}
+    if isinstance(exc, MethodNotAllowed):
+        return {"Allow": "POST"}
+    return None
 
 
 async def _render_outage(request: Request, exc: Exception) -> JSONResponse:

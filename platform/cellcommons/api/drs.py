@@ -25,7 +25,6 @@ from cellcommons.storage.object_store import ObjectStore
 
 ACCESS_ID = "presigned"  # the one access method: a presigned HTTPS GET on object storage
 DISTRIBUTION = "Distribution"
-_BODY_HEADERS = {"content-length", "content-type"}  # describe the platform's error body, not the DRS one
 
 
 Work = Callable[[AsyncSession, Principal | None], Awaitable[dict]]
@@ -33,20 +32,17 @@ Work = Callable[[AsyncSession, Principal | None], Awaitable[dict]]
 
 async def _answer(request: Request, work: Work) -> dict | JSONResponse:
     """Run `work` for the caller in one transaction; domain errors in the DRS shape."""
-    from cellcommons.api.app import _render_error, current_principal  # the app module includes this router
+    from cellcommons.api.app import current_principal, error_headers  # the app module includes this router
 
     try:
         principal = await current_principal(request)
         async with request.app.state.resources.database.unit_of_work() as session:
             return await work(session, principal)
     except CellCommonsError as exc:
-        # The platform's rendering decides the headers (a 401 carries the RFC 6750 Bearer challenge); only the
-        # body is DRS's own.
-        platform = await _render_error(request, exc)
-        headers = {name: value for name, value in platform.headers.items() if name not in _BODY_HEADERS}
-        # DRS knows 400 for a malformed request where the platform says 422.
+        # The platform's headers (a 401 carries the RFC 6750 Bearer challenge), DRS's body; DRS knows 400 for a
+        # malformed request where the platform says 422.
         status = 400 if exc.status == 422 else exc.status
-        return JSONResponse({"msg": exc.message, "status_code": status}, status_code=status, headers=headers)
+        return JSONResponse({"msg": exc.message, "status_code": status}, status_code=status, headers=error_headers(exc))
 
 
 router = APIRouter(prefix="/ga4gh/drs/v1", tags=["GA4GH DRS"])
