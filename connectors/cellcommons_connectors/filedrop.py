@@ -192,7 +192,8 @@ def _csv_rows(client: Minio, bucket: str, key: str, mapped: set[str]) -> Iterato
         # Bytes that are not UTF-8 (Excel's cp1252 "CSV") are kept, escaped, to be found in the row they are in:
         # the decoder reads ahead of the rows, so its own error could name neither the row nor the line.
         text = io.TextIOWrapper(response, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        yield from _csv_records(csv.reader(text), mapped)
+        # Strict: a file ending inside a quote is an error, not one last cell swallowing every line after the quote.
+        yield from _csv_records(csv.reader(text, strict=True), mapped)
     finally:
         response.close()
         response.release_conn()
@@ -232,6 +233,8 @@ def _lines(start: int, end: int) -> str:
 
 
 def _refusal(exc: csv.Error) -> str:
+    if "unexpected end of data" in str(exc):
+        return "a quote opened in this row is never closed; the rows after it are not read until the file is replaced"
     if "field limit" in str(exc):
         return (f"a cell over {FIELD_LIMIT} characters; the rows after it are not read until the file is replaced"
                 " (a quote left open makes one cell of every line after it)")  # fmt: skip

@@ -82,3 +82,21 @@ async def test_a_cell_under_the_limit_lands_and_one_over_it_is_held_naming_the_l
                    " until the file is replaced (a quote left open makes one cell of every line after it)",
     }]  # fmt: skip
     assert (await runtime.run("lims")).read_count == 0
+
+
+async def test_a_quote_left_open_is_held_naming_its_line_not_read_as_one_last_cell(env, object_store, bucket):
+    """Python's reader takes the end of the file inside a quote as the end of one cell: every row after the
+    quote would silently go."""
+    put(object_store, bucket, PREFIX + "mapping.json", json.dumps(MAPPING).encode())
+    text = csv_bytes(rows("Q", 50)).decode().splitlines(keepends=True)
+    text[3] = text[3].rstrip("\r\n") + ',"jd\r\n'  # an operator's note opening a quote it never closes, line 4
+    put(object_store, bucket, PREFIX + "q.csv", "".join(text).encode())
+    await add_filedrop(env, bucket)
+    run = await SyncRuntime(env.database, env.settings).run("lims")
+    assert (run.status, run.quarantined_count) == (RunStatus.partial, 1)
+    assert await env.lots() == ["Q-0", "Q-1"]
+    [held] = await held_records(env)
+    assert held.errors[0]["message"] == (
+        f"{PREFIX}q.csv line 4: a quote opened in this row is never closed; the rows after it are not read until"
+        " the file is replaced"
+    )
