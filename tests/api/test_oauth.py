@@ -16,6 +16,7 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 from sqlalchemy import select
@@ -28,7 +29,7 @@ from cellcommons.catalogue.schemas import InstitutionIn
 from cellcommons.db import Database
 from cellcommons.demo.consortium import INSTITUTIONS
 from cellcommons.institutions import clients
-from cellcommons.institutions.models import ClientAssertionJti
+from cellcommons.institutions.models import ClientAssertionJti, MachineClient
 
 LEIDEN, MAPLE = INSTITUTIONS[0]["slug"], INSTITUTIONS[2]["slug"]
 
@@ -178,6 +179,24 @@ async def test_private_key_jwt_with_authlib(served):
     assert token["scope"] == "reader steward"
     (issued,) = await _events(served, "auth.client_token_issued")
     assert issued.details["auth_method"] == "private_key_jwt" and issued.institution == MAPLE
+
+
+async def test_a_weak_rsa_key_registered_before_sizes_were_checked_gets_no_token(served):
+    private = RSAKey.generate_key(2048, auto_kid=True)
+    added = await _add(served, public_jwk=private.as_dict(private=False))
+    weak = RSAKey.import_key(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    async with served.database.unit_of_work() as session:  # as stored before registration checked the size
+        stored = await session.scalar(select(MachineClient).where(MachineClient.client_id == added.client.client_id))
+        stored.public_jwk = weak.as_dict(private=False) | {"kid": private.kid}
+    assertion = private_key_jwt_sign(weak, added.client.client_id, served.token_endpoint, alg="RS256", expires_in=60)
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
+    async with httpx.AsyncClient(timeout=10) as http:
+        refused = await http.post(served.token_endpoint, data=form)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
 
 
 async def test_a_replayed_assertion_is_refused_and_its_jti_is_kept_in_postgres(served):

@@ -2,6 +2,7 @@
 keys, and the `cellcommons institutions` client commands."""
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -111,6 +112,9 @@ async def test_an_rsa_key_under_2048_bits_is_refused_naming_the_field(session, l
             await clients.add_client(session, institution_slug=LEIDEN["slug"], public_jwk=public_jwk)
         assert caught.value.field == "public_key"
     assert await session.scalar(select(MachineClient.id)) is None  # nothing registered
+    huge = {"kty": "RSA", "e": "AQAB", "n": base64.urlsafe_b64encode(b"\xc5" * 2051).rstrip(b"=").decode()}
+    with pytest.raises(InvalidInput, match="more than 16384 bits cannot be verified"):  # a 16 408-bit modulus
+        await clients.add_client(session, institution_slug=LEIDEN["slug"], public_jwk=huge)
     strong = RSAKey.generate_key(2048).as_dict(private=False)
     added = await clients.add_client(session, institution_slug=LEIDEN["slug"], public_jwk=strong)
     assert added.client.auth_method == "private_key_jwt"

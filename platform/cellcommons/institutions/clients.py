@@ -65,6 +65,7 @@ ASSERTION_ALGORITHMS = {
     ("OKP", "Ed25519"): ("EdDSA",),
 }
 MIN_RSA_BITS = 2048  # RFC 7518 §3.3: smaller RSA keys MUST NOT be used with RS256 or PS256
+MAX_RSA_BITS = 16_384  # OpenSSL verifies no larger: such a client could never sign in
 MAX_ASSERTION_BYTES = 8192
 LEEWAY = 30  # seconds of clock skew allowed on assertion times
 _KEY_LOCATION_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
@@ -116,13 +117,24 @@ def _public_jwk(jwk: dict) -> dict:
         raise InvalidInput("is a private key: register its public half only", field="public_key")
     if _assertion_algorithms(key.as_dict()) == ():
         raise InvalidInput("must be an RSA, EC P-256/P-384 or Ed25519 public key", field="public_key")
-    if isinstance(key, RSAKey) and key.public_key.key_size < MIN_RSA_BITS:
-        raise InvalidInput(f"is a {key.public_key.key_size}-bit RSA key: RSA keys need at least {MIN_RSA_BITS} bits",
-                           field="public_key")  # fmt: skip
+    if problem := _rsa_size_problem(key):
+        raise InvalidInput(problem, field="public_key")
     public = key.as_dict(private=False)
     if "kid" not in public:
         public["kid"] = key.thumbprint()
     return public
+
+
+def _rsa_size_problem(key: Any) -> str | None:
+    """Why an RSA key's size is refused, or None (also None for other key types)."""
+    if not isinstance(key, RSAKey):
+        return None
+    bits = key.public_key.key_size
+    if bits < MIN_RSA_BITS:
+        return f"is a {bits}-bit RSA key: RSA keys need at least {MIN_RSA_BITS} bits"
+    if bits > MAX_RSA_BITS:
+        return f"is a {bits}-bit RSA key: RSA keys of more than {MAX_RSA_BITS} bits cannot be verified"
+    return None
 
 
 def read_public_key(text: str) -> dict:
@@ -379,8 +391,11 @@ async def _authenticate_assertion(
     alg = header.get("alg")
     if alg not in _assertion_algorithms(found.public_jwk):
         raise _invalid_client(f"assertion algorithm {str(alg)[:20]} not allowed for the registered key", client_id)
+    key = JWKRegistry.import_key(found.public_jwk)
+    if _rsa_size_problem(key):  # registered before sizes were checked: register a new key
+        raise _invalid_client("the registered RSA key's size is no longer accepted", client_id)
     try:
-        claims = jwt.decode(assertion, JWKRegistry.import_key(found.public_jwk), algorithms=[alg]).claims
+        claims = jwt.decode(assertion, key, algorithms=[alg]).claims
         rules.verify_claims(claims)
     except (JoseError, OAuth2Error, ValueError):
         raise _invalid_client("assertion signature or claims invalid", client_id) from None
