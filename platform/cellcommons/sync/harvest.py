@@ -125,10 +125,24 @@ def _criteria(data: SpecificationIn) -> list[dict]:
     ]  # fmt: skip
 
 
+def _shaped(value: object, kind: type[dict] | type[list], field: str) -> Any:
+    """A nested feed value of the JSON kind the record type has there (None as empty), or a refusal naming it:
+    one peer record of the wrong shape is quarantined, not the whole page failed."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ValidationFailed(
+            [error("invalid_shape", field, f"must be a JSON {'object' if kind is dict else 'list'}")]
+        )
+    return value
+
+
 def _batch(record: dict[str, Any]) -> tuple[dict, list[dict] | None]:
     """A batch is judged against the specification it was released against, which the feed nests in it."""
     record = dict(record)
     nested = record.pop("specification", None)
+    if nested is not None:
+        _shaped(nested, dict, "specification")
     specification, spec_id = None, None
     if nested is not None:
         spec_id = nested.get("id")
@@ -147,13 +161,13 @@ VERSION_FACTS = {"id", "version", "status", "published_at", "batches"}  # a vers
 def _dataset(record: dict[str, Any]) -> tuple[dict, list[dict]]:
     """A dataset's identity, and its published versions each checked as the catalogue checks a dataset."""
     versions = []
-    for index, version in enumerate(record.get("versions") or []):
-        if version.get("status") != VersionStatus.published.value:
+    for index, version in enumerate(_shaped(record.get("versions"), list, "versions")):
+        at = f"versions[{index}]"
+        if _shaped(version, dict, at).get("status") != VersionStatus.published.value:
             continue  # drafts are the custodian's work in progress
         content = {k: v for k, v in version.items() if k not in VERSION_FACTS}
-        content["conditions"] = [
-            {"term": c.get("term"), **(c.get("parameter") or {})} for c in version.get("conditions") or []
-        ]
+        conditions = _shaped(version.get("conditions"), list, f"{at}.conditions")
+        content["conditions"] = [_condition(c, f"{at}.conditions[{i}]") for i, c in enumerate(conditions)]
         try:
             data = parse(DatasetIn, content | {"doi": record.get("doi")})
             warnings = _errors_only(validate_dataset(data, DatasetContext()))
@@ -165,9 +179,14 @@ def _dataset(record: dict[str, Any]) -> tuple[dict, list[dict]]:
         versions.append({
             "id": version.get("id"), "version": version.get("version"), "published_at": published_at,
             "data": data, "findings": [f.model_dump(mode="json") for f in warnings],
-            "batches": list(version.get("batches") or []),
+            "batches": list(_shaped(version.get("batches"), list, f"{at}.batches")),
         })  # fmt: skip
     return {"accession": record.get("accession"), "doi": record.get("doi")}, versions
+
+
+def _condition(value: object, field: str) -> dict[str, Any]:
+    condition = _shaped(value, dict, field)
+    return {"term": condition.get("term"), **_shaped(condition.get("parameter"), dict, f"{field}.parameter")}
 
 
 CHECKS = {"Specification": _specification, "Batch": _batch, "Dataset": _dataset}
