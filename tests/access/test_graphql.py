@@ -117,3 +117,24 @@ async def test_bad_input_names_the_field_and_the_canadian_gate_holds(api):
     assert gate["errors"][0]["extensions"]["field"] == "terms.transfer_mechanism"
     approved = await run(api, "steward_decides", {"id": request_id}, steward, "ApproveAccessRequest")
     assert approved["data"]["approveAccessRequest"]["transferMechanism"] == "adequacy"
+
+
+async def test_a_co_custodian_sees_the_request_but_not_another_custodians_agreement_on_it(api):
+    """A request naming two custodians' datasets is visible to both; the agreement one of them makes with the
+    recipient is not the other's to see, through the request any more than through myAgreements."""
+    maple, stroma = await dataset_of(api, "maple-ccrm"), await dataset_of(api, "stroma-bio")
+    alice = api.token("lowlands-regmed", "alice")
+    submitted = await run(api, "request_access", {"input": request_input(maple, datasets=[maple, stroma])}, alice)
+    request_id = submitted["data"]["requestAccess"]["id"]
+    terms = {"exportPolicy": {"quasi_identifier": "keep"}, "publicationTerms": "stroma's own terms"}
+    approved = await run(
+        api, "steward_decides", {"id": request_id, "terms": terms}, api.token("stroma-bio", "stella"),
+        "ApproveAccessRequest",
+    )  # fmt: skip
+    agreement_id = approved["data"]["approveAccessRequest"]["id"]
+    query = "query($id: ID!) { accessRequest(id: $id) { id agreements { id publicationTerms } } }"
+    maple_sees = await api.query(query, {"id": request_id}, api.token("maple-ccrm", "stella"))
+    assert maple_sees["data"]["accessRequest"] == {"id": request_id, "agreements": []}
+    for party in (api.token("stroma-bio", "stella"), alice):
+        seen = await api.query(query, {"id": request_id}, party)
+        assert [a["id"] for a in seen["data"]["accessRequest"]["agreements"]] == [agreement_id]

@@ -6,7 +6,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cellcommons.access.models import (
@@ -119,12 +119,16 @@ def notifications_query(principal: Principal | None) -> Select:
     return select(Notification).where(Notification.institution_id == principal.institution_id, addressed)
 
 
-async def parts_of(session: AsyncSession, model: type, parent: str, parent_ids: Sequence[uuid.UUID]) -> dict:
-    """Rows of `model` by parent id, oldest first. The parents were loaded under the policy; parts follow them."""
+async def parts_of(
+    session: AsyncSession, model: type, parent: str, parent_ids: Sequence[uuid.UUID],
+    visible: ColumnElement[bool] | None = None,
+) -> dict:  # fmt: skip
+    """Rows of `model` by parent id, oldest first. The parents were loaded under the policy; parts follow them,
+    except rows with a visibility of their own (`visible`): an agreement one custodian made on a request that
+    names other custodians' datasets is not theirs to see."""
     key = getattr(model, parent)
+    query = select(model).where(key.in_(parent_ids)).order_by(getattr(model, "created_at", key))
     grouped: dict[uuid.UUID, list] = defaultdict(list)
-    for row in await session.scalars(
-        select(model).where(key.in_(parent_ids)).order_by(getattr(model, "created_at", key))
-    ):
+    for row in await session.scalars(query if visible is None else query.where(visible)):
         grouped[getattr(row, parent)].append(row)
     return grouped

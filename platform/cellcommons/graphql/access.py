@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 import strawberry
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
@@ -21,7 +22,7 @@ from strawberry.scalars import JSON
 from cellcommons.access import decisions, matcher, models, repository, requests
 from cellcommons.access.agreements import in_force, is_in_force, today
 from cellcommons.access.schemas import TermsIn
-from cellcommons.access.visibility import get_visible
+from cellcommons.access.visibility import get_visible, visible_agreements
 from cellcommons.catalogue import models as catalogue
 from cellcommons.catalogue.service import parse
 from cellcommons.errors import InvalidInput, NotFound
@@ -49,12 +50,12 @@ class Loaders:
         self.parts = self._grouped(models.RequestedDataset, "request_id")
         self.decisions = self._grouped(models.AccessDecision, "request_id")
         self.history = self._grouped(models.RequestEvent, "request_id")
-        self.agreements = self._grouped(models.Agreement, "request_id")
+        self.agreements = self._grouped(models.Agreement, "request_id", visible_agreements(context.principal))
         self.agreement_datasets = self._grouped(models.AgreementDataset, "agreement_id")
 
-    def _grouped(self, model: type, parent: str) -> DataLoader:
+    def _grouped(self, model: type, parent: str, visible: ColumnElement[bool] | None = None) -> DataLoader:
         async def load(keys: list[uuid.UUID]) -> list[list]:
-            grouped = await self.context.read(repository.parts_of, model, parent, keys)
+            grouped = await self.context.read(repository.parts_of, model, parent, keys, visible)
             return [grouped.get(k, []) for k in keys]
 
         return DataLoader(load)
