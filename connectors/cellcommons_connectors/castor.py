@@ -65,28 +65,38 @@ class Participants(Stream):
         self.connector = connector
 
     async def read_pages(self, bookmark: Bookmark) -> AsyncIterator[Page]:
-        castor = self.connector
-        values = await castor.study_values()
+        values = await self.connector.study_values()
         start, total = int((bookmark or {}).get("page", 1)), (bookmark or {}).get("total")
         for _ in range(RESTARTS + 1):
-            url, last = castor.api(f"participant?page={start}"), start - 1
-            while url:
-                body = await castor.hal(url)
-                page, participants = body.get("page"), (body.get("_embedded") or {}).get("participants")
-                if not isinstance(participants, list) or not isinstance(page, int):
-                    raise SourceError(f"{url}: not a HAL page of participants")
-                if page <= last:
-                    raise SourceError(f"{url}: the participant pages lead back from page {last} to page {page}")
-                if total is not None and body.get("total_items") != total:
-                    break  # the study changed during the pass: read it again from the first page
-                total, last = body.get("total_items"), page
-                records = [castor.record(p, values) for p in participants if isinstance(p, dict)]
-                url = castor.next_page(body, url)
-                yield Page([r for r in records if r is not None], {"page": page + 1, "total": total} if url else None)
-            else:
+            try:
+                async for page in self._pass(values, start, total):
+                    yield page
                 return
-            start, total = 1, None
+            except StudyChanged:  # read it again from the first page
+                start, total = 1, None
         raise SourceError(f"the study's participants kept changing during {RESTARTS + 1} passes; read again later")
+
+    async def _pass(self, values: dict[str, dict[str, str]], start: int, total: int | None) -> AsyncIterator[Page]:
+        """The participant pages from `start` on, while the study keeps `total` participants (any at first)."""
+        castor = self.connector
+        url, last = castor.api(f"participant?page={start}"), start - 1
+        while url:
+            body = await castor.hal(url)
+            page, participants = body.get("page"), (body.get("_embedded") or {}).get("participants")
+            if not isinstance(participants, list) or not isinstance(page, int):
+                raise SourceError(f"{url}: not a HAL page of participants")
+            if page <= last:
+                raise SourceError(f"{url}: the participant pages lead back from page {last} to page {page}")
+            if total is not None and body.get("total_items") != total:
+                raise StudyChanged
+            total, last = body.get("total_items"), page
+            records = [castor.record(p, values) for p in participants if isinstance(p, dict)]
+            url = castor.next_page(body, url)
+            yield Page([r for r in records if r is not None], {"page": page + 1, "total": total} if url else None)
+
+
+class StudyChanged(Exception):
+    """The study's participant count changed during a pass: its page numbers no longer hold."""
 
 
 class Castor(Connector):

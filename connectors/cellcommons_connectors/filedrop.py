@@ -158,8 +158,13 @@ def _held(mapping: Mapping, key: str, row: Unreadable) -> Record:
     the file again (once replaced) lands the row."""
     mapped = mapping.record({c: v for c, v in row.values.items() if not _not_utf8(v)}).data
     data = {name: mapped[name] for name in BatchFiles.natural_key if name in mapped}
-    finding = {"code": UNREADABLE_ROW, "severity": "error", "field": row.column}
-    return Record(data, findings=(finding | {"message": f"{key} {row.where}: {row.reason}"},))
+    finding = {
+        "code": UNREADABLE_ROW,
+        "severity": "error",
+        "field": row.column,
+        "message": f"{key} {row.where}: {row.reason}",
+    }
+    return Record(data, findings=(finding,))
 
 
 def _rows(client: Minio, bucket: str, key: str, mapping: Mapping) -> Iterator[dict[str, Any] | Unreadable]:
@@ -232,13 +237,16 @@ def _lines(start: int, end: int) -> str:
     return f"line {start}" if start == end else f"lines {start}–{end}"
 
 
+UNREAD_REST = "; the rows after it are not read until the file is replaced"
+
+
 def _refusal(exc: csv.Error) -> str:
     if "unexpected end of data" in str(exc):
-        return "a quote opened in this row is never closed; the rows after it are not read until the file is replaced"
+        return f"a quote opened in this row is never closed{UNREAD_REST}"
     if "field limit" in str(exc):
-        return (f"a cell over {FIELD_LIMIT} characters; the rows after it are not read until the file is replaced"
-                " (a quote left open makes one cell of every line after it)")  # fmt: skip
-    return f"not CSV ({exc}); the rows after it are not read until the file is replaced"
+        hint = "a quote left open makes one cell of every line after it"
+        return f"a cell over {FIELD_LIMIT} characters{UNREAD_REST} ({hint})"
+    return f"not CSV ({exc}){UNREAD_REST}"
 
 
 def _spooled_rows(client: Minio, bucket: str, key: str, reader) -> Iterator[dict[str, Any]]:

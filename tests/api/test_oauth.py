@@ -109,6 +109,12 @@ async def _whoami(served, access_token) -> httpx.Response:
         return await http.get(f"{served.base_url}/whoami", headers={"Authorization": f"Bearer {access_token}"})
 
 
+def _assertion_form(assertion: str) -> dict[str, str]:
+    """A token request authenticated by a private_key_jwt assertion, as posted to the token endpoint."""
+    return {"grant_type": "client_credentials", "client_assertion_type": clients.ASSERTION_TYPE,
+            "client_assertion": assertion}  # fmt: skip
+
+
 async def _refused(served, client_id, secret, **params) -> OAuthError:
     with pytest.raises(OAuthError) as caught:
         await _fetch(served, client_id, secret, **params)
@@ -189,11 +195,7 @@ async def test_a_weak_rsa_key_registered_before_sizes_were_checked_gets_no_token
         stored = await session.scalar(select(MachineClient).where(MachineClient.client_id == added.client.client_id))
         stored.public_jwk = weak.as_dict(private=False) | {"kid": private.kid}
     assertion = private_key_jwt_sign(weak, added.client.client_id, served.token_endpoint, alg="RS256", expires_in=60)
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": assertion,
-    }
+    form = _assertion_form(assertion)
     async with httpx.AsyncClient(timeout=10) as http:
         refused = await http.post(served.token_endpoint, data=form)
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
@@ -204,11 +206,7 @@ async def test_a_replayed_assertion_is_refused_and_its_jti_is_kept_in_postgres(s
     added = await _add(served, public_jwk=private.as_dict(private=False))
     client_id = added.client.client_id
     assertion = private_key_jwt_sign(private, client_id, served.token_endpoint, alg="ES256", expires_in=60)
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": assertion,
-    }
+    form = _assertion_form(assertion)
     async with httpx.AsyncClient(timeout=10) as http:
         first = await http.post(served.token_endpoint, data=form)
         assert first.status_code == 200, first.text

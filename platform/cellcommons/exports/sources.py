@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cellcommons.access.schemas import ColumnTreatment
 from cellcommons.catalogue.models import Batch, QcResult, dataset_version_batch
 from cellcommons.errors import InvalidInput, NotFound
+from cellcommons.exports.arrays import same_values
 from cellcommons.exports.errors import MalformedRow, SourceChanged, SourceMissing
 from cellcommons.exports.models import BadRows
 from cellcommons.exports.policy import ColumnPlan
@@ -385,7 +386,7 @@ def _shared(values: pa.Array, name: str, dictionaries: dict[str, pa.Array]) -> p
     if not pa.types.is_dictionary(values.type):
         return values
     previous = dictionaries.get(name)
-    if previous is not None and previous.equals(values.dictionary):
+    if previous is not None and same_values(previous, values.dictionary):
         return pa.DictionaryArray.from_arrays(values.indices, previous)
     dictionaries[name] = values.dictionary
     return values

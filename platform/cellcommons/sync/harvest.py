@@ -141,11 +141,9 @@ def _batch(record: dict[str, Any]) -> tuple[dict, list[dict] | None]:
     """A batch is judged against the specification it was released against, which the feed nests in it."""
     record = dict(record)
     nested = record.pop("specification", None)
-    if nested is not None:
-        _shaped(nested, dict, "specification")
     specification, spec_id = None, None
     if nested is not None:
-        spec_id = nested.get("id")
+        spec_id = _shaped(nested, dict, "specification").get("id")
         try:
             specification = parse(SpecificationIn, {k: v for k, v in nested.items() if k != "id"})
         except ValidationFailed as exc:
